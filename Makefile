@@ -1,0 +1,30 @@
+# Quick start: `make demo` (set up + default experiment) and `make test` (set up + tests).
+# TORCH pins the wheel: 2.13.0 is the CPU build on this project's machines; on a
+# GPU machine the same pin from PyPI is the CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test test-all bench clean
+
+$(BIN)/cascadesim: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+setup: $(BIN)/cascadesim
+
+demo: setup
+	$(BIN)/cascadesim run --out runs/default --force
+
+test: setup
+	$(BIN)/python -m pytest -q -m "not benchmark"
+
+bench: setup
+	$(BIN)/cascadesim bench
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,18 @@
+"""Retrieval agents for cascadesim, one file per method, registered by paper name.
+
+Build one with :func:`make_agent` (``make_agent("bc", ctx, gamma=5.0)``), list
+them with :func:`list_agents`, and check a new one with :func:`check_agent`.
+Agents see observable data only: they may import ``simulator.types``,
+``simulator.config``, ``simulator.rng``, ``simulator.nn``, ``simulator.log.view``,
+``simulator.log.schema`` and ``simulator.agent_api`` (tested by an AST scan).
+
+Adding an agent: write ``agents/<paper_name>.py`` with a frozen ``Config``
+dataclass, the loss as a function, then the class decorated with
+``@register("<paper_name>")``; import the module below; run ``check_agent``.
+"""
+
+from agents import bc, popular, random  # noqa: F401  (import registers the agents)
+from agents.check import check_agent
+from agents.registry import agent_class, agent_config, list_agents, make_agent, register
+
+__all__ = ["agent_class", "agent_config", "check_agent", "list_agents", "make_agent", "register"]

@@ -1,0 +1,239 @@
+"""The two-tower (DSSM / YouTube-DNN style) backbone every learned retrieval agent reuses.
+
+``f(u)`` (user tower) and ``g(i)`` (item tower) are MLPs over id embeddings and
+observable features; the logit is ``s(u, i) = gamma * cos(f, g)`` (default) or
+``<f, g> / tau`` (algorithms.md §0.3). **FLAG** (§0.3): with cosine and
+``gamma = 1`` the logit is stuck in [-1, 1] and BCE cannot fit, hence the
+default ``gamma = 10``; cosine-trained models index *normalised* item vectors.
+
+User tower input: user id embedding, profile, mean of the history item-id
+embeddings (the item id table is shared; -1 pads), domain (2) and entry (3)
+embeddings. Item tower input: item id, category, creator and domain
+embeddings, the promoted flag, the three modality vectors and
+``catalogue.popularity_features()`` (3 dims).
+
+Parameters are built on the meta device and initialised from a torch
+generator seeded by the caller, so construction never touches the global RNG.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agents.backbone.index import ItemIndex
+from simulator.agent_api import AgentContext
+from simulator.nn import mean_history_embedding, mlp
+from simulator.types import Catalogue, RequestBatch
+
+N_DOMAINS, N_ENTRIES = 2, 3
+
+
+@dataclass(frozen=True)
+class TowerConfig:
+    """Shape and scoring of the two towers (agent Configs reuse these field names)."""
+
+    embedding_dim: int = 32
+    """Output size ``d`` of each tower."""
+    id_dim: int = 32
+    """Size of the id and categorical embeddings (user, item, category, creator)."""
+    context_dim: int = 4
+    """Size of the domain and entry embeddings."""
+    hidden: tuple[int, ...] = (128, 64)
+    """Hidden layer sizes of each tower's MLP (then a linear layer to ``embedding_dim``)."""
+    similarity: Literal["cosine", "dot"] = "cosine"
+    """``cosine``: ``gamma * cos(f, g)``; ``dot``: ``<f, g> / tau``."""
+    gamma: float = 10.0
+    """Cosine logit scale (FLAG §0.3: 1 cannot fit BCE; use 5-20)."""
+    tau: float = 1.0
+    """Temperature of the dot-product logit."""
+    batch_norm: bool = False
+    """BatchNorm after each hidden layer (DAMCAR's DSSM uses it)."""
+    init_std: float = 0.1
+    """Standard deviation of the initial embedding tables."""
+    block_users: int = 1024
+    """Users per block when scoring the whole catalogue."""
+
+    @classmethod
+    def from_config(cls, config: Any, ctx: AgentContext) -> TowerConfig:
+        """The tower fields found (by name) in an agent ``config``; ``embedding_dim=None`` -> ``ctx.training``."""
+        values = {f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)}
+        if values.get("embedding_dim") is None:
+            values["embedding_dim"] = ctx.training.embedding_dim
+        return cls(**values)
+
+
+def init_parameters(module: nn.Module, gen: torch.Generator, embedding_std: float) -> None:
+    """Initialise every parameter of ``module`` from ``gen`` (a CPU generator), in module order.
+
+    Linear layers get PyTorch's default ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+    for weight and bias, embeddings ``N(0, embedding_std^2)``, norm layers ones
+    and zeros. Values are drawn on the CPU and copied, so CPU and GPU runs start
+    identically.
+
+    Raises:
+        TypeError: a leaf module with parameters of another type (handle it in the caller).
+    """
+
+    def draw(shape: torch.Size, kind: str, a: float) -> torch.Tensor:
+        t = torch.empty(shape)
+        return t.uniform_(-a, a, generator=gen) if kind == "uniform" else t.normal_(0.0, a, generator=gen)
+
+    with torch.no_grad():
+        for name, m in module.named_modules():
+            if isinstance(m, nn.Linear):
+                bound = 1.0 / math.sqrt(m.in_features)
+                m.weight.copy_(draw(m.weight.shape, "uniform", bound))
+                if m.bias is not None:
+                    m.bias.copy_(draw(m.bias.shape, "uniform", bound))
+            elif isinstance(m, nn.Embedding):
+                m.weight.copy_(draw(m.weight.shape, "normal", embedding_std))
+            elif isinstance(m, (nn.BatchNorm1d, nn.LayerNorm)):
+                if getattr(m, "weight", None) is not None:
+                    m.weight.fill_(1.0)
+                    m.bias.zero_()
+                if isinstance(m, nn.BatchNorm1d):
+                    m.reset_running_stats()
+            elif any(True for _ in m.parameters(recurse=False)):
+                raise TypeError(f"init_parameters: no rule for {name!r} ({type(m).__name__})")
+
+
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no grad inside the block; the previous mode is restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield module
+    finally:
+        module.train(was_training)
+
+
+class TwoTower(nn.Module):
+    """User and item towers with a cosine or dot-product logit.
+
+    Args:
+        ctx: id capacities, feature sizes and device.
+        cfg: tower shape and scoring.
+        seed: seed of the initialisation generator (e.g. ``stream_seed(ctx.seed, "bc/init")``).
+    """
+
+    def __init__(self, ctx: AgentContext, cfg: TowerConfig, seed: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d_id, d_ctx, m = cfg.id_dim, cfg.context_dim, ctx.modality_dim
+        with torch.device("meta"):  # no global RNG draws; initialised below from `seed`
+            self.user_id = nn.Embedding(ctx.n_users, d_id)
+            self.item_id = nn.Embedding(ctx.n_items, d_id)  # shared by the item tower and the history
+            self.category = nn.Embedding(ctx.n_categories, d_id)
+            self.creator = nn.Embedding(ctx.n_creators, d_id)
+            self.user_domain = nn.Embedding(N_DOMAINS, d_ctx)
+            self.entry = nn.Embedding(N_ENTRIES, d_ctx)
+            self.item_domain = nn.Embedding(N_DOMAINS, d_ctx)
+            user_in = 2 * d_id + ctx.profile_dim + 2 * d_ctx
+            item_in = 3 * d_id + d_ctx + 1 + 3 * m + 3
+            self.user_mlp = mlp([user_in, *cfg.hidden, cfg.embedding_dim], batch_norm=cfg.batch_norm)
+            self.item_mlp = mlp([item_in, *cfg.hidden, cfg.embedding_dim], batch_norm=cfg.batch_norm)
+        self.to_empty(device=ctx.device)
+        gen = torch.Generator().manual_seed(seed)
+        init_parameters(self, gen, cfg.init_std)
+
+    @property
+    def scale(self) -> float:
+        """The logit scale: ``gamma`` (cosine) or ``1 / tau`` (dot)."""
+        return self.cfg.gamma if self.cfg.similarity == "cosine" else 1.0 / self.cfg.tau
+
+    # --- towers -----------------------------------------------------------------------------
+
+    def user_features(self, requests: RequestBatch) -> torch.Tensor:
+        """``[B, user_in]`` concatenated user-tower input."""
+        return torch.cat(
+            [
+                self.user_id(requests.user_id),
+                mean_history_embedding(self.item_id, requests.history),
+                requests.profile.float(),
+                self.user_domain(requests.domain),
+                self.entry(requests.entry),
+            ],
+            dim=1,
+        )
+
+    def item_features(self, catalogue: Catalogue, item_ids: torch.Tensor) -> torch.Tensor:
+        """``[n, item_in]`` concatenated item-tower input for ``item_ids [n]``."""
+        return torch.cat(
+            [
+                self.item_id(item_ids),
+                self.category(catalogue.category[item_ids]),
+                self.creator(catalogue.creator[item_ids]),
+                self.item_domain(catalogue.domain[item_ids]),
+                catalogue.promoted[item_ids].float().unsqueeze(1),
+                catalogue.modality[item_ids].flatten(1).float(),
+                catalogue.popularity_features()[item_ids],
+            ],
+            dim=1,
+        )
+
+    def user_embedding(self, requests: RequestBatch) -> torch.Tensor:
+        """``f(u)``: ``[B, d]`` raw (unnormalised) user-tower output."""
+        return self.user_mlp(self.user_features(requests))
+
+    def item_embedding(self, catalogue: Catalogue, item_ids: torch.Tensor) -> torch.Tensor:
+        """``g(i)``: ``[*, d]`` raw item-tower output for ``item_ids [*]`` (any shape)."""
+        flat = item_ids.reshape(-1)
+        return self.item_mlp(self.item_features(catalogue, flat)).reshape(*item_ids.shape, -1)
+
+    # --- scoring ----------------------------------------------------------------------------
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalise the last dim for cosine scoring; identity for dot."""
+        return F.normalize(x, dim=-1) if self.cfg.similarity == "cosine" else x
+
+    def score_pairs(self, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Logits of raw tower outputs.
+
+        Args:
+            f: ``[B, d]`` user embeddings.
+            g: ``[B, d]`` (one item per user) or ``[B, K, d]``.
+
+        Returns:
+            ``[B]`` or ``[B, K]``: ``gamma * cos(f, g)`` or ``<f, g> / tau``.
+        """
+        f, g = self.normalise(f), self.normalise(g)
+        if g.dim() == 2:
+            return self.scale * (f * g).sum(-1)
+        return self.scale * torch.bmm(g, f.unsqueeze(-1)).squeeze(-1)
+
+    def id_l2(self, user_ids: torch.Tensor, item_ids: torch.Tensor, catalogue: Catalogue) -> torch.Tensor:
+        """Scalar: mean over the batch of the squared norms of the embedding rows it used.
+
+        Args:
+            user_ids: ``[n]``; item_ids: ``[n]`` (user, item, category and creator rows are counted).
+        """
+        rows = [
+            self.user_id(user_ids), self.item_id(item_ids),
+            self.category(catalogue.category[item_ids]), self.creator(catalogue.creator[item_ids]),
+        ]  # fmt: skip
+        return sum(r.pow(2).sum(-1).mean() for r in rows)
+
+    # --- index ------------------------------------------------------------------------------
+
+    def embed_catalogue(self, catalogue: Catalogue, block: int = 65536) -> ItemIndex:
+        """Normalised item embeddings of every live item (eval mode, no grad, in blocks of ``block`` items)."""
+        ids = catalogue.live_ids()
+        with evaluating(self):
+            parts = [self.normalise(self.item_embedding(catalogue, ids[s : s + block])) for s in range(0, len(ids), block)]
+        emb = torch.cat(parts) if parts else torch.zeros((0, self.cfg.embedding_dim), device=ids.device)
+        return ItemIndex(ids, emb.contiguous(), self.scale, self.cfg.block_users)
+
+    def user_queries(self, requests: RequestBatch) -> torch.Tensor:
+        """``[B, d]`` normalised user embeddings for serving (eval mode, no grad)."""
+        with evaluating(self):
+            return self.normalise(self.user_embedding(requests))

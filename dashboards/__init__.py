@@ -1,0 +1,1 @@
+"""Reports and dashboards over run directories (plotly). Reads run directories from disk only."""

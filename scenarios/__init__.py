@@ -1,0 +1,1 @@
+"""Scenario presets, experiments (the composition root) and the ``cascadesim`` command line."""

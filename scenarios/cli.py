@@ -1,0 +1,106 @@
+"""The ``cascadesim`` command line: run, list, bench.
+
+Bad input (an unknown scenario, agent or device, an impossible size, a run
+directory that exists or is corrupt) prints one line ``error: <field>: <what is
+allowed>`` and exits with status 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import pandas as pd
+from tqdm import tqdm
+
+from simulator.checkpoint import RunDirError
+from simulator.config import ConfigError
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def _progress(total: int) -> Callable[[], None]:
+    bar = tqdm(total=total, desc="rounds", unit="round", file=sys.stderr, dynamic_ncols=True, disable=None)
+    return lambda: bar.update(1)
+
+
+class _Main(click.Group):
+    """Click group whose usage errors are one line, like every other error of the tool."""
+
+    def main(self, *args, **kwargs):  # type: ignore[override]
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as err:
+            _fail(err.format_message().replace("\n", " "))
+        except click.exceptions.Abort:
+            _fail("aborted")
+        except (ConfigError, RunDirError) as err:
+            _fail(str(err))
+
+
+@click.group(cls=_Main)
+@click.version_option(package_name="cascadesim")
+def main() -> None:
+    """cascadesim: the feedback loop of cascade recommenders, measured against the truth."""
+
+
+@main.command()
+@click.option("--scenario", default="default", show_default=True, help="preset name or path to a .toml file")
+@click.option("--agents", "agent_list", default="random,popular,oracle,bc", show_default=True, help="comma-separated agent names")
+@click.option("--seeds", default=1, show_default=True, type=int, help="number of seeds (0..N-1)")
+@click.option("--rounds", default=None, type=int, help="override timeline.rounds")
+@click.option("--out", default=None, help="run directory [default: runs/<scenario>]")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]")
+@click.option("--resume", is_flag=True, help="continue an interrupted run in --out")
+@click.option("--force", is_flag=True, help="replace an existing --out")
+@click.option("--save-logs", is_flag=True, help="also write the per-round log tables as Parquet")
+def run(scenario: str, agent_list: str, seeds: int, rounds: int | None, out: str | None, device: str, resume: bool, force: bool, save_logs: bool) -> None:
+    """Run scenario x agents x seeds as closed loops; write manifest.json and metrics.parquet."""
+    from scenarios.experiment import make_experiment, run_experiment, summary
+
+    if resume and force:
+        raise ConfigError("--resume and --force: choose one")
+    names = [a.strip() for a in agent_list.split(",") if a.strip()]
+    exp = make_experiment(scenario, names, seeds, rounds, device, save_logs)
+    out_dir = Path(out) if out else Path("runs") / exp.scenario.name
+    metrics = run_experiment(exp, out_dir, resume=resume, force=force, progress=_progress)
+    table = summary(metrics)
+    last = int(metrics["round"].max())
+    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
+        click.echo(f"\n{exp.scenario.name}: round {last}, mean over {len(exp.seeds)} seed(s)\n{table.to_string()}")
+    click.echo(f"\nresults: {out_dir / 'metrics.parquet'}")
+
+
+@main.command(name="list")
+@click.argument("what", required=False, type=click.Choice(["scenarios", "agents", "metrics"]))
+def list_cmd(what: str | None) -> None:
+    """Show scenarios, agents and metrics with their definitions."""
+    from scenarios.experiment import agent_catalogue
+    from scenarios.presets import list_scenarios
+    from simulator.metrics.definitions import METRICS
+
+    sections = {"scenarios": list_scenarios(), "agents": agent_catalogue(), "metrics": METRICS}
+    for name, entries in sections.items():
+        if what in (None, name):
+            click.echo(f"{name}:")
+            width = max(len(k) for k in entries)
+            for key, text in entries.items():
+                click.echo(f"  {key:<{width}}  {text}")
+
+
+@main.command()
+@click.option("--users", default=10_000, show_default=True, type=int)
+@click.option("--items", default=10_000, show_default=True, type=int)
+@click.option("--requests", default=10_000, show_default=True, type=int, help="requests served per repetition")
+@click.option("--repeats", default=5, show_default=True, type=int)
+@click.option("--device", default="cpu", show_default=True)
+def bench(users: int, items: int, requests: int, repeats: int, device: str) -> None:
+    """Time the serving loop (retrieval + ranking + exposure + logging) next to a NumPy floor."""
+    from simulator.bench import run_bench
+
+    click.echo(run_bench(users, items, requests, repeats, device).to_string())

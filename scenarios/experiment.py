@@ -1,0 +1,232 @@
+"""Experiments: scenario x agents x seeds as independent closed loops, into a run directory.
+
+This is the composition root: it alone imports both :mod:`simulator` and
+:mod:`agents`. Every (agent, seed) loop starts from the same warm-started
+world and log of its seed (common random numbers), runs its rounds, and is
+checkpointed atomically after each round, so ``resume`` continues from the
+last completed round and ends identical to an uninterrupted run.
+
+Run directory::
+
+    manifest.json        config, agents, seeds, versions
+    metrics.parquet      long form: scenario, agent, seed, round, metric, value
+    checkpoints/         one file per (agent, seed): the loop at its last round boundary
+    logs/                optional per-round log tables (Parquet)
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+import agents
+from scenarios.presets import load_scenario
+from simulator.agent_api import AgentContext
+from simulator.checkpoint import RunDirError, atomic_write_json, atomic_write_parquet, read_json
+from simulator.config import ConfigError, Scenario
+from simulator.loop import AgentFactory, ClosedLoop
+from simulator.metrics.formulas import popularity_index
+from simulator.oracle import OracleAgent
+from simulator.timeline import run_round
+
+METRIC_COLUMNS = ["scenario", "agent", "seed", "round", "metric", "value"]
+SUMMARY_METRICS = ["true_recall@100", "logged_recall@100", "exposure_gini", "exposure_top1_share"]
+
+
+def agent_catalogue() -> dict[str, str]:
+    """Every runnable agent name with a one-line description."""
+    names = dict(agents.list_agents())
+    names["oracle"] = (OracleAgent.__doc__ or "").strip().splitlines()[0]
+    return dict(sorted(names.items()))
+
+
+def agent_factory(name: str, sc: Scenario, seed: int, device: torch.device) -> AgentFactory:
+    """How a loop builds agent ``name``; ``oracle`` is the simulator's privileged reference."""
+    if name == "oracle":
+        return lambda loop: OracleAgent(loop.world, loop.sc, loop.intents)
+    ctx = AgentContext.from_scenario(sc, seed, device)
+    overrides = dict(sc.agents.get(name, {}))
+    return lambda loop: agents.make_agent(name, ctx, **overrides)
+
+
+def validate_agents(names: Sequence[str], sc: Scenario) -> list[str]:
+    """Check agent names (and their scenario overrides) before anything is written."""
+    known = agent_catalogue()
+    if not names:
+        raise ConfigError("agents: give at least one agent name")
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"agents: unknown agent {name!r}; allowed: {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"agents: duplicate names in {','.join(names)}")
+    for name in names:
+        if name != "oracle":
+            agents.make_agent(name, AgentContext.from_scenario(sc, 0), **dict(sc.agents.get(name, {})))
+    return list(names)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"device: must be cpu or cuda[:N], got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device: cuda requested but torch sees no CUDA device; use --device cpu")
+    return torch.device(device)
+
+
+def warm_started_loop(sc: Scenario, seed: int, device: torch.device) -> ClosedLoop:
+    """The shared starting point of a seed: the world after the legacy platform's warm-start rounds."""
+    loop = ClosedLoop(sc, seed, device)
+    for r in range(-sc.timeline.warm_start_rounds, 0):
+        run_round(loop, r)
+    return loop
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment request."""
+
+    scenario: Scenario
+    agents: tuple[str, ...]
+    seeds: tuple[int, ...]
+    device: torch.device
+    save_logs: bool = False
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario.model_dump(mode="json"), "agents": list(self.agents), "seeds": list(self.seeds),
+            "rounds": self.scenario.timeline.rounds, "device": str(self.device), "save_logs": self.save_logs,
+            "versions": package_versions(), "format": 1,
+        }
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for pkg in ("cascadesim", "torch", "numpy", "pandas", "pyarrow", "simpy", "gymnasium", "pydantic"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def make_experiment(scenario: str | Scenario = "default", agent_names: Sequence[str] = ("random", "popular", "oracle", "bc"), seeds: int = 1, rounds: int | None = None, device: str = "cpu", save_logs: bool = False) -> Experiment:
+    """Validate everything an experiment needs; raises a one-line ConfigError on bad input."""
+    sc = load_scenario(scenario) if isinstance(scenario, str) else scenario
+    if rounds is not None:
+        if rounds < 1:
+            raise ConfigError(f"rounds: must be >= 1, got {rounds}")
+        sc = sc.with_overrides(timeline={"rounds": rounds})
+    if not 1 <= seeds <= 10_000:
+        raise ConfigError(f"seeds: must be in [1, 10000], got {seeds}")
+    return Experiment(sc, tuple(validate_agents(agent_names, sc)), tuple(range(seeds)), resolve_device(device), save_logs)
+
+
+def prepare_run_dir(exp: Experiment, out: Path, resume: bool, force: bool) -> None:
+    """Create, check or (with ``force``) replace the run directory; never overwrite silently."""
+    manifest = out / "manifest.json"
+    if resume:
+        if not manifest.exists():
+            raise RunDirError(f"--resume: {out} holds no run (manifest.json missing)")
+        old = read_json(manifest, "manifest")
+        new = exp.manifest()
+        for key in ("scenario", "agents", "seeds", "rounds"):
+            if old.get(key) != new[key]:
+                raise RunDirError(f"--resume: {out} was run with a different {key}; use a new --out or --force")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise RunDirError(f"--out: {out} already exists and is not empty; pass --resume to continue it or --force to replace it")
+        shutil.rmtree(out)
+    atomic_write_json(exp.manifest(), manifest)
+
+
+def checkpoint_path(out: Path, agent: str, seed: int) -> Path:
+    return out / "checkpoints" / f"{agent}__seed{seed}.pt"
+
+
+def run_loop(exp: Experiment, agent: str, seed: int, out: Path | None, warm: Callable[[], ClosedLoop], tick: Callable[[], None]) -> ClosedLoop:
+    """Run (or continue) one closed loop to the last round, checkpointing each round."""
+    ckpt = checkpoint_path(out, agent, seed) if out is not None else None
+    if ckpt is not None and ckpt.exists():
+        loop = ClosedLoop.load(str(ckpt))
+        done = 1 + max((row["round"] for row in loop.rows), default=-1)
+        for _ in range(done):
+            tick()
+    else:
+        loop = warm().copy()
+        loop.attach_agent(agent_factory(agent, exp.scenario, seed, exp.device), agent)
+        done = 0
+    for r in range(done, exp.scenario.timeline.rounds):
+        run_round(loop, r)
+        if out is not None and exp.save_logs:
+            write_round_logs(loop, out / "logs" / f"{agent}__seed{seed}", r)
+        if ckpt is not None:
+            loop.save(str(ckpt))
+        tick()
+    return loop
+
+
+def write_round_logs(loop: ClosedLoop, folder: Path, r: int) -> None:
+    """The observable log tables of round ``r`` as Parquet (one file per table and round)."""
+    for table in ("requests", "impressions", "candidates", "sessions"):
+        atomic_write_parquet(loop.log.frame(table, r), folder / table / f"round={r:05d}.parquet")
+    atomic_write_parquet(loop.log.items_frame(r), folder / "items" / f"round={r:05d}.parquet")
+
+
+def loop_frame(loop: ClosedLoop, scenario: str, agent: str, seed: int) -> pd.DataFrame:
+    frame = pd.DataFrame(loop.rows, columns=["round", "metric", "value"])
+    frame.insert(0, "seed", seed)
+    frame.insert(0, "agent", agent)
+    frame.insert(0, "scenario", scenario)
+    return frame[METRIC_COLUMNS]
+
+
+def add_popularity_index(frame: pd.DataFrame) -> pd.DataFrame:
+    """CLRec's popularity index: mean exposed popularity over its max across the agents compared."""
+    base = frame[frame.metric == "mean_exposed_popularity"]
+    if base.empty:
+        return frame
+    rows = []
+    for (sc, seed, rnd), grp in base.groupby(["scenario", "seed", "round"], sort=True):
+        index = popularity_index(dict(zip(grp.agent, grp.value)))
+        rows += [{"scenario": sc, "agent": a, "seed": seed, "round": rnd, "metric": "popularity_index", "value": v} for a, v in index.items()]
+    return pd.concat([frame, pd.DataFrame(rows, columns=METRIC_COLUMNS)], ignore_index=True)
+
+
+def run_experiment(exp: Experiment, out: str | Path | None = None, resume: bool = False, force: bool = False, progress: Callable[[int], Callable[[], None]] | None = None) -> pd.DataFrame:
+    """Run every (agent, seed) loop of ``exp``; returns (and writes) the long-form metrics."""
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        prepare_run_dir(exp, out_path, resume, force)
+    tick = progress(len(exp.agents) * len(exp.seeds) * exp.scenario.timeline.rounds) if progress else (lambda: None)
+    frames = []
+    for seed in exp.seeds:
+        shared: list[ClosedLoop] = []
+
+        def warm(seed: int = seed) -> ClosedLoop:
+            if not shared:
+                shared.append(warm_started_loop(exp.scenario, seed, exp.device))
+            return shared[0]
+
+        for agent in exp.agents:
+            loop = run_loop(exp, agent, seed, out_path, warm, tick)
+            frames.append(loop_frame(loop, exp.scenario.name, agent, seed))
+            if out_path is not None:  # results so far are on disk after every finished loop
+                atomic_write_parquet(add_popularity_index(pd.concat(frames, ignore_index=True)), out_path / "metrics.parquet")
+    return add_popularity_index(pd.concat(frames, ignore_index=True))
+
+
+def summary(metrics: pd.DataFrame, names: Sequence[str] = SUMMARY_METRICS) -> pd.DataFrame:
+    """Per agent, the last round's mean over seeds of the headline metrics."""
+    last = metrics[metrics["round"] == metrics["round"].max()]
+    table = last[last.metric.isin(names)].pivot_table(index="agent", columns="metric", values="value", aggfunc="mean")
+    return table.reindex(columns=[n for n in names if n in table.columns])

@@ -1,0 +1,1 @@
+"""The cascade after retrieval: the platform ranker and serving (exposure)."""

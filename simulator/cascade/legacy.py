@@ -1,0 +1,70 @@
+"""The legacy platform that produces the warm-start log before any agent serves.
+
+Retrieval samples items by Gumbel-top-k on their log observed popularity (a
+popularity-biased legacy recall); ranking is uniform random (no trained ranker
+yet). Both are seeded per request id, so the warm-start log is identical for
+every agent compared on a seed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from simulator.cascade.serving import gumbel_topk
+from simulator.rng import torch_stream
+from simulator.types import Catalogue, RequestBatch
+
+
+class LegacyRetriever:
+    """Popularity-biased random recall (not an agent under study)."""
+
+    name = "legacy"
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.catalogue: Catalogue | None = None
+
+    def fit(self, view: Any) -> dict[str, float]:
+        return {}
+
+    def index(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+
+    def _prior(self) -> torch.Tensor:
+        assert self.catalogue is not None, "index() first"
+        return torch.log1p(self.catalogue.clicks).masked_fill(~self.catalogue.live, float("-inf"))
+
+    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch_stream(self.seed, "legacy-recall", requests.round, int(requests.request_id[0]), device=requests.user_id.device)
+        prior = self._prior()
+        idx = gumbel_topk(prior.expand(len(requests), -1), k, 1.0, gen)
+        scores = prior[idx]
+        order = scores.argsort(dim=1, descending=True)
+        return idx.gather(1, order), scores.gather(1, order)
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        return self._prior()[item_ids]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
+class UniformRanker:
+    """Random ranking scores in (0, 1), fixed per (request, item)."""
+
+    version = -1
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def set_catalogue(self, catalogue: Catalogue) -> None:
+        return None
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        gen = torch_stream(self.seed, "legacy-rank", requests.round, int(requests.request_id[0]), device=item_ids.device)
+        return torch.rand(item_ids.shape, generator=gen, device=item_ids.device).clamp(1e-4, 1 - 1e-4)

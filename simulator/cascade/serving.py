@@ -1,0 +1,138 @@
+"""Serving: recall by the agent, exposure by the ranker, deterministic or stochastic.
+
+Deterministic serving keeps the agent's top-K_r and the ranker's top-S.
+Stochastic serving (``cascade.stochastic``) samples both stages by
+Gumbel-top-k (Plackett-Luce without replacement) on ``score / temperature``:
+recall from the agent's top ``candidate_pool * K_r`` items, exposure from the
+recalled set. Inclusion probabilities have no closed form under Gumbel-top-k,
+so they are Monte-Carlo estimates from ``propensity_samples`` independent
+draws (a stream separate from the realised draw): ``recall_prob``,
+``expose_prob`` (given the realised recalled set) and the marginal
+``exposure_propensity`` (recall and exposure together). A share of requests
+(``exploration_share``) is served uniformly at random instead, with exact
+propensities ``K_r / M_live`` and ``S / M_live``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from simulator.config import CascadeConfig
+
+# Monte-Carlo draws are processed in row blocks of at most this many keys.
+_MC_BLOCK_ELEMS = 4_000_000
+
+
+@dataclass(frozen=True)
+class Recall:
+    """The recalled set of a batch (all ``[B, K_r]``, retrieval score descending)."""
+
+    item_ids: torch.Tensor
+    scores: torch.Tensor
+    recall_prob: torch.Tensor
+    pool_ids: torch.Tensor  # [B, P] the pool sampled from (== item_ids when deterministic)
+    pool_scores: torch.Tensor  # [B, P]
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """The exposed slate: ``slot_index [B, S]`` points into the recalled set, in slot order."""
+
+    slot_index: torch.Tensor
+    expose_prob: torch.Tensor  # [B, K_r] P(exposed | realised recalled set)
+    propensity: torch.Tensor  # [B, K_r] marginal P(exposed) under the whole serving policy
+
+
+def gumbel_topk(scores: torch.Tensor, k: int, temperature: float, gen: torch.Generator) -> torch.Tensor:
+    """``[..., k]`` indices of a Plackett-Luce sample without replacement, in sampled order."""
+    u = torch.rand(scores.shape, generator=gen, device=scores.device).clamp_(1e-20, 1.0)
+    keys = scores / temperature - torch.log(-torch.log(u))
+    return keys.topk(k, dim=-1).indices
+
+
+def _mc_inclusion(scores: torch.Tensor, k: int, temperature: float, draws: int, gen: torch.Generator, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, P]`` Monte-Carlo inclusion probability of each column in a Gumbel-top-k sample.
+
+    ``mask [B, D, P]`` (optional) restricts each draw to some columns (-inf elsewhere).
+    """
+    b, p = scores.shape
+    rows = max(1, _MC_BLOCK_ELEMS // max(1, draws * p))
+    out = []
+    for start in range(0, b, rows):
+        s = scores[start : start + rows].unsqueeze(1).expand(-1, draws, -1)
+        if mask is not None:
+            s = s.masked_fill(~mask[start : start + rows], float("-inf"))
+        idx = gumbel_topk(s, k, temperature, gen)
+        hits = torch.zeros_like(s).scatter_(2, idx, 1.0)
+        out.append(hits.mean(1))
+    return torch.cat(out)
+
+
+def stochastic_recall(pool_ids: torch.Tensor, pool_scores: torch.Tensor, k: int, cfg: CascadeConfig, gen: torch.Generator, mc_gen: torch.Generator) -> Recall:
+    """Sample K_r of the pool by Gumbel-top-k; estimate each recalled item's inclusion probability."""
+    pick = gumbel_topk(pool_scores, k, cfg.retrieve_temperature, gen)
+    pick = pick.gather(1, pool_scores.gather(1, pick).argsort(dim=1, descending=True))  # retrieval-score order
+    prob = _mc_inclusion(pool_scores, k, cfg.retrieve_temperature, cfg.propensity_samples, mc_gen)
+    return Recall(pool_ids.gather(1, pick), pool_scores.gather(1, pick), prob.gather(1, pick), pool_ids, pool_scores)
+
+
+def deterministic_recall(item_ids: torch.Tensor, scores: torch.Tensor) -> Recall:
+    """Keep the agent's top-K_r: every recalled item has inclusion probability 1."""
+    return Recall(item_ids, scores, torch.ones_like(scores), item_ids, scores)
+
+
+def uniform_recall(live_ids: torch.Tensor, b: int, k: int, gen: torch.Generator) -> Recall:
+    """Exploration: K_r live items uniformly without replacement per request."""
+    keys = torch.rand(b, live_ids.shape[0], generator=gen, device=live_ids.device)
+    ids = live_ids[keys.topk(k, dim=1).indices]
+    zeros = torch.zeros(b, k, device=live_ids.device)
+    return Recall(ids, zeros, torch.full_like(zeros, k / live_ids.shape[0]), ids, zeros)
+
+
+def _logit(p: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(1e-6, 1 - 1e-6)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def deterministic_exposure(rank_scores: torch.Tensor, s: int) -> Exposure:
+    """The ranker's top-S, best first."""
+    idx = rank_scores.topk(s, dim=1).indices
+    prob = torch.zeros_like(rank_scores).scatter_(1, idx, 1.0)
+    return Exposure(idx, prob, prob)
+
+
+def stochastic_exposure(rank_scores: torch.Tensor, s: int, cfg: CascadeConfig, gen: torch.Generator, mc_gen: torch.Generator) -> Exposure:
+    """Gumbel-top-S over ranker logits; slots in sampled order; conditional probability by Monte Carlo."""
+    logits = _logit(rank_scores)
+    idx = gumbel_topk(logits, s, cfg.expose_temperature, gen)
+    prob = _mc_inclusion(logits, s, cfg.expose_temperature, cfg.propensity_samples, mc_gen)
+    return Exposure(idx, prob, prob)
+
+
+def marginal_propensity(recall: Recall, pool_rank_scores: torch.Tensor, s: int, cfg: CascadeConfig, mc_gen: torch.Generator) -> torch.Tensor:
+    """``[B, K_r]`` P(exposed) of each recalled item when recall and exposure are both resampled."""
+    b, p = recall.pool_scores.shape
+    k = recall.item_ids.shape[1]
+    draws = cfg.propensity_samples
+    rows = max(1, _MC_BLOCK_ELEMS // max(1, draws * p))
+    logits = _logit(pool_rank_scores)
+    out = []
+    for start in range(0, b, rows):
+        sl = slice(start, start + rows)
+        pool = recall.pool_scores[sl].unsqueeze(1).expand(-1, draws, -1)
+        recalled = torch.zeros_like(pool, dtype=torch.bool).scatter_(2, gumbel_topk(pool, k, cfg.retrieve_temperature, mc_gen), True)
+        exp_logits = logits[sl].unsqueeze(1).expand(-1, draws, -1).masked_fill(~recalled, float("-inf"))
+        shown = torch.zeros_like(pool).scatter_(2, gumbel_topk(exp_logits, s, cfg.expose_temperature, mc_gen), 1.0)
+        out.append(shown.mean(1))
+    marginal = torch.cat(out)
+    pos = (recall.pool_ids.unsqueeze(1) == recall.item_ids.unsqueeze(2)).float().argmax(2)  # [B, K_r] column in pool
+    return marginal.gather(1, pos)
+
+
+def uniform_exposure(b: int, k: int, s: int, n_live: int, gen: torch.Generator, device: torch.device) -> Exposure:
+    """Exploration: S of the K_r recalled items uniformly, in random order."""
+    idx = torch.rand(b, k, generator=gen, device=device).topk(s, dim=1).indices
+    cond = torch.full((b, k), s / k, device=device)
+    return Exposure(idx, cond, torch.full((b, k), s / n_live, device=device))

@@ -1,0 +1,67 @@
+"""Atomic writes and safe reads of run-directory files.
+
+Every file is written to a temporary name in the same directory and moved
+into place with :func:`os.replace`, so a crash leaves either the old file or
+the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+import torch
+
+T = TypeVar("T")
+
+
+class RunDirError(RuntimeError):
+    """A run directory is missing, corrupt, or does not match the request."""
+
+
+def _atomic(path: str | Path, write: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_json(data: Any, path: str | Path) -> None:
+    _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True, default=str)))
+
+
+def atomic_write_parquet(frame: pd.DataFrame, path: str | Path) -> None:
+    _atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def load_torch_object(path: str | Path, expected: type[T]) -> T:
+    """Load a pickled object of type ``expected`` written by :func:`atomic_torch_save`."""
+    try:
+        obj = torch.load(path, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise RunDirError(f"checkpoint: {path} is corrupt or unreadable ({type(err).__name__})") from None
+    if not isinstance(obj, expected):
+        raise RunDirError(f"checkpoint: {path} holds a {type(obj).__name__}, expected {expected.__name__}")
+    return obj
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise RunDirError(f"{what}: {path} is missing or not valid JSON ({type(err).__name__})") from None

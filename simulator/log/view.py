@@ -1,0 +1,136 @@
+"""The training view: what ``fit`` receives. It is the information barrier.
+
+A :class:`TrainingView` is built from the observable :class:`LogStore` and the
+model registry only; this module never imports :mod:`simulator.world` or the
+truth store, so nothing in it can derive from the world's private state
+(tested by an import contract and by a perturbation test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Protocol
+
+import torch
+
+from simulator.log.store import LogStore
+from simulator.types import Catalogue, RequestBatch, UserTable
+
+
+class FrozenScorer(Protocol):
+    """A frozen ranker snapshot that agents may query (no gradients, no updates)."""
+
+    version: int
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` click probability of ``item_ids [B, K]`` for ``requests``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Impressions:
+    """Exposed items of the window, one row per exposure (all ``[E]``).
+
+    ``row`` indexes :attr:`TrainingView.requests`.
+    """
+
+    row: torch.Tensor
+    item_id: torch.Tensor
+    position: torch.Tensor
+    retrieval_rank: torch.Tensor
+    retrieval_score: torch.Tensor
+    ranking_score: torch.Tensor
+    exposure_propensity: torch.Tensor
+    clicked: torch.Tensor
+    finished: torch.Tensor
+    watch_time: torch.Tensor
+    dwell: torch.Tensor
+    portal_only: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.row.shape[0])
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The recalled sets of the window, one row per recalled item (all ``[C]``)."""
+
+    row: torch.Tensor
+    item_id: torch.Tensor
+    retrieval_rank: torch.Tensor
+    retrieval_score: torch.Tensor
+    ranking_score: torch.Tensor
+    exposed: torch.Tensor
+    recall_prob: torch.Tensor
+    expose_prob: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.row.shape[0])
+
+
+@dataclass(frozen=True)
+class TrainingView:
+    """A read-only window of the observable log, ready for torch.
+
+    Attributes:
+        round: the last round in the window (the one just completed).
+        first_round: the first round in the window.
+        requests: every request of the window as served (``[R]``), request_id ascending.
+        request_round: ``[R] int64`` round of each request.
+        explore: ``[R] bool`` served by uniform exploration.
+        ranker_version: ``[R] int64`` ranker snapshot that ranked each request.
+        impressions: exposures with labels; ``row`` points into ``requests``.
+        candidates: recalled sets with scores and the exposed flag.
+        catalogue: observable item features now (for the next round's index).
+        users: observable user table now.
+        ranker: the frozen ranker snapshot serving now (the teacher).
+        rankers: every ranker snapshot that served a request in the window, by version.
+        n_users, n_items: id capacities (embedding table sizes).
+    """
+
+    round: int
+    first_round: int
+    requests: RequestBatch
+    request_round: torch.Tensor
+    explore: torch.Tensor
+    ranker_version: torch.Tensor
+    impressions: Impressions
+    candidates: Candidates
+    catalogue: Catalogue
+    users: UserTable
+    ranker: FrozenScorer
+    rankers: dict[int, FrozenScorer]
+    n_users: int
+    n_items: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.catalogue.live.device
+
+
+def _records(cls, data: dict[str, torch.Tensor], row: torch.Tensor):
+    return cls(row=row, **{f.name: data[f.name] for f in fields(cls) if f.name != "row"})
+
+
+def build_view(log: LogStore, first_round: int, last_round: int, ranker: FrozenScorer, rankers: dict[int, FrozenScorer]) -> TrainingView:
+    """Assemble the training view of rounds ``first_round..last_round`` from the log."""
+    req = log.concat("requests", first_round, last_round)
+    imp = log.concat("impressions", first_round, last_round)
+    ses = log.concat("sessions", first_round, last_round)
+    cand = log.concat("candidates", first_round, last_round)
+    users = log.users[last_round]
+    first_id = req["request_id"][0]
+    requests = RequestBatch(
+        request_id=req["request_id"], user_id=req["user_id"], domain=req["domain"], entry=req["entry"],
+        hour=req["time"] % 168.0, profile=users.profile[req["user_id"]], history=req["history"], round=last_round,
+    )
+    # request ids are contiguous within the window, so a row is an offset
+    impressions = _records(Impressions, {**imp, "dwell": ses["dwell"], "portal_only": ses["portal_only"]}, imp["request_id"] - first_id)
+    candidates = _records(Candidates, cand, cand["request_id"] - first_id)
+    catalogue = log.catalogue[last_round]
+    return TrainingView(
+        round=last_round, first_round=first_round, requests=requests, request_round=req["round"],
+        explore=req["explore"], ranker_version=req["ranker_version"], impressions=impressions,
+        candidates=candidates, catalogue=catalogue, users=users, ranker=ranker, rankers=rankers,
+        n_users=int(users.alive.shape[0]), n_items=catalogue.capacity,
+    )

@@ -1,0 +1,1 @@
+"""Metrics of the simulated feedback loop: pure formulas live in ``formulas``."""

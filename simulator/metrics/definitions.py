@@ -1,0 +1,51 @@
+"""Every metric name the runner writes, with its definition (shown by ``cascadesim list metrics``).
+
+``@K`` metrics are reported for K in ``metrics.k_values`` plus the slate size S.
+Truth metrics are means over the evaluation panel (fixed users, current intent
+drawn per round); logged metrics are means over up to ``panel_size`` of the
+round's requests with at least one click, replayed offline.
+"""
+
+from __future__ import annotations
+
+METRICS: dict[str, str] = {
+    # truth (the panel; never visible to agents)
+    "true_recall@K": "|agent top-K ∩ true top-K| / K, true top-K by true relevance over the live catalogue for the request's intent",
+    "true_ndcg@K": "DCG of the true relevance of the agent's top-K (gain r, discount 1/log2(rank+1)) over the DCG of the true top-K",
+    "retrieval_slate_utility": "mean true relevance of the agent's top-S (before the ranker)",
+    "retrieval_slate_regret": "oracle slate utility (mean true relevance of the true top-S) minus retrieval_slate_utility",
+    "slate_utility": "mean true relevance of the slate the platform ranker picks (top-S of the agent's K_r candidates)",
+    "slate_regret": "oracle slate utility minus slate_utility",
+    "ranked_true_recall@S": "|ranker's slate ∩ true top-S| / S: retrieval bias propagated through the ranker",
+    "ranked_true_ndcg@S": "NDCG of the ranker's slate (in slate order) against the true top-S",
+    "score_unexposed_true_pos": "mean agent score on never-exposed items of the user's true top-K_r",
+    "score_unexposed_true_neg": "mean agent score on never-exposed sampled live items outside the user's true top-Kmax",
+    "score_gap_unexposed": "score_unexposed_true_pos - score_unexposed_true_neg (DAMCAR Fig. 5, exact)",
+    "true_top_ever_exposed": "share of a panel user's true top-S items (intent mixture) ever exposed to them so far",
+    "preference_drift": "mean over live users of 1 - cos(current true latent, latent at start)",
+    "true_exposed_relevance": "mean true relevance of the round's exposed items (truth store)",
+    "true_attention_rate": "share of the round's exposures the user examined (truth store)",
+    # logged (what a practitioner computes offline, biased by construction)
+    "logged_recall@K": "mean over requests with clicks of |clicked ∩ agent top-K| / |clicked|, on the round's held-out clicks",
+    "logged_precision@K": "mean of |clicked ∩ agent top-K| / K over the same requests",
+    "logged_f1@K": "harmonic mean of logged_precision@K and logged_recall@K (of the means, as DAMCAR reports F)",
+    "logged_hitrate@K": "share of those requests with at least one clicked item in the agent's top-K",
+    "evaluation_bias@K": "logged_recall@K - true_recall@K: how much the offline metric lies",
+    "logged_ctr": "clicks / exposures in the round",
+    "logged_finish_rate": "finished / exposures in the round",
+    # popularity, diversity, homogenisation
+    "exposure_gini": "Gini coefficient of the round's exposure counts over live items (zeros included)",
+    "exposure_top1_share": "share of the round's exposures going to the top 1% of live items",
+    "aggregate_diversity": "number of distinct items exposed in the round",
+    "coverage": "share of live items exposed at least once in the round",
+    "long_tail_coverage": "share of the least popular 80% of live items (observed clicks at round start) exposed in the round",
+    "novelty": "mean self-information -log2 p(i) of exposed items, p from observed clicks at round start (+1 smoothing)",
+    "mean_exposed_popularity": "mean observed clicks (at round start) of exposed items: CLRec's E_A[pop(i)]",
+    "popularity_index": "mean_exposed_popularity / its max over the agents compared at the same seed and round (CLRec)",
+    "homogenisation": "mean pairwise Jaccard of the round's exposure sets of up to homogenisation_users active users",
+    "ssb_divergence": "Jensen-Shannon divergence (base 2) between the item distributions of exposures and of recalled candidates",
+    "live_items": "live items at the round's end",
+    "active_users": "registered, not churned users at the round's end",
+    # training diagnostics of the serving models
+    "fit_<name>": "diagnostics returned by the agent's and ranker's last fit (e.g. fit_loss, fit_ranker_loss)",
+}

@@ -1,0 +1,247 @@
+"""Per-round measurement of one closed loop: truth vs log, popularity, SSB.
+
+Truth metrics run on a fixed panel of evaluation users, in blocks of
+``metrics.block_size`` users against the whole live catalogue (never a users x
+items matrix). Logged metrics replay the round's held-out clicks, exactly as
+a practitioner would offline. Exposure metrics read the round's log.
+Definitions: :data:`simulator.metrics.definitions.METRICS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from simulator.config import Scenario
+from simulator.metrics import formulas as F
+from simulator.rng import torch_stream
+from simulator.types import ENTRY_BROWSE, RequestBatch
+from simulator.world.relevance import true_relevance, true_topk
+from simulator.world.state import WorldState
+
+
+@dataclass
+class MetricState:
+    """What measurement carries across rounds (checkpointed with the loop)."""
+
+    panel: torch.Tensor  # [P] evaluation user ids (fixed)
+    is_panel: torch.Tensor  # [N] bool
+    ever_keys: torch.Tensor  # sorted unique user * M + item of panel users' exposures so far
+    start_clicks: torch.Tensor  # [M] observed clicks at the round's start (popularity)
+
+    @classmethod
+    def create(cls, world: WorldState, sc: Scenario, seed: int) -> MetricState:
+        gen = torch_stream(seed, "panel", device=world.device)
+        alive = world.user_alive.nonzero().squeeze(1)
+        panel = alive[torch.randperm(len(alive), generator=gen, device=world.device)[: sc.metrics.panel_size]].sort().values
+        is_panel = torch.zeros_like(world.user_alive)
+        is_panel[panel] = True
+        return cls(panel, is_panel, torch.empty(0, dtype=torch.int64, device=world.device), world.item_clicks.clone())
+
+    def begin_round(self, world: WorldState) -> None:
+        self.start_clicks = world.item_clicks.clone()
+
+
+@dataclass(frozen=True)
+class MetricInput:
+    """The narrow view measurement needs: truth, the round's log and the serving models."""
+
+    sc: Scenario
+    seed: int
+    round: int
+    world: WorldState
+    retriever: Any  # serving RetrievalAgent
+    ranker: Any  # serving ranker
+    set_intents: Any  # callable(request_ids, intents): tells privileged policies the eval intents
+    requests: dict[str, torch.Tensor]
+    impressions: dict[str, torch.Tensor]
+    candidates: dict[str, torch.Tensor]
+    truth_requests: dict[str, torch.Tensor]
+    truth_impressions: dict[str, torch.Tensor]
+    state: MetricState
+
+
+def measure_round(inp: MetricInput) -> dict[str, float]:
+    """All metrics of one round, by name."""
+    out = exposure_metrics(inp)
+    out.update(truth_metrics(inp))
+    out.update(logged_metrics(inp))
+    for k in inp.sc.eval_ks:
+        out[f"evaluation_bias@{k}"] = out[f"logged_recall@{k}"] - out[f"true_recall@{k}"]
+    w = inp.world
+    alive = w.user_alive
+    out["preference_drift"] = float((1 - torch.cosine_similarity(w.user_latent[alive], w.user_latent0[alive], dim=1)).mean())
+    _update_ever_exposed(inp)
+    return out
+
+
+# ----- exposure and popularity --------------------------------------------
+def exposure_metrics(inp: MetricInput) -> dict[str, float]:
+    w, imp, sc = inp.world, inp.impressions, inp.sc
+    m = w.item_live.shape[0]
+    counts = torch.bincount(imp["item_id"], minlength=m).float()
+    live = w.item_live
+    pop = inp.state.start_clicks
+    recalled = torch.bincount(inp.candidates["item_id"], minlength=m).float()
+    return {
+        "exposure_gini": F.gini(counts[live]),
+        "exposure_top1_share": F.top_share(counts[live], 0.01),
+        "aggregate_diversity": float((counts > 0).sum()),
+        "coverage": F.coverage(counts[live]),
+        "long_tail_coverage": F.long_tail_coverage(counts[live], pop[live], sc.metrics.long_tail_share),
+        "novelty": F.novelty(imp["item_id"], pop),
+        "mean_exposed_popularity": F.popularity_mean(imp["item_id"], pop),
+        "ssb_divergence": F.js_divergence(counts, recalled),
+        "homogenisation": _homogenisation(inp),
+        "logged_ctr": float(imp["clicked"].float().mean()),
+        "logged_finish_rate": float(imp["finished"].float().mean()),
+        "true_exposed_relevance": float(inp.truth_impressions["relevance"].mean()),
+        "true_attention_rate": float(inp.truth_impressions["examined"].float().mean()),
+        "live_items": float(live.sum()),
+        "active_users": float(w.user_alive.sum()),
+    }
+
+
+def _homogenisation(inp: MetricInput) -> float:
+    users = inp.impressions["user_id"]
+    active = torch.unique(users)
+    gen = torch_stream(inp.seed, "homogenisation", inp.round, device=users.device)
+    chosen = active[torch.randperm(len(active), generator=gen, device=users.device)[: inp.sc.metrics.homogenisation_users]].sort().values
+    pos = torch.searchsorted(chosen, users).clamp(max=len(chosen) - 1)
+    keep = chosen[pos] == users
+    return F.mean_pairwise_jaccard(pos[keep], inp.impressions["item_id"][keep], len(chosen), inp.world.item_live.shape[0])
+
+
+def _update_ever_exposed(inp: MetricInput) -> None:
+    st, imp = inp.state, inp.impressions
+    mine = st.is_panel[imp["user_id"]]
+    keys = imp["user_id"][mine] * inp.world.item_live.shape[0] + imp["item_id"][mine]
+    st.ever_keys = torch.unique(torch.cat([st.ever_keys, keys]))
+
+
+def _is_ever_exposed(st: MetricState, users: torch.Tensor, items: torch.Tensor, m: int) -> torch.Tensor:
+    keys = users.unsqueeze(1) * m + items
+    if st.ever_keys.numel() == 0:
+        return torch.zeros_like(keys, dtype=torch.bool)
+    pos = torch.searchsorted(st.ever_keys, keys).clamp(max=len(st.ever_keys) - 1)
+    return st.ever_keys[pos] == keys
+
+
+# ----- truth on the evaluation panel ----------------------------------------
+def panel_requests(w: WorldState, users: torch.Tensor, round_idx: int, hour: float) -> RequestBatch:
+    """Synthetic evaluation requests (negative ids, never logged) for ``users``."""
+    b, dev = len(users), users.device
+    zeros = torch.zeros(b, dtype=torch.int64, device=dev)
+    return RequestBatch(
+        request_id=-1 - users, user_id=users, domain=zeros, entry=zeros + ENTRY_BROWSE,
+        hour=torch.full((b,), hour % 168.0, device=dev), profile=w.user_profile[users],
+        history=w.user_history[users].clone(), round=round_idx, time=torch.full((b,), hour, dtype=torch.float64, device=dev),
+    )
+
+
+def truth_metrics(inp: MetricInput) -> dict[str, float]:
+    sc, w = inp.sc, inp.world
+    panel = inp.state.panel[w.user_alive[inp.state.panel]]
+    gen = torch_stream(inp.seed, "eval-intent", inp.round, device=w.device)
+    intents = torch.multinomial(w.user_intents[panel], 1, generator=gen).squeeze(1)
+    sums: dict[str, torch.Tensor] = {}
+    hour = (inp.round + 1) * sc.timeline.round_hours
+    for start in range(0, len(panel), sc.metrics.block_size):
+        sl = slice(start, start + sc.metrics.block_size)
+        block = _truth_block(inp, panel[sl], intents[sl], hour, gen)
+        for k, v in block.items():
+            sums[k] = sums.get(k, 0) + v
+    n = sums.pop("n")
+    out = {k: float(v / n) for k, v in sums.items() if not k.startswith("gap_")}
+    pos_mean = sums["gap_pos_sum"] / sums["gap_pos_n"].clamp_min(1)
+    neg_mean = sums["gap_neg_sum"] / sums["gap_neg_n"].clamp_min(1)
+    out["score_unexposed_true_pos"], out["score_unexposed_true_neg"] = float(pos_mean), float(neg_mean)
+    out["score_gap_unexposed"] = float(pos_mean - neg_mean)
+    return out
+
+
+def _truth_block(inp: MetricInput, users: torch.Tensor, intents: torch.Tensor, hour: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    sc, w = inp.sc, inp.world
+    s, kr, ks = sc.cascade.slate_size, sc.cascade.k_retrieve, sc.eval_ks
+    kmax = max(*ks, kr)
+    batch = panel_requests(w, users, inp.round, hour)
+    inp.set_intents(batch.request_id, intents)
+    ret_ids, _ = inp.retriever.retrieve(batch, kmax)
+    top_ids, top_rel = true_topk(w, sc, users, intents, kmax, sc.metrics.block_size)
+    rel = true_relevance(w, sc, users, ret_ids, intents)
+    out: dict[str, torch.Tensor] = {"n": torch.tensor(float(len(users)))}
+    for k in ks:
+        out[f"true_recall@{k}"] = (F.hits_at_k(ret_ids[:, :k], top_ids[:, :k]) / k).sum()
+        out[f"true_ndcg@{k}"] = F.ndcg(rel[:, :k], top_rel[:, :k]).sum()
+    oracle_utility = top_rel[:, :s].mean(1)
+    out["retrieval_slate_utility"] = rel[:, :s].mean(1).sum()
+    out["retrieval_slate_regret"] = (oracle_utility - rel[:, :s].mean(1)).sum()
+    # the same after the platform ranker: rank the recalled K_r, expose the top S
+    cand = ret_ids[:, :kr]
+    slot = inp.ranker.score(batch, cand).topk(s, dim=1).indices
+    slate, slate_rel = cand.gather(1, slot), rel[:, :kr].gather(1, slot)
+    out["slate_utility"] = slate_rel.mean(1).sum()
+    out["slate_regret"] = (oracle_utility - slate_rel.mean(1)).sum()
+    out[f"ranked_true_recall@{s}"] = (F.hits_at_k(slate, top_ids[:, :s]) / s).sum()
+    out[f"ranked_true_ndcg@{s}"] = F.ndcg(slate_rel, top_rel[:, :s]).sum()
+    out.update(_gap_block(inp, batch, top_ids, gen))
+    mix_top, _ = true_topk(w, sc, users, None, s, sc.metrics.block_size)
+    out["true_top_ever_exposed"] = _is_ever_exposed(inp.state, users, mix_top, w.item_live.shape[0]).float().mean(1).sum()
+    return out
+
+
+def _gap_block(inp: MetricInput, batch: RequestBatch, top_ids: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Agent scores of unexposed true positives (true top-K_r) vs unexposed true negatives (outside the true top-Kmax)."""
+    w, sc = inp.world, inp.sc
+    m = w.item_live.shape[0]
+    users = batch.user_id
+    pos = top_ids[:, : sc.cascade.k_retrieve]
+    live = w.item_live.nonzero().squeeze(1)
+    neg = live[torch.randint(len(live), (len(users), sc.metrics.gap_negatives), generator=gen, device=w.device)]
+    top_sorted = top_ids.sort(dim=1).values
+    in_top = torch.gather(top_sorted, 1, torch.searchsorted(top_sorted, neg).clamp(max=top_ids.shape[1] - 1)) == neg
+    pos_ok = ~_is_ever_exposed(inp.state, users, pos, m)
+    neg_ok = ~in_top & ~_is_ever_exposed(inp.state, users, neg, m)
+    pos_s, neg_s = inp.retriever.score(batch, pos), inp.retriever.score(batch, neg)
+    return {
+        "gap_pos_sum": (pos_s * pos_ok).sum(), "gap_pos_n": pos_ok.sum().float(),
+        "gap_neg_sum": (neg_s * neg_ok).sum(), "gap_neg_n": neg_ok.sum().float(),
+    }
+
+
+# ----- logged (offline) metrics on the round's held-out clicks ----------------
+def logged_metrics(inp: MetricInput) -> dict[str, float]:
+    sc, imp, req = inp.sc, inp.impressions, inp.requests
+    clicked_req = torch.unique(imp["request_id"][imp["clicked"]])
+    gen = torch_stream(inp.seed, "logged-eval", inp.round, device=clicked_req.device)
+    chosen = clicked_req[torch.randperm(len(clicked_req), generator=gen, device=clicked_req.device)[: sc.metrics.panel_size]].sort().values
+    out: dict[str, float] = {}
+    if len(chosen) == 0:
+        return {f"logged_{m}@{k}": float("nan") for k in sc.eval_ks for m in ("recall", "precision", "f1", "hitrate")}
+    rows = torch.searchsorted(req["request_id"], chosen)
+    batch = RequestBatch(
+        request_id=chosen, user_id=req["user_id"][rows], domain=req["domain"][rows], entry=req["entry"][rows],
+        hour=(req["time"][rows] % 168.0).float(), profile=inp.world.user_profile[req["user_id"][rows]],
+        history=req["history"][rows], round=inp.round, time=req["time"][rows],
+    )
+    t_rows = torch.searchsorted(inp.truth_requests["request_id"], chosen)
+    inp.set_intents(chosen, inp.truth_requests["intent"][t_rows])
+    relevant, mask = _clicked_items(imp, chosen, sc.cascade.slate_size)
+    n_rel = mask.sum(1).float()
+    ret_ids = torch.cat([inp.retriever.retrieve(batch.select(torch.arange(i, min(i + sc.metrics.block_size, len(chosen)))), max(sc.eval_ks))[0] for i in range(0, len(chosen), sc.metrics.block_size)])
+    for k in sc.eval_ks:
+        hits = F.hits_at_k(ret_ids[:, :k], relevant, mask)
+        p, r, f1 = F.precision_recall_f1(hits, n_rel, k)
+        out.update({f"logged_recall@{k}": r, f"logged_precision@{k}": p, f"logged_f1@{k}": f1, f"logged_hitrate@{k}": F.hit_rate(hits)})
+    return out
+
+
+def _clicked_items(imp: dict[str, torch.Tensor], chosen: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, S]`` clicked items of each chosen request (-1 padded) and their mask."""
+    sel = imp["clicked"] & torch.isin(imp["request_id"], chosen)
+    rows = torch.searchsorted(chosen, imp["request_id"][sel])
+    items = torch.full((len(chosen), s), -1, dtype=torch.int64, device=chosen.device)
+    items[rows, imp["position"][sel]] = imp["item_id"][sel]
+    return items, items >= 0

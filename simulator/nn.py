@@ -1,0 +1,38 @@
+"""Small torch building blocks shared by the platform ranker and the agents."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def mlp(sizes: list[int], batch_norm: bool = False, last_activation: bool = False) -> nn.Sequential:
+    """``Linear -> [BatchNorm] -> ReLU`` stack over ``sizes``; the last layer is linear unless asked."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        last = i == len(sizes) - 2
+        if not last or last_activation:
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(b))
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def minibatches(n: int, batch_size: int, gen: torch.Generator, device: torch.device) -> list[torch.Tensor]:
+    """A shuffled partition of ``range(n)`` into minibatches of at most ``batch_size`` indices."""
+    perm = torch.randperm(n, generator=gen, device=gen.device).to(device)
+    return list(perm.split(batch_size))
+
+
+def check_finite(loss: torch.Tensor, who: str) -> None:
+    """Stop with a clear error when training diverges."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{who}: training loss became {loss.item()} (NaN/inf); lower the learning rate")
+
+
+def mean_history_embedding(table: nn.Embedding, history: torch.Tensor) -> torch.Tensor:
+    """``[B, D]`` mean of the embeddings of ``history [B, L]`` ids, ignoring -1 padding."""
+    mask = (history >= 0).unsqueeze(-1).float()
+    emb = table(history.clamp_min(0)) * mask
+    return emb.sum(1) / mask.sum(1).clamp_min(1.0)

@@ -1,0 +1,122 @@
+"""Privileged references built by the simulator, never by agents.
+
+* :class:`OracleAgent` (registered as ``oracle``): retrieves the true top-K
+  for the request's true current intent. It is the ceiling of true recall.
+* :class:`NoisyOracleRanker`: the platform ranker of controlled studies,
+  true relevance plus a fixed per-pair Gaussian noise.
+* :class:`IntentLookup`: how both learn the true intent of the requests being
+  served (set by the loop, from the truth of the current batch).
+
+Only this module and :mod:`simulator.metrics` read the world's truth.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from simulator.config import Scenario
+from simulator.types import Catalogue, RequestBatch
+from simulator.world.relevance import true_relevance, true_topk
+from simulator.world.state import WorldState
+
+
+class IntentLookup:
+    """True intents of the requests currently being served, by request id."""
+
+    def __init__(self) -> None:
+        self.request_ids = torch.empty(0, dtype=torch.int64)
+        self.intents = torch.empty(0, dtype=torch.int64)
+
+    def set(self, request_ids: torch.Tensor, intents: torch.Tensor) -> None:
+        order = request_ids.argsort()
+        self.request_ids, self.intents = request_ids[order], intents[order]
+
+    def get(self, request_ids: torch.Tensor) -> torch.Tensor | None:
+        """``[B]`` intents, or None when any request is unknown (then the intent mixture is used)."""
+        if self.request_ids.numel() == 0:
+            return None
+        pos = torch.searchsorted(self.request_ids, request_ids).clamp(max=len(self.request_ids) - 1)
+        if not bool((self.request_ids[pos] == request_ids).all()):
+            return None
+        return self.intents[pos]
+
+
+class OracleAgent:
+    """oracle: the true top-K for the request's true intent (the ceiling; privileged)."""
+
+    name = "oracle"
+
+    def __init__(self, world: WorldState, sc: Scenario, intents: IntentLookup) -> None:
+        self.world, self.sc, self.intents = world, sc, intents
+
+    def fit(self, view: Any) -> dict[str, float]:
+        return {}
+
+    def index(self, catalogue: Catalogue) -> None:
+        return None
+
+    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n_live = int(self.world.item_live.sum())
+        if k > n_live:
+            raise ValueError(f"k: must be <= live items ({n_live}), got {k}")
+        return true_topk(self.world, self.sc, requests.user_id, self.intents.get(requests.request_id), k, self.sc.metrics.block_size)
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        return true_relevance(self.world, self.sc, requests.user_id, item_ids, self.intents.get(requests.request_id))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # the world it reads is checkpointed with the loop
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
+def _signed(c: int) -> int:
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_MIX1, _MIX2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def hash_normal(a: torch.Tensor, b: torch.Tensor, salt: int) -> torch.Tensor:
+    """A fixed standard-normal value per integer pair (splitmix64-style hash + Box-Muller)."""
+    x = a * 0x9E3779B1 + b * 0x85EBCA77 + salt
+    halves = []
+    for shift in (0, 1):
+        z = x + shift * 0x632BE5AB
+        z = (z ^ (z >> 30)) * _MIX1
+        z = (z ^ (z >> 27)) * _MIX2
+        z = z ^ (z >> 31)
+        halves.append(((z >> 11) & ((1 << 52) - 1)).double() / float(1 << 52))
+    u1, u2 = halves[0].clamp_min(1e-12), halves[1]
+    return (torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * torch.pi * u2)).float()
+
+
+class NoisyOracleRanker:
+    """noisy-oracle ranker: true relevance + N(0, ranker_noise) fixed per (user, item) pair."""
+
+    def __init__(self, world: WorldState, sc: Scenario, intents: IntentLookup, version: int = 0) -> None:
+        self.world, self.sc, self.intents, self.version = world, sc, intents, version
+
+    def set_catalogue(self, catalogue: Catalogue) -> None:
+        return None
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        rel = true_relevance(self.world, self.sc, requests.user_id, item_ids, self.intents.get(requests.request_id))
+        noise = hash_normal(requests.user_id.unsqueeze(1), item_ids, salt=17)
+        return (rel + self.sc.cascade.ranker_noise * noise).clamp(1e-4, 1 - 1e-4)
+
+    def fit(self, view: Any) -> dict[str, float]:
+        return {}
+
+    def frozen(self) -> NoisyOracleRanker:
+        return copy.copy(self)  # shares the world (truth moves on), keeps its version
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": self.version}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.version = int(state["version"])

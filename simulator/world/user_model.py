@@ -1,0 +1,79 @@
+"""The simulated user: examination, clicks, engagement, and what the platform sees of them.
+
+For an exposed item at slot ``k`` (0-based) of a request by user ``u``:
+
+* examined ~ Bernoulli(min(1, e_k * attention_u)) with ``e_k = (1+k)^-position_bias``
+  (or the configured curve). An unexamined exposure logs as a non-click: the
+  inattention pseudo-negative.
+* if examined, three independent motives may fire, first one wins:
+  interest ~ Bernoulli(r), conformity ~ Bernoulli(conformity_u * popularity_i)
+  with popularity the observed click counter on a log scale in [0, 1], and a
+  portal click ~ Bernoulli(promo_click_prob) for promoted items (doubled for
+  requests that entered through a portal): a pseudo-positive.
+* engagement is truthful: ``finished ~ Bernoulli(r)`` for interest and
+  conformity clicks, never for portal clicks; ``watch_time`` is the item's
+  duration if finished, a fraction of it if abandoned, 0 otherwise.
+* observable attention proxies: dwell per slot (long when examined) and
+  ``portal_only`` (the click engaged only with a portal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from simulator.config import Scenario
+from simulator.types import ENTRY_PORTAL, MOTIVE_CONFORMITY, MOTIVE_INTEREST, MOTIVE_NONE, MOTIVE_PORTAL
+from simulator.world.state import WorldState
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Responses to a slate, all ``[B, S]``. The first five fields are observable."""
+
+    clicked: torch.Tensor  # bool
+    finished: torch.Tensor  # bool
+    watch_time: torch.Tensor  # float seconds
+    dwell: torch.Tensor  # float seconds on the slot
+    portal_only: torch.Tensor  # bool
+    # truth
+    examined: torch.Tensor  # bool
+    motive: torch.Tensor  # int64 MOTIVE_*
+    relevance: torch.Tensor  # float
+
+
+def examination_curve(sc: Scenario, n_slots: int, device: torch.device) -> torch.Tensor:
+    """``[S]`` examination probability by slot for an attention of 1."""
+    um = sc.user_model
+    if um.examination_curve:
+        curve = list(um.examination_curve) + [um.examination_curve[-1]] * n_slots
+        return torch.tensor(curve[:n_slots], device=device)
+    return (1.0 + torch.arange(n_slots, device=device, dtype=torch.float32)).pow(-um.position_bias)
+
+
+def popularity_signal(world: WorldState, item_ids: torch.Tensor) -> torch.Tensor:
+    """Observed popularity on a log scale in [0, 1] (what a 'trending' badge conveys)."""
+    top = torch.log1p(world.item_clicks.max()).clamp_min(1e-6)
+    return torch.log1p(world.item_clicks[item_ids]) / top
+
+
+def respond(world: WorldState, sc: Scenario, users: torch.Tensor, entry: torch.Tensor, slate: torch.Tensor, relevance: torch.Tensor, gen: torch.Generator) -> Feedback:
+    """Draw the user's response to ``slate [B, S]`` whose true relevance is ``relevance [B, S]``."""
+    b, s = slate.shape
+    u = torch.rand(b, s, 7, generator=gen, device=slate.device)
+    exam_p = (examination_curve(sc, s, slate.device) * world.user_attention[users].unsqueeze(1)).clamp(max=1.0)
+    examined = u[..., 0] < exam_p
+    interest = u[..., 1] < relevance
+    conform = u[..., 2] < world.user_conformity[users].unsqueeze(1) * popularity_signal(world, slate)
+    portal_p = sc.user_model.promo_click_prob * torch.where(entry == ENTRY_PORTAL, 2.0, 1.0).unsqueeze(1)
+    portal = world.item_promoted[slate] & (u[..., 3] < portal_p.clamp(max=1.0))
+    motive = torch.where(interest, MOTIVE_INTEREST, torch.where(conform, MOTIVE_CONFORMITY, torch.where(portal, MOTIVE_PORTAL, MOTIVE_NONE)))
+    motive = torch.where(examined, motive, MOTIVE_NONE)
+    clicked = motive != MOTIVE_NONE
+    engaged = clicked & (motive != MOTIVE_PORTAL)
+    finished = engaged & (u[..., 4] < relevance)
+    duration = world.item_duration[slate]
+    watch = torch.where(finished, duration, torch.where(engaged, 0.5 * u[..., 5] * duration, 0.0))
+    dwell = torch.where(examined, 0.5 + 2.0 * u[..., 6], 0.1 * u[..., 6])
+    return Feedback(clicked, finished, watch, dwell, clicked & ~engaged, examined, motive, relevance)

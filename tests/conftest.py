@@ -1,0 +1,30 @@
+"""Shared fixtures: a tiny scenario and warm-started loops built from it."""
+
+from __future__ import annotations
+
+import pytest
+
+from simulator.config import Scenario, scenario_from_dict
+
+TINY = {
+    "name": "tiny",
+    "world": {"n_users": 300, "n_items": 400, "n_creators": 40, "n_categories": 8},
+    "dynamics": {"new_items_per_round": 5, "new_users_per_round": 3},
+    "cascade": {"k_retrieve": 50, "slate_size": 5},
+    "metrics": {"panel_size": 80, "k_values": [20, 50], "gap_negatives": 30, "homogenisation_users": 40},
+    "training": {"window_rounds": 2, "epochs": 1, "batch_size": 512},
+    "timeline": {"rounds": 3, "requests_per_round": 240},
+}
+
+
+def tiny_scenario(**sections: dict) -> Scenario:
+    """The tiny scenario with some section fields replaced."""
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values}
+    return scenario_from_dict(data)
+
+
+@pytest.fixture
+def tiny() -> Scenario:
+    return tiny_scenario()

@@ -1,0 +1,82 @@
+"""Serving: Gumbel-top-k sampling and the inclusion probabilities it logs."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from simulator.cascade import serving
+from simulator.config import CascadeConfig
+from simulator.rng import torch_stream
+
+
+def _empirical_inclusion(scores: torch.Tensor, k: int, temperature: float, n: int) -> torch.Tensor:
+    gen = torch_stream(0, "empirical", n)
+    s = scores.unsqueeze(0).expand(n, -1)
+    idx = serving.gumbel_topk(s, k, temperature, gen)
+    return torch.zeros_like(s).scatter_(1, idx, 1.0).mean(0)
+
+
+def test_logged_recall_probabilities_match_empirical_frequencies() -> None:
+    cfg = CascadeConfig(k_retrieve=3, slate_size=1, stochastic=True, retrieve_temperature=0.5, propensity_samples=20_000)
+    scores = torch.tensor([[2.0, 1.5, 1.0, 0.5, 0.2, 0.0, -0.5, -1.0]])
+    recall = serving.stochastic_recall(torch.arange(8).unsqueeze(0), scores, 3, cfg, torch_stream(1, "r"), torch_stream(1, "mc"))
+    n = 40_000
+    freq = _empirical_inclusion(scores[0], 3, 0.5, n)
+    logged = torch.zeros(8).scatter_(0, recall.item_ids[0], recall.recall_prob[0])
+    recalled = recall.item_ids[0]
+    # both are Monte-Carlo means: tolerance = 4 combined standard errors
+    p = freq[recalled]
+    tol = 4 * torch.sqrt(p * (1 - p) * (1 / n + 1 / cfg.propensity_samples)) + 1e-3
+    assert torch.all((logged[recalled] - p).abs() < tol), (logged, freq)
+    assert abs(float(freq.sum()) - 3.0) < 1e-4  # k items are always included
+
+
+def test_gumbel_topk_follows_plackett_luce_for_the_first_pick() -> None:
+    scores = torch.tensor([1.0, 0.0, -1.0, 0.5])
+    n = 50_000
+    first = serving.gumbel_topk(scores.expand(n, -1), 1, 1.0, torch_stream(0, "pl")).squeeze(1)
+    freq = torch.bincount(first, minlength=4).float() / n
+    expected = torch.softmax(scores, 0)
+    assert torch.all((freq - expected).abs() < 4 * torch.sqrt(expected * (1 - expected) / n))
+
+
+def test_exposure_probability_and_marginal_propensity() -> None:
+    cfg = CascadeConfig(k_retrieve=3, slate_size=2, stochastic=True, retrieve_temperature=1.0, expose_temperature=1.0, propensity_samples=20_000)
+    pool_scores = torch.tensor([[1.0, 0.8, 0.3, 0.1, -0.4]])
+    pool_ids = torch.arange(5).unsqueeze(0) + 100
+    rank_pool = torch.tensor([[0.2, 0.9, 0.5, 0.7, 0.4]])
+    recall = serving.stochastic_recall(pool_ids, pool_scores, 3, cfg, torch_stream(2, "r"), torch_stream(2, "mc"))
+    marginal = serving.marginal_propensity(recall, rank_pool, 2, cfg, torch_stream(2, "joint"))
+    # simulate the whole two-stage policy many times and count exposures
+    n = 40_000
+    gen = torch_stream(3, "sim")
+    pools = pool_scores.expand(n, -1)
+    rec = serving.gumbel_topk(pools, 3, 1.0, gen)
+    logits = torch.log(rank_pool / (1 - rank_pool)).expand(n, -1)
+    mask = torch.zeros(n, 5, dtype=torch.bool).scatter_(1, rec, True)
+    shown = serving.gumbel_topk(logits.masked_fill(~mask, float("-inf")), 2, 1.0, gen)
+    freq = torch.zeros(n, 5).scatter_(1, shown, 1.0).mean(0)
+    cols = recall.item_ids[0] - 100
+    p = freq[cols]
+    tol = 4 * torch.sqrt(p * (1 - p) * (1 / n + 1 / cfg.propensity_samples)) + 1e-3
+    assert torch.all((marginal[0] - p).abs() < tol), (marginal, p)
+    assert torch.all(marginal <= recall.recall_prob + 1e-6)  # exposed implies recalled
+
+
+def test_deterministic_serving_has_unit_propensities() -> None:
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.7]])
+    exp = serving.deterministic_exposure(scores, 2)
+    assert exp.slot_index.tolist() == [[1, 3]]
+    assert exp.propensity.tolist() == [[0.0, 1.0, 0.0, 1.0]]
+
+
+def test_uniform_exploration_is_uniform_with_exact_propensities() -> None:
+    live = torch.arange(10) * 3
+    n, k = 20_000, 4
+    rec = serving.uniform_recall(live, n, k, torch_stream(0, "u"))
+    counts = torch.bincount(rec.item_ids.reshape(-1), minlength=30)[live].float() / n
+    assert torch.all((counts - k / 10).abs() < 4 * math.sqrt(0.4 * 0.6 / n))
+    assert torch.allclose(rec.recall_prob, torch.full_like(rec.recall_prob, 0.4))
+    assert all(len(set(row)) == k for row in rec.item_ids[:50].tolist())
