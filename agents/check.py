@@ -18,6 +18,8 @@ rule. What it checks, in order:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dataclasses import fields, is_dataclass
 from typing import Any
 
@@ -72,7 +74,7 @@ def _check_retrieval(
     _fail_unless(scores.dtype == torch.float32, who, f"scores dtype must be float32, got {scores.dtype}")
     _fail_unless(tuple(ids.shape) == (b, k), who, f"item_ids shape must be {(b, k)}, got {tuple(ids.shape)}")
     _fail_unless(tuple(scores.shape) == (b, k), who, f"scores shape must be {(b, k)}, got {tuple(scores.shape)}")
-    device = torch.device(agent.ctx.device)
+    device = requests.user_id.device
     for label, t in (("item_ids", ids), ("scores", scores)):
         _fail_unless(_same_device(t.device, device), who, f"{label} on {t.device}, agent device is {device}")
     live = view.catalogue.live.to(ids.device)
@@ -107,8 +109,8 @@ def _check_too_large_k(agent: RetrievalAgent, view: TrainingView, requests: Requ
     raise AssertionError(f"check_agent[{who}]: retrieve(k={n_live + 1}) with {n_live} live items must raise ValueError")
 
 
-def _check_state(agent: RetrievalAgent, view: TrainingView, requests: RequestBatch, k: int, resume: bool, who: str) -> None:
-    fresh = type(agent)(agent.ctx, agent.config)  # type: ignore[attr-defined]
+def _check_state(agent: RetrievalAgent, view: TrainingView, requests: RequestBatch, k: int, resume: bool, who: str, rebuild: Callable[[], RetrievalAgent]) -> None:
+    fresh = rebuild()
     fresh.load_state_dict(agent.state_dict())
     fresh.index(view.catalogue)
     ids, scores = agent.retrieve(requests, k)
@@ -122,7 +124,7 @@ def _check_state(agent: RetrievalAgent, view: TrainingView, requests: RequestBat
     agent.index(view.catalogue)
     fresh.index(view.catalogue)
     ids, scores = agent.retrieve(requests, k)
-    if torch.device(agent.ctx.device).type == "cpu":
+    if requests.user_id.device.type == "cpu":
         ids2, scores2 = fresh.retrieve(requests, k)
         same = torch.equal(ids, ids2) and torch.equal(scores, scores2)
     else:  # GPU kernels may reorder float sums: compare scores of the same pairs
@@ -130,7 +132,7 @@ def _check_state(agent: RetrievalAgent, view: TrainingView, requests: RequestBat
     _fail_unless(same, who, "a model restored from state_dict diverges from the original after one more fit")
 
 
-def check_agent(agent: RetrievalAgent, view: TrainingView, requests: RequestBatch, k: int, check_resume: bool = True) -> None:
+def check_agent(agent: RetrievalAgent, view: TrainingView, requests: RequestBatch, k: int, check_resume: bool = True, rebuild: Callable[[], RetrievalAgent] | None = None) -> None:
     """Check that ``agent`` honours the retrieval-agent contract (see the module docstring).
 
     Args:
@@ -139,16 +141,20 @@ def check_agent(agent: RetrievalAgent, view: TrainingView, requests: RequestBatc
         requests: ``[B]`` requests to retrieve for, on the agent's device.
         k: items per request (``<=`` live items).
         check_resume: also fit the original and the restored agent once more and compare.
+        rebuild: builds a fresh agent of the same kind (default ``type(agent)(agent.ctx, agent.config)``);
+            needed for agents built by the simulator, such as ``oracle``.
 
     Raises:
         AssertionError: naming the agent and the first broken rule.
     """
     who = getattr(agent, "name", type(agent).__name__)
     _fail_unless(isinstance(agent, RetrievalAgent), who, "does not implement the RetrievalAgent protocol")
-    _fail_unless(hasattr(agent, "ctx") and hasattr(agent, "config"), who, "needs .ctx and .config attributes")
+    if rebuild is None:
+        _fail_unless(hasattr(agent, "ctx") and hasattr(agent, "config"), who, "needs .ctx and .config attributes (or pass rebuild)")
+        rebuild = lambda: type(agent)(agent.ctx, agent.config)  # type: ignore[attr-defined]  # noqa: E731
     _check_fit(agent, view, who)
     agent.index(view.catalogue)
     ids, scores = _check_retrieval(agent, view, requests, k, who)
     _check_score(agent, requests, ids, scores, who)
     _check_too_large_k(agent, view, requests, who)
-    _check_state(agent, view, requests, k, check_resume, who)
+    _check_state(agent, view, requests, k, check_resume, who, rebuild)

@@ -61,7 +61,7 @@ def main() -> None:
 @click.option("--save-logs", is_flag=True, help="also write the per-round log tables as Parquet")
 def run(scenario: str, agent_list: str, seeds: int, rounds: int | None, out: str | None, device: str, resume: bool, force: bool, save_logs: bool) -> None:
     """Run scenario x agents x seeds as closed loops; write manifest.json and metrics.parquet."""
-    from scenarios.experiment import make_experiment, run_experiment, summary
+    from scenarios.experiment import make_experiment, run_experiment, summary, summary_metrics
 
     if resume and force:
         raise ConfigError("--resume and --force: choose one")
@@ -69,7 +69,7 @@ def run(scenario: str, agent_list: str, seeds: int, rounds: int | None, out: str
     exp = make_experiment(scenario, names, seeds, rounds, device, save_logs)
     out_dir = Path(out) if out else Path("runs") / exp.scenario.name
     metrics = run_experiment(exp, out_dir, resume=resume, force=force, progress=_progress)
-    table = summary(metrics)
+    table = summary(metrics, summary_metrics(exp.scenario))
     last = int(metrics["round"].max())
     with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
         click.echo(f"\n{exp.scenario.name}: round {last}, mean over {len(exp.seeds)} seed(s)\n{table.to_string()}")
@@ -104,3 +104,7 @@ def bench(users: int, items: int, requests: int, repeats: int, device: str) -> N
     from simulator.bench import run_bench
 
     click.echo(run_bench(users, items, requests, repeats, device).to_string())
+
+
+if __name__ == "__main__":
+    main()

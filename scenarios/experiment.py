@@ -39,7 +39,12 @@ from simulator.oracle import OracleAgent
 from simulator.timeline import run_round
 
 METRIC_COLUMNS = ["scenario", "agent", "seed", "round", "metric", "value"]
-SUMMARY_METRICS = ["true_recall@100", "logged_recall@100", "exposure_gini", "exposure_top1_share"]
+
+
+def summary_metrics(sc: Scenario) -> list[str]:
+    """The headline metrics: recall at K = 100 (or the largest K configured), Gini and top-1% share."""
+    k = 100 if 100 in sc.eval_ks else max(sc.metrics.k_values)
+    return [f"true_recall@{k}", f"logged_recall@{k}", "exposure_gini", "exposure_top1_share"]
 
 
 def agent_catalogue() -> dict[str, str]:
@@ -225,7 +230,7 @@ def run_experiment(exp: Experiment, out: str | Path | None = None, resume: bool 
     return add_popularity_index(pd.concat(frames, ignore_index=True))
 
 
-def summary(metrics: pd.DataFrame, names: Sequence[str] = SUMMARY_METRICS) -> pd.DataFrame:
+def summary(metrics: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     """Per agent, the last round's mean over seeds of the headline metrics."""
     last = metrics[metrics["round"] == metrics["round"].max()]
     table = last[last.metric.isin(names)].pivot_table(index="agent", columns="metric", values="value", aggfunc="mean")

@@ -32,14 +32,14 @@ class WorldConfig(_Section):
     n_categories: int = Field(20, ge=1, le=10_000, description="category / intent prototypes")
     n_creators: int = Field(200, ge=1, description="creators; each creates in one category")
     d_true: int = Field(16, ge=2, le=512, description="dimension of the true latent space")
-    category_skew: float = Field(0.8, ge=0, le=5, description="Zipf exponent of category sizes")
-    creator_skew: float = Field(1.0, ge=0, le=5, description="Zipf exponent of creator output")
+    category_skew: float = Field(0.5, ge=0, le=5, description="Zipf exponent of category sizes")
+    creator_skew: float = Field(0.6, ge=0, le=5, description="Zipf exponent of creator output")
     item_spread: float = Field(0.6, ge=0, le=10, description="item latent noise around its prototype")
     user_noise: float = Field(0.3, ge=0, le=10, description="user latent noise around its intents")
     intents_per_user: float = Field(2.0, ge=1, le=50, description="mean number of intents a user holds")
-    intent_weight: float = Field(1.0, ge=0, le=10, description="extra weight of the current intent in relevance")
+    intent_weight: float = Field(0.5, ge=0, le=10, description="extra weight of the current intent in relevance")
     quality_std: float = Field(0.5, ge=0, le=10, description="std of the item quality term")
-    relevance_scale: float = Field(4.0, gt=0, le=100, description="slope of the logistic true relevance")
+    relevance_scale: float = Field(3.0, gt=0, le=100, description="slope of the logistic true relevance")
     relevance_bias: float = Field(-3.0, ge=-50, le=50, description="intercept of the logistic true relevance")
     activity_sigma: float = Field(1.0, ge=0, le=5, description="lognormal sigma of user activity (0: all equal)")
     attention_sigma: float = Field(0.3, ge=0, le=5, description="lognormal sigma of user attention depth (0: all equal)")
@@ -55,9 +55,9 @@ class FeatureConfig(_Section):
     """What the platform observes and how noisy it is."""
 
     modality_dim: int = Field(16, ge=1, le=1024, description="dimension of each of the three modality vectors")
-    modality_noise: tuple[float, float, float] = Field((0.5, 1.0, 2.0), description="noise std of visual, acoustic, text vectors")
+    modality_noise: tuple[float, float, float] = Field((0.1, 0.2, 0.4), description="noise std of visual, acoustic, text vectors")
     profile_dim: int = Field(8, ge=1, le=1024, description="dimension of the noisy user profile")
-    profile_noise: float = Field(1.0, ge=0, le=100, description="noise std of the user profile")
+    profile_noise: float = Field(0.2, ge=0, le=100, description="noise std of the user profile")
     history_len: int = Field(20, ge=1, le=1000, description="length of the click history given with each request")
 
     @model_validator(mode="after")
@@ -112,6 +112,7 @@ class CascadeConfig(_Section):
     candidate_pool: float = Field(2.0, ge=1, le=100, description="stochastic recall samples from the top pool*K_r items")
     propensity_samples: int = Field(256, ge=8, le=100_000, description="Monte-Carlo draws estimating inclusion probabilities")
     exploration_share: float = Field(0.0, ge=0, le=1, description="share of requests served uniformly at random")
+    legacy_popularity_bias: float = Field(0.3, ge=0, le=10, description="warm-start legacy recall samples items with P ~ (1 + clicks)^bias (0: uniform)")
 
     @model_validator(mode="after")
     def _slate_fits(self) -> CascadeConfig:

@@ -47,7 +47,7 @@ class ClosedLoop:
         self.ranker = self._new_ranker()  # serving
         self.ranker_learner = self._new_ranker()  # trained at round ends, deployed after the delay
         self.rankers: dict[int, Any] = {}  # model registry: ranker snapshots by version
-        self.retriever: Any = LegacyRetriever(seed)  # serving
+        self.retriever: Any = LegacyRetriever(seed, sc.cascade.legacy_popularity_bias)  # serving
         self.learner: Any = None
         self.agent_name = "legacy"
         self.next_request_id = 0

@@ -1,8 +1,8 @@
 """The legacy platform that produces the warm-start log before any agent serves.
 
-Retrieval samples items by Gumbel-top-k on their log observed popularity (a
-popularity-biased legacy recall); ranking is uniform random (no trained ranker
-yet). Both are seeded per request id, so the warm-start log is identical for
+Retrieval samples items by Gumbel-top-k on ``bias * log(1 + observed clicks)``,
+i.e. with weights ``(1 + clicks)^bias`` (a popularity-biased legacy recall;
+``bias = 0`` is uniform); ranking is uniform random (no trained ranker yet). Both are seeded per request id, so the warm-start log is identical for
 every agent compared on a seed.
 """
 
@@ -22,8 +22,8 @@ class LegacyRetriever:
 
     name = "legacy"
 
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
+    def __init__(self, seed: int, popularity_bias: float) -> None:
+        self.seed, self.popularity_bias = seed, popularity_bias
         self.catalogue: Catalogue | None = None
 
     def fit(self, view: Any) -> dict[str, float]:
@@ -34,7 +34,7 @@ class LegacyRetriever:
 
     def _prior(self) -> torch.Tensor:
         assert self.catalogue is not None, "index() first"
-        return torch.log1p(self.catalogue.clicks).masked_fill(~self.catalogue.live, float("-inf"))
+        return (self.popularity_bias * torch.log1p(self.catalogue.clicks)).masked_fill(~self.catalogue.live, float("-inf"))
 
     def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = torch_stream(self.seed, "legacy-recall", requests.round, int(requests.request_id[0]), device=requests.user_id.device)

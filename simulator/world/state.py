@@ -180,10 +180,10 @@ def observe(world: WorldState) -> tuple[Catalogue, UserTable]:
         creator=world.item_creator.clone(),
         domain=world.item_domain.clone(),
         promoted=world.item_promoted.clone(),
-        modality=world.item_modality,
+        modality=world.item_modality.clone(),
         clicks=world.item_clicks.clone(),
         exposures=world.item_exposures.clone(),
         born_round=world.item_born.clone(),
     )
-    users = UserTable(alive=world.user_alive.clone(), profile=world.user_profile, history=world.user_history.clone())
+    users = UserTable(alive=world.user_alive.clone(), profile=world.user_profile.clone(), history=world.user_history.clone())
     return catalogue, users
