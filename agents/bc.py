@@ -129,6 +129,7 @@ class BC:
         def loss_fn(idx: torch.Tensor) -> torch.Tensor:
             requests, items, labels = data.batch(idx)
             logits = model.score_pairs(model.user_embedding(requests), model.item_embedding(catalogue, items))
+            logits = logits + model.bias_terms(requests.user_id, items)
             return bc_loss(logits, labels, model.id_l2(requests.user_id, items, catalogue), cfg.l2)
 
         model.train()

@@ -100,7 +100,7 @@ class DynamicsConfig(_Section):
 class CascadeConfig(_Section):
     """Retrieval -> ranking -> exposure."""
 
-    k_retrieve: int = Field(100, ge=1, description="candidates recalled per request (K_r)")
+    k_retrieve: int = Field(100, ge=1, le=10_000, description="candidates recalled per request (K_r)")
     slate_size: int = Field(10, ge=1, description="items exposed per request (S)")
     ranker: Literal["deepfm", "dcn", "noisy-oracle"] = Field("deepfm", description="the platform ranker")
     ranker_noise: float = Field(0.1, ge=0, le=10, description="noise std of the noisy-oracle ranker")
@@ -152,6 +152,7 @@ class TrainingConfig(_Section):
     batch_size: int = Field(1024, ge=1, le=1_000_000, description="minibatch size")
     lr: float = Field(0.01, gt=0, le=10, description="learning rate")
     embedding_dim: int = Field(32, ge=2, le=1024, description="retrieval embedding size")
+    pretrain_fits: int = Field(3, ge=1, le=1000, description="fits on the warm-start log before round 0 (pretraining on history)")
 
 
 class MetricsConfig(_Section):

@@ -68,7 +68,8 @@ class ClosedLoop:
         """Give the loop its agent: a learner and a serving copy, fitted on the warm-start log."""
         self.agent_name = name
         self.learner, server = factory(self), factory(self)
-        self.fit_info = self.learner.fit(self.view(-1))
+        for _ in range(self.sc.training.pretrain_fits):  # pretraining on the historical (warm-start) log
+            self.fit_info = self.learner.fit(self.view(-1))
         server.load_state_dict(copy.deepcopy(self.learner.state_dict()))
         self.retriever = server
         self.retriever_version = 0
@@ -90,7 +91,7 @@ class ClosedLoop:
         # 5. log (observable) and truth, requests in id order
         for table in chunks[0]:
             merged = {c: torch.cat([ch[table][c] for ch in chunks]) for c in chunks[0][table]}
-            if table == "requests":
+            if table in ("requests", "truth_requests"):
                 order = merged["request_id"].argsort()
                 merged = {c: v[order] for c, v in merged.items()}
             (self.truth if table.startswith("truth_") else self.log).append(table, r, merged)
@@ -138,7 +139,8 @@ class ClosedLoop:
             return serving.deterministic_exposure(rank_scores, s)
         exp = serving.stochastic_exposure(rank_scores, s, cfg, self._gen("expose", r, key), self._gen("expose-mc", r, key))
         pool_rank = self.serving_ranker.score(batch, recall.pool_ids)
-        marginal = serving.marginal_propensity(recall, pool_rank, s, cfg, self._gen("joint-mc", r, key))
+        shown = torch.zeros_like(rank_scores).scatter_(1, exp.slot_index, 1.0)
+        marginal = serving.marginal_propensity(recall, pool_rank, s, cfg, self._gen("joint-mc", r, key), shown)
         return serving.Exposure(exp.slot_index, exp.expose_prob, marginal)
 
     # ----- rounds ---------------------------------------------------------
@@ -231,9 +233,9 @@ def _tables(batch: RequestBatch, explore: bool, retriever_version: int, ranker_v
         "retriever_version": torch.full_like(rid, retriever_version), "ranker_version": torch.full_like(rid, ranker_version),
         "history": batch.history,
     }
-    candidates = {
-        "request_id": _flat(rid.unsqueeze(1).expand(b, k)), "item_id": _flat(recall.item_ids),
-        "retrieval_rank": _flat(torch.arange(k, device=dev).expand(b, k)), "retrieval_score": _flat(recall.scores),
+    candidates = {  # the largest table (B * K_r rows): compact integer types
+        "request_id": _flat(rid.unsqueeze(1).expand(b, k)), "item_id": _flat(recall.item_ids).int(),
+        "retrieval_rank": _flat(torch.arange(k, device=dev, dtype=torch.int16).expand(b, k)), "retrieval_score": _flat(recall.scores),
         "ranking_score": _flat(rank_scores), "exposed": _flat(exposed), "recall_prob": _flat(recall.recall_prob),
         "expose_prob": _flat(exposure.expose_prob),
     }

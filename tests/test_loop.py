@@ -179,3 +179,21 @@ def test_oracle_is_at_the_ceiling_and_random_near_k_over_m(tiny) -> None:
         assert last[("random", f"true_recall@{k}")] == pytest.approx(p, abs=4 * (p * (1 - p) / k / n) ** 0.5)
     assert last[("oracle", "retrieval_slate_regret")] == pytest.approx(0.0, abs=1e-6)
     assert last[("random", "retrieval_slate_regret")] > 0.1
+
+
+def test_stochastic_serving_and_exploration_log_propensities(tmp_path) -> None:
+    sc = tiny_scenario(cascade={"stochastic": True, "exploration_share": 0.25, "propensity_samples": 64}, timeline={"rounds": 2})
+    a = _run(sc, agents_=("bc",), out=tmp_path / "a", save_logs=True)
+    b = _run(sc, agents_=("bc",), out=tmp_path / "b", save_logs=True)
+    pd.testing.assert_frame_equal(a, b)  # stochastic serving is still seeded
+    logs = tmp_path / "a" / "logs" / "bc__seed0"
+    req, imp, cand = (pd.read_parquet(logs / t) for t in ("requests", "impressions", "candidates"))
+    share = req.explore.mean()
+    assert abs(share - 0.25) < 4 * (0.25 * 0.75 / len(req)) ** 0.5
+    assert imp.exposure_propensity.between(0, 1).all() and (imp.exposure_propensity > 0).all()
+    assert cand.recall_prob.between(0, 1).all() and cand.expose_prob.between(0, 1).all()
+    assert (cand.recall_prob < 1).any()  # sampling, not a hard top-k
+    explored = imp.request_id.isin(req.request_id[req.explore])
+    live = a[(a.metric == "live_items")].value.iloc[0]
+    assert imp.exposure_propensity[explored].between(0.5 * sc.cascade.slate_size / live, 2 * sc.cascade.slate_size / live).all()
+    assert cand.groupby("request_id").exposed.sum().eq(sc.cascade.slate_size).all()

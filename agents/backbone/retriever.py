@@ -56,7 +56,8 @@ class TwoTowerRetriever:
         """Exact top-``k`` live items: ``(item_ids [B, k] int64, logits [B, k] float32)``, descending."""
         index = self._require_index()
         check_k(k, len(index), self.name)
-        return index.topk(self.model.user_queries(requests), k)
+        ids, scores = index.topk(self.model.user_queries(requests), k)
+        return ids, scores + self.model.user_offset(requests).unsqueeze(1)
 
     def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
         """``[B, K] float32`` logits of ``item_ids [B, K]``; indexed vectors are reused, others embedded now."""
@@ -66,8 +67,11 @@ class TwoTowerRetriever:
         if not bool(found.all()):
             with evaluating(self.model):
                 missing = self.model.normalise(self.model.item_embedding(self._catalogue, item_ids[~found]))
+                if self.model.item_bias is not None:
+                    missing = torch.cat([missing, self.model.item_bias(item_ids[~found]) / index.scale], dim=1)
             emb = emb.index_put((~found).nonzero(as_tuple=True), missing)
-        return (index.scale * torch.bmm(emb, queries.unsqueeze(-1)).squeeze(-1)).float()
+        scores = index.scale * torch.bmm(emb, queries.unsqueeze(-1)).squeeze(-1)
+        return (scores + self.model.user_offset(requests).unsqueeze(1)).float()
 
     def state_dict(self) -> dict[str, Any]:
         """The model weights (the index is rebuilt by :meth:`index`)."""

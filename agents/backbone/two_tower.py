@@ -60,6 +60,10 @@ class TowerConfig:
     """Standard deviation of the initial embedding tables."""
     block_users: int = 1024
     """Users per block when scoring the whole catalogue."""
+    bias: bool = True
+    """Add per-user and per-item scalar biases to the logit. Without them a cosine DSSM must
+    express users' click rates and items' popularity through the angle itself, and its user
+    vectors collapse onto one "popular" direction (same top-K for everyone)."""
 
     @classmethod
     def from_config(cls, config: Any, ctx: AgentContext) -> TowerConfig:
@@ -142,9 +146,14 @@ class TwoTower(nn.Module):
             item_in = 3 * d_id + d_ctx + 1 + 3 * m + 3
             self.user_mlp = mlp([user_in, *cfg.hidden, cfg.embedding_dim], batch_norm=cfg.batch_norm)
             self.item_mlp = mlp([item_in, *cfg.hidden, cfg.embedding_dim], batch_norm=cfg.batch_norm)
+            self.user_bias = nn.Embedding(ctx.n_users, 1) if cfg.bias else None
+            self.item_bias = nn.Embedding(ctx.n_items, 1) if cfg.bias else None
         self.to_empty(device=ctx.device)
         gen = torch.Generator().manual_seed(seed)
         init_parameters(self, gen, cfg.init_std)
+        for table in (self.user_bias, self.item_bias):
+            if table is not None:
+                nn.init.zeros_(table.weight)
 
     @property
     def scale(self) -> float:
@@ -211,6 +220,14 @@ class TwoTower(nn.Module):
             return self.scale * (f * g).sum(-1)
         return self.scale * torch.bmm(g, f.unsqueeze(-1)).squeeze(-1)
 
+    def bias_terms(self, user_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        """``b_u + b_i`` broadcast to ``item_ids``' shape (``user_ids [B]``, ``item_ids [B]`` or ``[B, K]``); 0 without biases."""
+        if self.user_bias is None or self.item_bias is None:
+            return torch.zeros(item_ids.shape, device=item_ids.device)
+        b_u = self.user_bias(user_ids).squeeze(-1)
+        b_i = self.item_bias(item_ids).squeeze(-1)
+        return b_i + (b_u if item_ids.dim() == 1 else b_u.unsqueeze(-1))
+
     def id_l2(self, user_ids: torch.Tensor, item_ids: torch.Tensor, catalogue: Catalogue) -> torch.Tensor:
         """Scalar: mean over the batch of the squared norms of the embedding rows it used.
 
@@ -231,9 +248,22 @@ class TwoTower(nn.Module):
         with evaluating(self):
             parts = [self.normalise(self.item_embedding(catalogue, ids[s : s + block])) for s in range(0, len(ids), block)]
         emb = torch.cat(parts) if parts else torch.zeros((0, self.cfg.embedding_dim), device=ids.device)
+        if self.item_bias is not None:  # one extra coordinate carries b_i / scale, met by a constant 1 in the query
+            with torch.no_grad():
+                emb = torch.cat([emb, self.item_bias(ids) / self.scale], dim=1)
         return ItemIndex(ids, emb.contiguous(), self.scale, self.cfg.block_users)
 
     def user_queries(self, requests: RequestBatch) -> torch.Tensor:
-        """``[B, d]`` normalised user embeddings for serving (eval mode, no grad)."""
+        """``[B, d]`` normalised user embeddings for serving (eval mode, no grad), ``[B, d+1]`` with biases."""
         with evaluating(self):
-            return self.normalise(self.user_embedding(requests))
+            q = self.normalise(self.user_embedding(requests))
+            if self.item_bias is not None:
+                q = torch.cat([q, torch.ones_like(q[:, :1])], dim=1)
+            return q
+
+    def user_offset(self, requests: RequestBatch) -> torch.Tensor:
+        """``[B]`` the user bias ``b_u`` (0 without biases): it shifts every score of a user alike."""
+        if self.user_bias is None:
+            return torch.zeros(len(requests), device=requests.user_id.device)
+        with torch.no_grad():
+            return self.user_bias(requests.user_id).squeeze(-1)

@@ -39,7 +39,8 @@ class LegacyRetriever:
     def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = torch_stream(self.seed, "legacy-recall", requests.round, int(requests.request_id[0]), device=requests.user_id.device)
         prior = self._prior()
-        idx = gumbel_topk(prior.expand(len(requests), -1), k, 1.0, gen)
+        rows = max(1, (1 << 22) // prior.shape[0])  # bounded [rows, M] blocks of Gumbel keys
+        idx = torch.cat([gumbel_topk(prior.expand(min(rows, len(requests) - a), -1), k, 1.0, gen) for a in range(0, len(requests), rows)])
         scores = prior[idx]
         order = scores.argsort(dim=1, descending=True)
         return idx.gather(1, order), scores.gather(1, order)

@@ -58,6 +58,31 @@ def _score_blocks(
     return out.masked_fill_(ids < 0, 0.0).to(item_ids.device)
 
 
+class SplitAdam:
+    """Adam for dense parameters, SparseAdam for the sparse-gradient id tables, stepped together."""
+
+    def __init__(self, module: nn.Module, lr: float) -> None:
+        sparse_ids = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding) and m.sparse}
+        sparse = [p for p in module.parameters() if id(p) in sparse_ids]
+        dense = [p for p in module.parameters() if id(p) not in sparse_ids]
+        self.optimizers = [torch.optim.Adam(dense, lr=lr)] + ([torch.optim.SparseAdam(sparse, lr=lr)] if sparse else [])
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return [opt.state_dict() for opt in self.optimizers]
+
+    def load_state_dict(self, state: list[dict[str, Any]]) -> None:
+        for opt, st in zip(self.optimizers, state, strict=True):
+            opt.load_state_dict(st)
+
+
 class FrozenRanker:
     """A read-only ranker snapshot (eval mode, no gradients); satisfies ``FrozenScorer``.
 
@@ -88,7 +113,7 @@ class PlatformRanker:
     Attributes:
         kind: ``"deepfm"`` or ``"dcn"``.
         module: the click model (logits).
-        optimizer: Adam over ``module``'s parameters (kept across fits: warm start).
+        optimizer: Adam over the dense parameters and SparseAdam over the id tables (kept across fits: warm start).
         version: incremented by every :meth:`fit`; starts at 0.
         catalogue: the catalogue :meth:`score` reads item features from.
         block_pairs: (request, item) pairs per forward pass when scoring.
@@ -121,7 +146,7 @@ class PlatformRanker:
             torch.manual_seed(stream_seed(self.seed, "ranker_init"))
             module = MODELS[kind](sizes)
         self.module: ClickModel = module.to(self.device)
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=lr)
+        self.optimizer = SplitAdam(self.module, lr)
         self.version = 0
         self.catalogue: Catalogue | None = None
 

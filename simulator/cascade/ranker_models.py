@@ -91,6 +91,9 @@ class FieldSizes:
     dim: int
 
 
+SPARSE_TABLES = ("user", "item", "creator")
+
+
 class FieldEmbedding(nn.Module):
     """Every field to one ``D``-dim embedding: sparse ids by table, dense vectors by a Linear.
 
@@ -106,7 +109,8 @@ class FieldEmbedding(nn.Module):
             "category": sizes.n_categories, "creator": sizes.n_creators, "item_domain": 2, "promoted": 2,
             "popularity_bucket": N_POP_BUCKETS, "age_bucket": N_AGE_BUCKETS,
         }
-        self.tables = nn.ModuleDict({name: nn.Embedding(n, sizes.dim) for name, n in cards.items()})
+        # id tables grow with the catalogue and the user base: sparse gradients keep a step O(batch), not O(table)
+        self.tables = nn.ModuleDict({name: nn.Embedding(n, sizes.dim, sparse=name in SPARSE_TABLES) for name, n in cards.items()})
         for table in self.tables.values():
             nn.init.normal_(table.weight, std=init_std)
         self.profile = nn.Linear(sizes.profile_dim, sizes.dim)

@@ -6,7 +6,9 @@ Gumbel-top-k (Plackett-Luce without replacement) on ``score / temperature``:
 recall from the agent's top ``candidate_pool * K_r`` items, exposure from the
 recalled set. Inclusion probabilities have no closed form under Gumbel-top-k,
 so they are Monte-Carlo estimates from ``propensity_samples`` independent
-draws (a stream separate from the realised draw): ``recall_prob``,
+draws (a stream separate from the realised draw) plus the realised draw
+itself, ``(hits + realised) / (n + 1)``, so an item that was served never
+gets an estimate of 0 (an infinite inverse-propensity weight): ``recall_prob``,
 ``expose_prob`` (given the realised recalled set) and the marginal
 ``exposure_propensity`` (recall and exposure together). A share of requests
 (``exploration_share``) is served uniformly at random instead, with exact
@@ -70,11 +72,16 @@ def _mc_inclusion(scores: torch.Tensor, k: int, temperature: float, draws: int, 
     return torch.cat(out)
 
 
+def _with_realised(mc: torch.Tensor, realised: torch.Tensor, draws: int) -> torch.Tensor:
+    """Pool the realised draw with the Monte-Carlo draws: ``(mc * n + realised) / (n + 1)``."""
+    return (mc * draws + realised) / (draws + 1)
+
+
 def stochastic_recall(pool_ids: torch.Tensor, pool_scores: torch.Tensor, k: int, cfg: CascadeConfig, gen: torch.Generator, mc_gen: torch.Generator) -> Recall:
     """Sample K_r of the pool by Gumbel-top-k; estimate each recalled item's inclusion probability."""
     pick = gumbel_topk(pool_scores, k, cfg.retrieve_temperature, gen)
     pick = pick.gather(1, pool_scores.gather(1, pick).argsort(dim=1, descending=True))  # retrieval-score order
-    prob = _mc_inclusion(pool_scores, k, cfg.retrieve_temperature, cfg.propensity_samples, mc_gen)
+    prob = _with_realised(_mc_inclusion(pool_scores, k, cfg.retrieve_temperature, cfg.propensity_samples, mc_gen), 1.0, cfg.propensity_samples)
     return Recall(pool_ids.gather(1, pick), pool_scores.gather(1, pick), prob.gather(1, pick), pool_ids, pool_scores)
 
 
@@ -85,8 +92,9 @@ def deterministic_recall(item_ids: torch.Tensor, scores: torch.Tensor) -> Recall
 
 def uniform_recall(live_ids: torch.Tensor, b: int, k: int, gen: torch.Generator) -> Recall:
     """Exploration: K_r live items uniformly without replacement per request."""
-    keys = torch.rand(b, live_ids.shape[0], generator=gen, device=live_ids.device)
-    ids = live_ids[keys.topk(k, dim=1).indices]
+    rows = max(1, (1 << 22) // live_ids.shape[0])  # bounded [rows, M_live] blocks of random keys
+    picks = [torch.rand(min(rows, b - a), live_ids.shape[0], generator=gen, device=live_ids.device).topk(k, dim=1).indices for a in range(0, b, rows)]
+    ids = live_ids[torch.cat(picks)] if picks else torch.empty(0, k, dtype=torch.int64, device=live_ids.device)
     zeros = torch.zeros(b, k, device=live_ids.device)
     return Recall(ids, zeros, torch.full_like(zeros, k / live_ids.shape[0]), ids, zeros)
 
@@ -107,12 +115,16 @@ def stochastic_exposure(rank_scores: torch.Tensor, s: int, cfg: CascadeConfig, g
     """Gumbel-top-S over ranker logits; slots in sampled order; conditional probability by Monte Carlo."""
     logits = _logit(rank_scores)
     idx = gumbel_topk(logits, s, cfg.expose_temperature, gen)
-    prob = _mc_inclusion(logits, s, cfg.expose_temperature, cfg.propensity_samples, mc_gen)
+    shown = torch.zeros_like(logits).scatter_(1, idx, 1.0)
+    prob = _with_realised(_mc_inclusion(logits, s, cfg.expose_temperature, cfg.propensity_samples, mc_gen), shown, cfg.propensity_samples)
     return Exposure(idx, prob, prob)
 
 
-def marginal_propensity(recall: Recall, pool_rank_scores: torch.Tensor, s: int, cfg: CascadeConfig, mc_gen: torch.Generator) -> torch.Tensor:
-    """``[B, K_r]`` P(exposed) of each recalled item when recall and exposure are both resampled."""
+def marginal_propensity(recall: Recall, pool_rank_scores: torch.Tensor, s: int, cfg: CascadeConfig, mc_gen: torch.Generator, realised: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, K_r]`` P(exposed) of each recalled item when recall and exposure are both resampled.
+
+    ``realised [B, K_r]`` (the realised exposure indicator) is pooled with the draws when given.
+    """
     b, p = recall.pool_scores.shape
     k = recall.item_ids.shape[1]
     draws = cfg.propensity_samples
@@ -128,7 +140,8 @@ def marginal_propensity(recall: Recall, pool_rank_scores: torch.Tensor, s: int, 
         out.append(shown.mean(1))
     marginal = torch.cat(out)
     pos = (recall.pool_ids.unsqueeze(1) == recall.item_ids.unsqueeze(2)).float().argmax(2)  # [B, K_r] column in pool
-    return marginal.gather(1, pos)
+    marginal = marginal.gather(1, pos)
+    return marginal if realised is None else _with_realised(marginal, realised, draws)
 
 
 def uniform_exposure(b: int, k: int, s: int, n_live: int, gen: torch.Generator, device: torch.device) -> Exposure:

@@ -8,7 +8,9 @@ truth store, so nothing in it can derive from the world's private state
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Protocol
 
 import torch
@@ -95,13 +97,19 @@ class TrainingView:
     explore: torch.Tensor
     ranker_version: torch.Tensor
     impressions: Impressions
-    candidates: Candidates
     catalogue: Catalogue
     users: UserTable
     ranker: FrozenScorer
     rankers: dict[int, FrozenScorer]
     n_users: int
     n_items: int
+    candidate_source: Candidates | Callable[[], Candidates] = field(repr=False, compare=False)
+
+    @cached_property
+    def candidates(self) -> Candidates:
+        """The recalled sets (the largest table: assembled on first use only)."""
+        src = self.candidate_source
+        return src if isinstance(src, Candidates) else src()
 
     @property
     def device(self) -> torch.device:
@@ -117,7 +125,6 @@ def build_view(log: LogStore, first_round: int, last_round: int, ranker: FrozenS
     req = log.concat("requests", first_round, last_round)
     imp = log.concat("impressions", first_round, last_round)
     ses = log.concat("sessions", first_round, last_round)
-    cand = log.concat("candidates", first_round, last_round)
     users = log.users[last_round]
     first_id = req["request_id"][0]
     requests = RequestBatch(
@@ -126,11 +133,17 @@ def build_view(log: LogStore, first_round: int, last_round: int, ranker: FrozenS
     )
     # request ids are contiguous within the window, so a row is an offset
     impressions = _records(Impressions, {**imp, "dwell": ses["dwell"], "portal_only": ses["portal_only"]}, imp["request_id"] - first_id)
-    candidates = _records(Candidates, cand, cand["request_id"] - first_id)
+    chunks = {r: list(log.tables.get("candidates", {}).get(r, [])) for r in range(first_round, last_round + 1)}
+
+    def load_candidates() -> Candidates:
+        cols = {k: torch.cat([c[k] for r in sorted(chunks) for c in chunks[r]]) for k in next(c for cs in chunks.values() for c in cs)}
+        cols.update(item_id=cols["item_id"].long(), retrieval_rank=cols["retrieval_rank"].long())  # stored compact
+        return _records(Candidates, cols, cols["request_id"] - first_id)
+
     catalogue = log.catalogue[last_round]
     return TrainingView(
         round=last_round, first_round=first_round, requests=requests, request_round=req["round"],
         explore=req["explore"], ranker_version=req["ranker_version"], impressions=impressions,
-        candidates=candidates, catalogue=catalogue, users=users, ranker=ranker, rankers=rankers,
-        n_users=int(users.alive.shape[0]), n_items=catalogue.capacity,
+        catalogue=catalogue, users=users, ranker=ranker, rankers=rankers,
+        n_users=int(users.alive.shape[0]), n_items=catalogue.capacity, candidate_source=load_candidates,
     )

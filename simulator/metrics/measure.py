@@ -84,7 +84,7 @@ def exposure_metrics(inp: MetricInput) -> dict[str, float]:
     counts = torch.bincount(imp["item_id"], minlength=m).float()
     live = w.item_live
     pop = inp.state.start_clicks
-    recalled = torch.bincount(inp.candidates["item_id"], minlength=m).float()
+    recalled = torch.bincount(inp.candidates["item_id"].long(), minlength=m).float()
     return {
         "exposure_gini": F.gini(counts[live]),
         "exposure_top1_share": F.top_share(counts[live], 0.01),
