@@ -17,8 +17,9 @@ $(BIN)/cascadesim: pyproject.toml
 
 setup: $(BIN)/cascadesim
 
+# each demo run gets its own directory: nothing is ever overwritten
 demo: setup
-	$(BIN)/cascadesim run --out runs/default --force
+	$(BIN)/cascadesim run --out runs/default-$$(date +%Y%m%d-%H%M%S)
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not benchmark"

@@ -185,6 +185,7 @@ def write_round_logs(loop: ClosedLoop, folder: Path, r: int) -> None:
     for table in ("requests", "impressions", "candidates", "sessions"):
         atomic_write_parquet(loop.log.frame(table, r), folder / table / f"round={r:05d}.parquet")
     atomic_write_parquet(loop.log.items_frame(r), folder / "items" / f"round={r:05d}.parquet")
+    atomic_write_parquet(loop.log.users_frame(r), folder / "users" / f"round={r:05d}.parquet")
 
 
 def loop_frame(loop: ClosedLoop, scenario: str, agent: str, seed: int) -> pd.DataFrame:
@@ -228,6 +229,20 @@ def run_experiment(exp: Experiment, out: str | Path | None = None, resume: bool 
             if out_path is not None:  # results so far are on disk after every finished loop
                 atomic_write_parquet(add_popularity_index(pd.concat(frames, ignore_index=True)), out_path / "metrics.parquet")
     return add_popularity_index(pd.concat(frames, ignore_index=True))
+
+
+def load_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """``(manifest, metrics)`` of a run directory; a one-line RunDirError if it is missing or corrupt."""
+    run = Path(run_dir)
+    manifest = read_json(run / "manifest.json", "manifest")
+    path = run / "metrics.parquet"
+    try:
+        metrics = pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - any read failure means a missing or corrupt file
+        raise RunDirError(f"metrics: {path} is missing or corrupt ({type(err).__name__})") from None
+    if list(metrics.columns) != METRIC_COLUMNS:
+        raise RunDirError(f"metrics: {path} has columns {list(metrics.columns)}, expected {METRIC_COLUMNS}")
+    return manifest, metrics
 
 
 def summary(metrics: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:

@@ -46,7 +46,8 @@ class ClosedLoop:
         self.intents = IntentLookup()
         self.ranker = self._new_ranker()  # serving
         self.ranker_learner = self._new_ranker()  # trained at round ends, deployed after the delay
-        self.rankers: dict[int, Any] = {}  # model registry: ranker snapshots by version
+        self.rankers: dict[int, Any] = {}  # model registry: frozen ranker snapshots by version
+        self.retrievers: dict[int, dict[str, Any]] = {}  # model registry: retriever state_dicts by version
         self.retriever: Any = LegacyRetriever(seed, sc.cascade.legacy_popularity_bias)  # serving
         self.learner: Any = None
         self.agent_name = "legacy"
@@ -73,6 +74,7 @@ class ClosedLoop:
         server.load_state_dict(copy.deepcopy(self.learner.state_dict()))
         self.retriever = server
         self.retriever_version = 0
+        self.retrievers[0] = copy.deepcopy(self.learner.state_dict())
         self.serving_ranker = self.ranker  # version 0, trained on the warm-start log
 
     def copy(self) -> ClosedLoop:
@@ -176,20 +178,25 @@ class ClosedLoop:
         self.log.prune(keep_from)
         self.truth.prune(r)  # metrics need only the round just measured
         self.rankers = {v: m for v, m in self.rankers.items() if v >= keep_from - 1}
+        self.retrievers = {v: m for v, m in self.retrievers.items() if v >= keep_from - 1}
 
     def _retrain(self, r: int) -> None:
+        """Ranker and agent fit on the same view; its teacher is the ranker snapshot serving now."""
+        view = self.view(r)
         self.ranker_learner.set_catalogue(self.log.catalogue[r])
-        ranker_info = self.ranker_learner.fit(self.view(r))
+        ranker_info = self.ranker_learner.fit(view)
         self.ranker_learner.version = r + 1
         self.rankers[r + 1] = self.ranker_learner.frozen()
-        self.ranker = self.rankers[r + 1]
+        self.ranker = self.rankers[r + 1]  # deployed after the training delay
         if r >= 0 and self.learner is not None:
-            self.fit_info = {**self.learner.fit(self.view(r)), **ranker_info}
+            self.fit_info = {**self.learner.fit(view), **ranker_info}
+            self.retrievers[r + 1] = copy.deepcopy(self.learner.state_dict())
 
     def view(self, r: int) -> TrainingView:
-        """The training view of the window ending at round ``r``."""
+        """The training view of the window ending at round ``r``; ``ranker`` is the snapshot serving now."""
         first = max(min(self.log.rounds()), r - self.sc.training.window_rounds + 1)
-        return build_view(self.log, first, r, self.ranker, dict(self.rankers))
+        teacher = self.ranker if self.serving_ranker is self.legacy_ranker else self.serving_ranker
+        return build_view(self.log, first, r, teacher, dict(self.rankers), dict(self.retrievers))
 
     def _measure(self, r: int) -> list[dict[str, Any]]:
         inp = MetricInput(

@@ -122,7 +122,7 @@ def tiny_view(ctx: AgentContext, seed: int = 0, n_requests: int = 200, slate: in
     return TrainingView(
         round=2, first_round=0, requests=requests, request_round=torch.full((n_requests,), 2),
         explore=torch.zeros(n_requests, dtype=torch.bool), ranker_version=torch.zeros(n_requests, dtype=torch.int64),
-        impressions=impressions, candidate_source=candidates, catalogue=catalogue, users=users, ranker=scorer,
+        impressions=impressions, candidate_source=candidates, catalogue=catalogue, users=users, ranker=scorer, retrievers={},
         rankers={0: scorer}, n_users=ctx.n_users, n_items=ctx.n_items,
     )  # fmt: skip
 

@@ -97,3 +97,18 @@ def test_corrupt_checkpoint_is_a_clear_error(tiny_toml: Path, tmp_path: Path) ->
     (out_dir / "checkpoints" / "random__seed0.pt").write_bytes(b"garbage")
     res = _cli("run", "--scenario", str(tiny_toml), "--agents", "random", "--rounds", "1", "--out", str(out_dir), "--resume")
     assert res.returncode == 2 and "checkpoint:" in res.stderr and "corrupt" in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_load_run_reads_results_and_rejects_corrupt_ones(tiny_toml: Path, tmp_path: Path) -> None:
+    from scenarios.experiment import load_run
+    from simulator.checkpoint import RunDirError
+
+    out_dir = tmp_path / "run"
+    assert _cli("run", "--scenario", str(tiny_toml), "--agents", "random", "--rounds", "1", "--out", str(out_dir)).returncode == 0
+    manifest, metrics = load_run(out_dir)
+    assert manifest["agents"] == ["random"] and len(metrics) > 0
+    (out_dir / "metrics.parquet").write_bytes(b"not parquet")
+    with pytest.raises(RunDirError, match="metrics: .* is missing or corrupt"):
+        load_run(out_dir)
+    with pytest.raises(RunDirError, match="manifest"):
+        load_run(tmp_path / "nothing")

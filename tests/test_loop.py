@@ -29,7 +29,7 @@ def test_same_seed_gives_identical_metrics_and_logs(tiny, tmp_path) -> None:
     a = _run(tiny, out=tmp_path / "a", save_logs=True)
     b = _run(tiny, out=tmp_path / "b", save_logs=True)
     pd.testing.assert_frame_equal(a, b)
-    for table in ("impressions", "candidates", "requests", "sessions", "items"):
+    for table in ("impressions", "candidates", "requests", "sessions", "items", "users"):
         fa = pd.read_parquet(tmp_path / "a" / "logs" / "bc__seed0" / table)
         fb = pd.read_parquet(tmp_path / "b" / "logs" / "bc__seed0" / table)
         pd.testing.assert_frame_equal(fa, fb)

@@ -77,7 +77,7 @@ def _view(catalogue: Catalogue, users: UserTable, n_requests: int = 1500, rnd: i
     return TrainingView(
         round=rnd, first_round=0, requests=requests, request_round=torch.randint(0, rnd + 1, (n_requests,), generator=g),
         explore=torch.zeros(n_requests, dtype=torch.bool), ranker_version=torch.zeros(n_requests, dtype=torch.long),
-        impressions=imp, candidate_source=cand, catalogue=catalogue, users=users, ranker=_StubScorer(), rankers={},
+        impressions=imp, candidate_source=cand, catalogue=catalogue, users=users, ranker=_StubScorer(), rankers={}, retrievers={},
         n_users=N_USERS, n_items=N_ITEMS,
     )
 

@@ -72,6 +72,14 @@ class LogStore(_RoundTables):
             for r in [r for r in d if r < keep_from]:
                 del d[r]
 
+    def users_frame(self, round_idx: int) -> pd.DataFrame:
+        """The versioned user feature table of one round (profile and history as list columns)."""
+        users = self.users[round_idx]
+        return pd.DataFrame({
+            "round": round_idx, "user_id": torch.arange(users.alive.shape[0]).numpy(), "alive": users.alive.cpu().numpy(),
+            "profile": list(users.profile.cpu().numpy()), "history": list(users.history.cpu().numpy()),
+        })
+
     def items_frame(self, round_idx: int) -> pd.DataFrame:
         """The versioned item feature table of one round (scalar columns)."""
         cat = self.catalogue[round_idx]

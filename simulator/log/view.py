@@ -87,6 +87,7 @@ class TrainingView:
         users: observable user table now.
         ranker: the frozen ranker snapshot serving now (the teacher).
         rankers: every ranker snapshot that served a request in the window, by version.
+        retrievers: the agent's own retriever snapshots (``state_dict``) that served in the window, by version.
         n_users, n_items: id capacities (embedding table sizes).
     """
 
@@ -101,6 +102,7 @@ class TrainingView:
     users: UserTable
     ranker: FrozenScorer
     rankers: dict[int, FrozenScorer]
+    retrievers: dict[int, dict]
     n_users: int
     n_items: int
     candidate_source: Candidates | Callable[[], Candidates] = field(repr=False, compare=False)
@@ -120,7 +122,7 @@ def _records(cls, data: dict[str, torch.Tensor], row: torch.Tensor):
     return cls(row=row, **{f.name: data[f.name] for f in fields(cls) if f.name != "row"})
 
 
-def build_view(log: LogStore, first_round: int, last_round: int, ranker: FrozenScorer, rankers: dict[int, FrozenScorer]) -> TrainingView:
+def build_view(log: LogStore, first_round: int, last_round: int, ranker: FrozenScorer, rankers: dict[int, FrozenScorer], retrievers: dict[int, dict] | None = None) -> TrainingView:
     """Assemble the training view of rounds ``first_round..last_round`` from the log."""
     req = log.concat("requests", first_round, last_round)
     imp = log.concat("impressions", first_round, last_round)
@@ -144,6 +146,6 @@ def build_view(log: LogStore, first_round: int, last_round: int, ranker: FrozenS
     return TrainingView(
         round=last_round, first_round=first_round, requests=requests, request_round=req["round"],
         explore=req["explore"], ranker_version=req["ranker_version"], impressions=impressions,
-        catalogue=catalogue, users=users, ranker=ranker, rankers=rankers,
+        catalogue=catalogue, users=users, ranker=ranker, rankers=rankers, retrievers=dict(retrievers or {}),
         n_users=int(users.alive.shape[0]), n_items=catalogue.capacity, candidate_source=load_candidates,
     )
