@@ -44,6 +44,12 @@ METRICS: dict[str, str] = {
     "popularity_index": "mean_exposed_popularity / its max over the agents compared at the same seed and round (CLRec)",
     "homogenisation": "mean pairwise Jaccard of the round's exposure sets of up to homogenisation_users active users",
     "ssb_divergence": "Jensen-Shannon divergence (base 2) between the item distributions of exposures and of recalled candidates",
+    "exposure_lorenz@p": "Lorenz curve of the round's exposures: share of exposures of the least-exposed share p of live items (p = 0.1..0.9)",
+    "exposure_share_decile@d": "share of the round's exposures going to popularity decile d of live items (observed clicks at round start; 10 = most popular)",
+    "score_hist_pos@b": "share of unexposed true positives whose agent score falls in bin b of 20 equal bins over [score_hist_lo, score_hist_hi]",
+    "score_hist_neg@b": "the same for unexposed true negatives (together: DAMCAR Fig. 5 as distributions)",
+    "score_hist_lo": "lower edge of the score histogram bins (min panel score of the round)",
+    "score_hist_hi": "upper edge of the score histogram bins (max panel score of the round)",
     "live_items": "live items at the round's end",
     "active_users": "registered, not churned users at the round's end",
     # training diagnostics of the serving models

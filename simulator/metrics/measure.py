@@ -101,7 +101,24 @@ def exposure_metrics(inp: MetricInput) -> dict[str, float]:
         "true_attention_rate": float(inp.truth_impressions["examined"].float().mean()),
         "live_items": float(live.sum()),
         "active_users": float(w.user_alive.sum()),
+        **_distribution_metrics(counts[live], pop[live]),
     }
+
+
+N_SCORE_BINS = 20
+
+
+def _distribution_metrics(counts: torch.Tensor, popularity: torch.Tensor) -> dict[str, float]:
+    """Lorenz curve points and exposure share by popularity decile (for plots of concentration)."""
+    _, lorenz = F.lorenz_curve(counts, n_points=11)
+    out = {f"exposure_lorenz@{p / 10:.1f}": float(lorenz[p]) for p in range(1, 10)}
+    order = torch.argsort(popularity, stable=True)  # least popular first, ties by item id
+    decile = torch.empty_like(order)
+    decile[order] = torch.arange(len(order), device=order.device) * 10 // max(len(order), 1)
+    shares = torch.zeros(10, dtype=torch.float64, device=counts.device).index_add_(0, decile, counts.double())
+    shares = shares / shares.sum().clamp_min(1e-12)
+    out.update({f"exposure_share_decile@{d + 1}": float(shares[d]) for d in range(10)})
+    return out
 
 
 def _homogenisation(inp: MetricInput) -> float:
@@ -147,22 +164,43 @@ def truth_metrics(inp: MetricInput) -> dict[str, float]:
     gen = torch_stream(inp.seed, "eval-intent", inp.round, device=w.device)
     intents = torch.multinomial(w.user_intents[panel], 1, generator=gen).squeeze(1)
     sums: dict[str, torch.Tensor] = {}
+    pos_scores, neg_scores = [], []
     hour = (inp.round + 1) * sc.timeline.round_hours
     for start in range(0, len(panel), sc.metrics.block_size):
         sl = slice(start, start + sc.metrics.block_size)
-        block = _truth_block(inp, panel[sl], intents[sl], hour, gen)
+        block, pos, neg = _truth_block(inp, panel[sl], intents[sl], hour, gen)
+        pos_scores.append(pos)
+        neg_scores.append(neg)
         for k, v in block.items():
             sums[k] = sums.get(k, 0) + v
     n = sums.pop("n")
-    out = {k: float(v / n) for k, v in sums.items() if not k.startswith("gap_")}
-    pos_mean = sums["gap_pos_sum"] / sums["gap_pos_n"].clamp_min(1)
-    neg_mean = sums["gap_neg_sum"] / sums["gap_neg_n"].clamp_min(1)
-    out["score_unexposed_true_pos"], out["score_unexposed_true_neg"] = float(pos_mean), float(neg_mean)
-    out["score_gap_unexposed"] = float(pos_mean - neg_mean)
+    out = {k: float(v / n) for k, v in sums.items()}
+    out.update(_score_gap(torch.cat(pos_scores), torch.cat(neg_scores)))
     return out
 
 
-def _truth_block(inp: MetricInput, users: torch.Tensor, intents: torch.Tensor, hour: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def _score_gap(pos: torch.Tensor, neg: torch.Tensor) -> dict[str, float]:
+    """Mean agent score on unexposed true positives vs negatives, and both histograms (DAMCAR Fig. 5)."""
+    nan = float("nan")
+    out = {
+        "score_unexposed_true_pos": float(pos.mean()) if len(pos) else nan,
+        "score_unexposed_true_neg": float(neg.mean()) if len(neg) else nan,
+    }
+    out["score_gap_unexposed"] = out["score_unexposed_true_pos"] - out["score_unexposed_true_neg"]
+    both = torch.cat([pos, neg]).float()
+    if len(both) == 0:
+        return out
+    lo, hi = float(both.min()), float(both.max())
+    out["score_hist_lo"], out["score_hist_hi"] = lo, hi
+    for name, scores in (("pos", pos), ("neg", neg)):
+        hist = torch.histc(scores.float(), bins=N_SCORE_BINS, min=lo, max=hi if hi > lo else lo + 1e-6)
+        hist = hist / hist.sum().clamp_min(1)
+        out.update({f"score_hist_{name}@{b}": float(hist[b]) for b in range(N_SCORE_BINS)})
+    return out
+
+
+def _truth_block(inp: MetricInput, users: torch.Tensor, intents: torch.Tensor, hour: float, gen: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Sums of the truth metrics over one block of panel users, and the block's unexposed pos / neg scores."""
     sc, w = inp.sc, inp.world
     s, kr, ks = sc.cascade.slate_size, sc.cascade.k_retrieve, sc.eval_ks
     kmax = max(*ks, kr)
@@ -186,13 +224,13 @@ def _truth_block(inp: MetricInput, users: torch.Tensor, intents: torch.Tensor, h
     out["slate_regret"] = (oracle_utility - slate_rel.mean(1)).sum()
     out[f"ranked_true_recall@{s}"] = (F.hits_at_k(slate, top_ids[:, :s]) / s).sum()
     out[f"ranked_true_ndcg@{s}"] = F.ndcg(slate_rel, top_rel[:, :s]).sum()
-    out.update(_gap_block(inp, batch, top_ids, gen))
+    pos, neg = _gap_block(inp, batch, top_ids, gen)
     mix_top, _ = true_topk(w, sc, users, None, s, sc.metrics.block_size)
     out["true_top_ever_exposed"] = _is_ever_exposed(inp.state, users, mix_top, w.item_live.shape[0]).float().mean(1).sum()
-    return out
+    return out, pos, neg
 
 
-def _gap_block(inp: MetricInput, batch: RequestBatch, top_ids: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def _gap_block(inp: MetricInput, batch: RequestBatch, top_ids: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Agent scores of unexposed true positives (true top-K_r) vs unexposed true negatives (outside the true top-Kmax)."""
     w, sc = inp.world, inp.sc
     m = w.item_live.shape[0]
@@ -204,11 +242,7 @@ def _gap_block(inp: MetricInput, batch: RequestBatch, top_ids: torch.Tensor, gen
     in_top = torch.gather(top_sorted, 1, torch.searchsorted(top_sorted, neg).clamp(max=top_ids.shape[1] - 1)) == neg
     pos_ok = ~_is_ever_exposed(inp.state, users, pos, m)
     neg_ok = ~in_top & ~_is_ever_exposed(inp.state, users, neg, m)
-    pos_s, neg_s = inp.retriever.score(batch, pos), inp.retriever.score(batch, neg)
-    return {
-        "gap_pos_sum": (pos_s * pos_ok).sum(), "gap_pos_n": pos_ok.sum().float(),
-        "gap_neg_sum": (neg_s * neg_ok).sum(), "gap_neg_n": neg_ok.sum().float(),
-    }
+    return inp.retriever.score(batch, pos)[pos_ok], inp.retriever.score(batch, neg)[neg_ok]
 
 
 # ----- logged (offline) metrics on the round's held-out clicks ----------------
