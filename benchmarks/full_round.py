@@ -42,8 +42,10 @@ def main() -> None:
     t0 = time.perf_counter()
     loop = warm_started_loop(sc, 0, dev)
     t1 = time.perf_counter()
+    print(f"peak RSS after warm start: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB", flush=True)
     loop.attach_agent(agent_factory(args.agent, sc, 0, dev), args.agent)
     t2 = time.perf_counter()
+    print(f"peak RSS after pretraining: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB", flush=True)
     run_round(loop, 0)
     t3 = time.perf_counter()
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -74,6 +74,9 @@ def run(scenario: str, agent_list: str, seeds: int, rounds: int | None, out: str
     with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
         click.echo(f"\n{exp.scenario.name}: round {last}, mean over {len(exp.seeds)} seed(s)\n{table.to_string()}")
     click.echo(f"\nresults: {out_dir / 'metrics.parquet'}")
+    from dashboards.report import write_report
+
+    click.echo(f"report: {write_report([out_dir])}")
 
 
 @main.command(name="list")
@@ -105,6 +108,16 @@ def bench(users: int, items: int, requests: int, repeats: int, device: str) -> N
 
     click.echo(run_bench(users, items, requests, repeats, device).to_string())
 
+
+def _register_plugins() -> None:
+    """Commands that live with their packages (dashboards, the gym evaluation)."""
+    from dashboards.cli import dashboard, report
+
+    main.add_command(report)
+    main.add_command(dashboard)
+
+
+_register_plugins()
 
 if __name__ == "__main__":
     main()

@@ -57,7 +57,11 @@ def test_check_agent_passes_for_every_registered_agent(name, ctx, view, requests
 
 
 def test_check_agent_passes_for_bc_variants(ctx, view, requests):
-    for overrides in ({"similarity": "dot", "tau": 0.5}, {"optimizer": "adagrad", "batch_norm": True, "label": "finished"}):
+    for overrides in (
+        {"similarity": "dot", "tau": 0.5},
+        {"optimizer": "adagrad", "batch_norm": True, "label": "finished"},
+        {"batch_norm": False, "input_norm": False, "weight_decay": 1e-3},
+    ):
         check_agent(make_agent("bc", ctx, hidden=[16], **overrides), view, requests, k=7)
 
 
@@ -99,6 +103,21 @@ def test_bc_learns_the_toy_rule():
     items = random_slates(view.catalogue, len(fresh), 1, gen)
     labels = torch.rand(items.shape, generator=gen) < click_prob(fresh, items, view.catalogue)
     assert auc(agent.score(fresh, items).flatten(), labels.flatten()) > 0.7
+
+
+def test_bc_standardises_dense_item_inputs(ctx, view):
+    """Popularity features are raw log counts; after fitting, the tower sees them centred and unit-scaled."""
+    agent = make_agent("bc", ctx)
+    agent.fit(view)
+    model = agent.retriever.model
+    live = view.catalogue.live_ids()
+    with torch.no_grad():
+        model.eval()
+        pop = model.item_features(view.catalogue, live)[:, -3:]
+    raw = view.catalogue.popularity_features()[live]
+    assert raw[:, 0].mean() > 0.5  # the raw log-click feature is far from centred
+    # running statistics are exposure-weighted, so the live catalogue is only roughly standard
+    assert pop.mean(0).abs().max() < 0.5 and ((pop.std(0) > 0.25) & (pop.std(0) < 4)).all(), (pop.mean(0), pop.std(0))
 
 
 def test_bc_is_deterministic_and_leaves_the_global_rng_alone(ctx, view, requests):

@@ -67,13 +67,13 @@ def fit_generator(ctx: AgentContext, name: str, round_idx: int) -> torch.Generat
 
 
 def make_optimiser(
-    params: Iterable[torch.nn.Parameter], kind: Literal["adam", "adagrad"], lr: float
+    params: Iterable[torch.nn.Parameter], kind: Literal["adam", "adagrad"], lr: float, weight_decay: float = 0.0
 ) -> torch.optim.Optimizer:
-    """Adam (default) or Adagrad (DAMCAR's choice, lr 1e-2) over ``params``."""
+    """Adam (default; AdamW, i.e. decoupled decay, when ``weight_decay > 0``) or Adagrad (DAMCAR's choice, lr 1e-2) over ``params``."""
     if kind == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay) if weight_decay > 0 else torch.optim.Adam(params, lr=lr)
     if kind == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr)
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"optimizer: must be one of 'adam', 'adagrad', got {kind!r}")
 
 
@@ -137,6 +137,7 @@ _RANGES: dict[str, tuple[Callable[[object], bool], str]] = {
     "batch_size": (lambda v: v is None or v >= 1, "must be >= 1"),
     "lr": (lambda v: v is None or v > 0, "must be > 0"),
     "l2": (lambda v: v >= 0, "must be >= 0"),
+    "weight_decay": (lambda v: v >= 0, "must be >= 0"),
 }
 
 

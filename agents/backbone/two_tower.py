@@ -60,6 +60,11 @@ class TowerConfig:
     """Standard deviation of the initial embedding tables."""
     block_users: int = 1024
     """Users per block when scoring the whole catalogue."""
+    input_norm: bool = True
+    """Standardise the dense inputs (user profile; item promoted flag, modality vectors and the
+    popularity features, which are raw log counts with mean ~2 and max ~8) with a non-affine
+    BatchNorm. Unscaled, their constant offsets swamp the small per-id variation and every user
+    vector starts (and stays) on one shared direction."""
     bias: bool = True
     """Add per-user and per-item scalar biases to the logit. Without them a cosine DSSM must
     express users' click rates and items' popularity through the angle itself, and its user
@@ -144,6 +149,8 @@ class TwoTower(nn.Module):
             self.item_domain = nn.Embedding(N_DOMAINS, d_ctx)
             user_in = 2 * d_id + ctx.profile_dim + 2 * d_ctx
             item_in = 3 * d_id + d_ctx + 1 + 3 * m + 3
+            self.user_dense_norm = nn.BatchNorm1d(ctx.profile_dim, affine=False) if cfg.input_norm else None
+            self.item_dense_norm = nn.BatchNorm1d(1 + 3 * m + 3, affine=False) if cfg.input_norm else None
             self.user_mlp = mlp([user_in, *cfg.hidden, cfg.embedding_dim], batch_norm=cfg.batch_norm)
             self.item_mlp = mlp([item_in, *cfg.hidden, cfg.embedding_dim], batch_norm=cfg.batch_norm)
             self.user_bias = nn.Embedding(ctx.n_users, 1) if cfg.bias else None
@@ -164,11 +171,14 @@ class TwoTower(nn.Module):
 
     def user_features(self, requests: RequestBatch) -> torch.Tensor:
         """``[B, user_in]`` concatenated user-tower input."""
+        profile = requests.profile.float()
+        if self.user_dense_norm is not None:
+            profile = self.user_dense_norm(profile)
         return torch.cat(
             [
                 self.user_id(requests.user_id),
                 mean_history_embedding(self.item_id, requests.history),
-                requests.profile.float(),
+                profile,
                 self.user_domain(requests.domain),
                 self.entry(requests.entry),
             ],
@@ -177,15 +187,23 @@ class TwoTower(nn.Module):
 
     def item_features(self, catalogue: Catalogue, item_ids: torch.Tensor) -> torch.Tensor:
         """``[n, item_in]`` concatenated item-tower input for ``item_ids [n]``."""
+        dense = torch.cat(
+            [
+                catalogue.promoted[item_ids].float().unsqueeze(1),
+                catalogue.modality[item_ids].flatten(1).float(),
+                catalogue.popularity_features()[item_ids],
+            ],
+            dim=1,
+        )
+        if self.item_dense_norm is not None:
+            dense = self.item_dense_norm(dense)
         return torch.cat(
             [
                 self.item_id(item_ids),
                 self.category(catalogue.category[item_ids]),
                 self.creator(catalogue.creator[item_ids]),
                 self.item_domain(catalogue.domain[item_ids]),
-                catalogue.promoted[item_ids].float().unsqueeze(1),
-                catalogue.modality[item_ids].flatten(1).float(),
-                catalogue.popularity_features()[item_ids],
+                dense,
             ],
             dim=1,
         )

@@ -1,0 +1,204 @@
+"""Plotly figures over run directories: one function per figure, one colour per agent in every figure.
+
+Each function takes a :class:`dashboards.data.Dataset` (one or several runs)
+and returns a ``plotly.graph_objects.Figure``. Several runs are drawn side by
+side (one column per run, shared y axis). Lines are the mean over seeds of
+the values in ``metrics.parquet``, with a shaded 95% t-interval when there
+are two seeds or more; hover shows the mean, the interval and the number of
+seeds. Every trace carries ``meta = {"run", "agent", "metric", "role"}`` so
+tests and the browser can find the trace of an agent. A figure whose metrics
+are absent from the runs raises :class:`MissingData` with a one-line note.
+
+The distribution figures (Lorenz curves, popularity deciles, DAMCAR's score
+distributions) and the summary table live in :mod:`dashboards.distributions`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from dashboards.data import Dataset, seed_stats
+
+# Okabe-Ito (colour-blind safe) first, then a long qualitative palette for many agents.
+PALETTE: tuple[str, ...] = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#8C564B", "#7F7F7F", "#BCBD22",
+                            *qualitative.Dark24)
+DASHES = ("solid", "dash", "dot", "dashdot")
+ROUND_AXIS = "round (simulated day)"
+FONT = "Helvetica, Arial, sans-serif"
+
+AXIS_LABELS: dict[str, str] = {
+    "true_recall": "true recall@{p} (share of the true top-{p})",
+    "logged_recall": "logged recall@{p} (share of held-out clicks)",
+    "evaluation_bias": "evaluation bias@{p} (logged − true recall)",
+    "true_ndcg": "true NDCG@{p}",
+    "exposure_gini": "exposure Gini (0 = equal, 1 = one item)",
+    "exposure_top1_share": "top-1% items' share of exposures",
+    "homogenisation": "homogenisation (mean pairwise Jaccard)",
+    "preference_drift": "preference drift (mean 1 − cos to start)",
+    "score_gap_unexposed": "score gap (unexposed positives − negatives)",
+    "coverage": "coverage (share of live items exposed)",
+    "long_tail_coverage": "long-tail coverage (share exposed)",
+    "novelty": "novelty (bits)",
+    "aggregate_diversity": "distinct items exposed",
+}
+
+
+class MissingData(ValueError):
+    """The metrics a figure needs are not in these runs (older runs, or a metric not configured)."""
+
+
+def agent_colors(agents: Sequence[str]) -> dict[str, str]:
+    """One colour per agent name: the palette in sorted name order, so the same agents get the same colours."""
+    names = sorted(dict.fromkeys(agents))
+    return {a: PALETTE[i % len(PALETTE)] for i, a in enumerate(names)}
+
+
+def rgba(color: str, alpha: float) -> str:
+    """``#rrggbb`` -> ``rgba(r, g, b, alpha)``."""
+    h = color.lstrip("#")
+    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r}, {g}, {b}, {alpha})"
+
+
+def metric_label(metric: str) -> str:
+    """A readable axis title (with units) for a metric name."""
+    head, _, param = metric.partition("@")
+    text = AXIS_LABELS.get(head)
+    if text is None:
+        return metric.replace("_", " ")
+    return text.format(p=param) if param else text
+
+
+def base_layout(fig: go.Figure, title: str, rows: int = 1, height: int | None = None) -> go.Figure:
+    """The look every figure shares."""
+    fig.update_layout(
+        template="plotly_white", title={"text": title, "x": 0.01, "xanchor": "left"}, font={"family": FONT, "size": 13},
+        height=height or 140 + 300 * rows, margin={"l": 70, "r": 30, "t": 90, "b": 60}, hovermode="closest",
+        legend={"groupclick": "togglegroup"},
+    )
+    return fig
+
+
+def facets(rows: int, cols: int, titles: Sequence[str] | None, shared: bool = True) -> go.Figure:
+    """Subplots with room between them (axes shared along rows and columns unless ``shared`` is false); titles row-major."""
+    return make_subplots(rows=rows, cols=cols, shared_xaxes=shared, shared_yaxes=shared, subplot_titles=list(titles) if titles else None,
+                         horizontal_spacing=0.06 if cols > 1 else 0.02, vertical_spacing=min(0.12, 0.6 / max(rows, 1)))
+
+
+def run_titles(ds: Dataset) -> list[str] | None:
+    return list(ds.runs) if len(ds.runs) > 1 else None
+
+
+def line_figure(ds: Dataset, panels: Sequence[Sequence[str]], title: str, ylabels: Sequence[str] | None = None,
+                styles: Sequence[str] | None = None, zero_line: bool = False) -> go.Figure:
+    """Metrics over rounds: one row per panel (its metrics share the axes, told apart by dash), one column per run.
+
+    ``styles`` names the metrics of a panel in the legend (e.g. ``("true", "logged")``).
+    """
+    names = [m for row in panels for m in row]
+    stats = seed_stats(ds.metrics, names)
+    if stats.empty:
+        raise MissingData(f"{title}: none of {', '.join(names)} is in these runs")
+    colors = agent_colors(ds.palette)
+    titles = run_titles(ds)
+    fig = facets(len(panels), len(ds.runs), titles + [""] * (len(ds.runs) * (len(panels) - 1)) if titles else None)
+    groups = {key: sub for key, sub in stats.groupby(["run", "agent", "metric"], sort=False)}
+    shown: set[tuple[str, str]] = set()
+    for r, row in enumerate(panels, start=1):
+        for c, run in enumerate(ds.runs, start=1):
+            for agent in ds.agents:
+                for i, metric in enumerate(row):
+                    sub = groups.get((run, agent, metric))
+                    if sub is None or sub.empty:
+                        continue
+                    style = styles[i] if styles and len(row) > 1 else ""
+                    key = (agent, style)
+                    add_series(fig, sub, agent, run, metric, colors[agent], DASHES[i % len(DASHES)], style, key not in shown, r, c)
+                    shown.add(key)
+        fig.update_yaxes(title_text=(ylabels[r - 1] if ylabels else metric_label(row[0])), row=r, col=1)
+        if zero_line:
+            for c in range(1, len(ds.runs) + 1):
+                fig.add_hline(y=0, line={"color": "#888", "width": 1}, row=r, col=c)
+    fig.update_xaxes(title_text=ROUND_AXIS, row=len(panels))
+    for c, run in enumerate(ds.runs, start=1):
+        fig.update_xaxes(**round_ticks(stats.loc[stats["run"] == run, "round"]), col=c)
+    return base_layout(fig, title, rows=len(panels))
+
+
+def round_ticks(rounds: pd.Series) -> dict[str, Any]:
+    """Whole-number round ticks (every round when there are few)."""
+    n = int(rounds.nunique()) if len(rounds) else 0
+    return {"tickformat": "d", **({"dtick": 1} if 0 < n <= 20 else {})}
+
+
+def add_series(fig: go.Figure, sub: pd.DataFrame, agent: str, run: str, metric: str, color: str, dash: str, style: str,
+               legend: bool, row: int, col: int) -> None:
+    """The mean line of one (run, agent, metric) with its 95% band (only where an interval exists)."""
+    sub = sub.sort_values("round")
+    x = [int(v) for v in sub["round"]]
+    meta: dict[str, Any] = {"run": run, "agent": agent, "metric": metric}
+    band = sub[sub["lo"].notna() & sub["hi"].notna()]
+    band_rows = not band.empty
+    if band_rows:
+        bx = [int(v) for v in band["round"]]
+        fig.add_trace(go.Scatter(
+            x=bx + bx[::-1], y=[float(v) for v in band["hi"]] + [float(v) for v in band["lo"][::-1]], fill="toself",
+            fillcolor=rgba(color, 0.15), line={"width": 0}, mode="lines", hoverinfo="skip", showlegend=False,
+            legendgroup=agent, name=f"{agent} 95% interval", meta={**meta, "role": "band"}), row=row, col=col)
+    name = f"{agent} · {style}" if style else agent
+    custom = [[json_float(lo), json_float(hi), int(n)] for lo, hi, n in zip(sub["lo"], sub["hi"], sub["n"])]
+    fig.add_trace(go.Scatter(
+        x=x, y=[json_float(v) for v in sub["mean"]], customdata=custom, mode="lines+markers" if len(x) < 30 else "lines",
+        line={"color": color, "dash": dash, "width": 2}, marker={"size": 5}, name=name, legendgroup=agent, showlegend=legend,
+        meta={**meta, "role": "mean"},
+        hovertemplate=(f"<b>{name}</b> ({run})<br>round %{{x}}<br>{metric} = %{{y:.10~g}}"
+                       + ("<br>95% CI [%{customdata[0]:.6~g}, %{customdata[1]:.6~g}]" if band_rows else "")
+                       + "<br>seeds: %{customdata[2]}<extra></extra>")),
+        row=row, col=col)
+
+
+def json_float(v: Any) -> float | None:
+    """A float for JSON (NaN -> None, drawn as a gap)."""
+    f = float(v)
+    return None if f != f else f
+
+
+def recall_figure(ds: Dataset, k: int) -> go.Figure:
+    """True (solid) vs logged (dashed) recall@K over rounds per agent, 95% band across seeds."""
+    return line_figure(ds, [[f"true_recall@{k}", f"logged_recall@{k}"]], f"True vs logged recall@{k} over rounds",
+                       ylabels=[f"recall@{k} (solid: true, dashed: logged)"], styles=("true", "logged"))
+
+
+def bias_figure(ds: Dataset, k: int) -> go.Figure:
+    """The evaluation bias logged_recall@K - true_recall@K over rounds (0 = the offline metric tells the truth)."""
+    return line_figure(ds, [[f"evaluation_bias@{k}"]], f"Evaluation bias@{k}: logged minus true recall", zero_line=True)
+
+
+def concentration_figure(ds: Dataset) -> go.Figure:
+    """Exposure Gini and the top-1% items' share of exposures over rounds."""
+    return line_figure(ds, [["exposure_gini"], ["exposure_top1_share"]], "Exposure concentration over rounds")
+
+
+def drift_figure(ds: Dataset) -> go.Figure:
+    """Homogenisation of users' exposure sets and the drift of their true preferences over rounds."""
+    return line_figure(ds, [["homogenisation"], ["preference_drift"]], "Homogenisation and preference drift over rounds")
+
+
+def metric_figure(ds: Dataset, metric: str) -> go.Figure:
+    """Any one metric over rounds."""
+    return line_figure(ds, [[metric]], f"{metric} over rounds")
+
+
+def note_figure(text: str) -> go.Figure:
+    """An empty figure that says why there is nothing to draw (the app shows it for missing data)."""
+    fig = go.Figure()
+    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font={"size": 15})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return base_layout(fig, "", height=300)

@@ -1,0 +1,40 @@
+"""The ``cascadesim/`` environment ids, registered with gymnasium without importing the simulator.
+
+:func:`register_envs` is what ``import simulator.gym`` runs, and the function
+to name in a package's ``gymnasium.envs`` plugin entry point. It only records
+``"module:Class"`` strings, so registering costs nothing until an environment
+is made.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+
+SMALL: dict[str, Any] = {
+    "name": "small",
+    "description": "A 20-item catalogue, one candidate per request: the action is the exposed item (RL-sized).",
+    "world": {"n_users": 100, "n_items": 20, "n_creators": 10, "n_categories": 4, "quality_std": 1.0},
+    "dynamics": {"new_items_per_round": 0, "drift_rate": 0.0, "boredom_rate": 0.0},
+    "cascade": {"k_retrieve": 1, "slate_size": 1, "ranker": "noisy-oracle"},
+    "metrics": {"panel_size": 50, "k_values": [5, 10], "gap_negatives": 10, "homogenisation_users": 50},
+    "training": {"window_rounds": 1, "epochs": 1, "batch_size": 256, "pretrain_fits": 1},
+    "timeline": {"rounds": 50, "requests_per_round": 240},
+}
+"""The ``cascadesim/CascadeSmall-v0`` world: small enough for an off-the-shelf RL agent to learn in a minute."""
+
+ENV_SPECS: dict[str, dict[str, Any]] = {
+    "cascadesim/Cascade-v0": {"scenario": "default"},
+    "cascadesim/CascadeSmall-v0": {"scenario": SMALL, "action": "discrete", "observation": "flat"},
+}
+ENV_IDS = tuple(ENV_SPECS)
+
+
+def register_envs() -> None:
+    """Register every ``cascadesim/`` id (idempotent: ids already registered are left alone)."""
+    for env_id, kwargs in ENV_SPECS.items():
+        if env_id not in gymnasium.registry:
+            gymnasium.register(
+                id=env_id, entry_point="simulator.gym.env:CascadeEnv", vector_entry_point="simulator.gym.vector:CascadeVectorEnv", kwargs=kwargs,
+            )

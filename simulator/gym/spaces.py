@@ -1,0 +1,258 @@
+"""Observation and action spaces of the cascade environments, and the conversions to and from tensors.
+
+Observation (``observation="dict"``, one request; the vector env stacks ``N`` lanes):
+
+* ``request_id`` ``Box(-1, 2**62, (), int64)``: -1 marks an idle lane (see :mod:`simulator.gym.vector`);
+* ``user_id`` ``Discrete(N_users)``, ``domain`` ``Discrete(2)``, ``entry`` ``Discrete(3)``;
+* ``round`` ``Box(int64)``, ``time`` (absolute hours, float64), ``hour`` (hour of the week, float32);
+* ``profile`` ``Box(float32, (D_p,))``: the user's noisy profile;
+* ``history`` ``Box(-1, M - 1, (L,), int64)``: the user's last clicked items, newest last, -1 padded;
+* ``explore`` ``Discrete(2)``: the platform serves this request by uniform exploration (the action is ignored).
+
+Everything in it is what the platform observes (the fields of :class:`~simulator.types.RequestBatch`);
+the user's intent, relevance and attention never appear. ``observation="flat"`` gives one float32 vector
+for MLP policies: profile (clipped to [-10, 10]), the history as a bag over the item ids, the hour of the
+day and week as sines and cosines, one-hot domain and entry, the exploration and active flags, and the
+catalogue's observed popularity (``log1p(clicks)`` scaled to [0, 1]).
+
+Action (``action=...``), always over the item-id space of size ``M`` (the item capacity, fixed for a run):
+
+* ``"ids"`` ``MultiDiscrete([M] * K)``: the recalled item ids, best first (the default). Every library knows
+  this space and a real retriever's output is exactly this list; retrieval scores are implied by rank
+  (``-log(1 + rank)``).
+* ``"ids+scores"`` ``Dict(item_ids=MultiDiscrete, scores=Box(float32))``: ids and the model's scores; the
+  scores are logged and drive stochastic recall (Gumbel-top-k). The agent adapter uses this.
+* ``"scores"`` ``Box(-1, 1, (M,))``: a score per item; the recall is the top-``K`` live items (small catalogues).
+* ``"discrete"`` ``Discrete(M)``: the item to recall first; the rest of the recall is topped up with popular items.
+
+``K`` is ``cascade.k_retrieve``, or the pool ``ceil(candidate_pool * k_retrieve)`` that stochastic recall
+samples from. Any action in the space is valid: ids that are out of range, not live or repeated in a row
+are dropped, the rest keep their order, and the list is topped up with the most popular live items not in
+it (``info["repaired"]`` counts them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from simulator.config import Scenario
+from simulator.types import Catalogue, RequestBatch
+
+ACTIONS = ("ids", "ids+scores", "scores", "discrete")
+OBSERVATIONS = ("dict", "flat")
+F32_MAX = float(np.finfo(np.float32).max)
+FLAT_CLIP = 10.0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """The requests one step serves (``B <= lanes``), their true intents (truth, never observed) and exploration flags."""
+
+    batch: RequestBatch
+    intents: torch.Tensor
+    explore: torch.Tensor
+
+
+def recall_width(sc: Scenario) -> int:
+    """Candidates an action carries: ``k_retrieve``, or the stochastic-recall pool."""
+    cfg = sc.cascade
+    k = math.ceil(cfg.candidate_pool * cfg.k_retrieve) if cfg.stochastic else cfg.k_retrieve
+    return min(k, sc.item_capacity)
+
+
+class Codec:
+    """Spaces of one environment configuration and the tensor <-> numpy conversions.
+
+    Args:
+        sc: the scenario (fixes the id capacities and feature sizes).
+        action: one of :data:`ACTIONS`.
+        observation: one of :data:`OBSERVATIONS`.
+    """
+
+    def __init__(self, sc: Scenario, action: str = "ids", observation: str = "dict") -> None:
+        if action not in ACTIONS:
+            raise ValueError(f"action: must be one of {', '.join(ACTIONS)}, got {action!r}")
+        if observation not in OBSERVATIONS:
+            raise ValueError(f"observation: must be one of {', '.join(OBSERVATIONS)}, got {observation!r}")
+        self.sc, self.action, self.observation = sc, action, observation
+        self.n_users, self.n_items = sc.user_capacity, sc.item_capacity
+        self.k = recall_width(sc)
+        self.profile_dim, self.history_len = sc.features.profile_dim, sc.features.history_len
+        self.observation_space = self._observation_space()
+        self.action_space = self._action_space()
+
+    # ----- spaces ------------------------------------------------------------
+    def _observation_space(self) -> spaces.Space[Any]:
+        if self.observation == "flat":
+            return spaces.Box(-FLAT_CLIP, FLAT_CLIP, (self.flat_dim,), np.float32)
+        tl = self.sc.timeline
+        return spaces.Dict({
+            "request_id": spaces.Box(-1, 2**62, (), np.int64),
+            "user_id": spaces.Discrete(self.n_users),
+            "domain": spaces.Discrete(2),
+            "entry": spaces.Discrete(3),
+            "round": spaces.Box(0, tl.rounds - 1, (), np.int64),
+            "time": spaces.Box(0.0, tl.rounds * tl.round_hours, (), np.float64),
+            "hour": spaces.Box(0.0, 168.0, (), np.float32),
+            "profile": spaces.Box(-F32_MAX, F32_MAX, (self.profile_dim,), np.float32),
+            "history": spaces.Box(-1, self.n_items - 1, (self.history_len,), np.int64),
+            "explore": spaces.Discrete(2),
+        })
+
+    @property
+    def flat_dim(self) -> int:
+        return self.profile_dim + 2 * self.n_items + 4 + 2 + 3 + 2
+
+    def _action_space(self) -> spaces.Space[Any]:
+        ids = spaces.MultiDiscrete(np.full(self.k, self.n_items, dtype=np.int64))
+        if self.action == "ids":
+            return ids
+        if self.action == "ids+scores":
+            return spaces.Dict({"item_ids": ids, "scores": spaces.Box(-F32_MAX, F32_MAX, (self.k,), np.float32)})
+        if self.action == "scores":
+            return spaces.Box(-1.0, 1.0, (self.n_items,), np.float32)
+        return spaces.Discrete(self.n_items)
+
+    # ----- observations ------------------------------------------------------
+    def encode(self, chunk: Chunk | None, lanes: int, round_idx: int, catalogue: Catalogue) -> dict[str, np.ndarray] | np.ndarray:
+        """``lanes`` stacked observations; lanes past the chunk's requests are idle (request_id -1)."""
+        cols = self._columns(chunk, lanes, round_idx)
+        return cols if self.observation == "dict" else self._flatten(cols, catalogue)
+
+    def _columns(self, chunk: Chunk | None, lanes: int, round_idx: int) -> dict[str, np.ndarray]:
+        out = {
+            "request_id": np.full(lanes, -1, np.int64), "user_id": np.zeros(lanes, np.int64), "domain": np.zeros(lanes, np.int64),
+            "entry": np.zeros(lanes, np.int64), "round": np.full(lanes, round_idx, np.int64), "time": np.zeros(lanes, np.float64),
+            "hour": np.zeros(lanes, np.float32), "profile": np.zeros((lanes, self.profile_dim), np.float32),
+            "history": np.full((lanes, self.history_len), -1, np.int64), "explore": np.zeros(lanes, np.int64),
+        }
+        if chunk is None:
+            return out
+        b, n = chunk.batch, len(chunk.batch)
+        values = {
+            "request_id": b.request_id, "user_id": b.user_id, "domain": b.domain, "entry": b.entry, "time": b.absolute_time(),
+            "hour": b.hour, "profile": b.profile, "history": b.history, "explore": chunk.explore,
+        }
+        for key, tensor in values.items():
+            out[key][:n] = tensor.detach().cpu().numpy()
+        return out
+
+    def _flatten(self, cols: dict[str, np.ndarray], catalogue: Catalogue) -> np.ndarray:
+        lanes, m = len(cols["request_id"]), self.n_items
+        hist = cols["history"]
+        bag = np.zeros((lanes, m), np.float32)
+        rows = np.repeat(np.arange(lanes), hist.shape[1])
+        flat = hist.reshape(-1)
+        np.add.at(bag, (rows[flat >= 0], flat[flat >= 0]), 1.0 / self.history_len)
+        clicks = np.log1p(catalogue.clicks.detach().cpu().numpy().astype(np.float32))
+        pop = np.broadcast_to(clicks / max(float(clicks.max()), 1e-6), (lanes, m))
+        day, week = 2 * np.pi * cols["hour"] / 24.0, 2 * np.pi * cols["hour"] / 168.0
+        onehot = lambda v, k: np.eye(k, dtype=np.float32)[v]  # noqa: E731
+        active = (cols["request_id"] >= 0).astype(np.float32)
+        parts = [
+            np.clip(cols["profile"], -FLAT_CLIP, FLAT_CLIP), bag, np.stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)], 1) * active[:, None],
+            onehot(cols["domain"], 2), onehot(cols["entry"], 3), cols["explore"][:, None].astype(np.float32), active[:, None], pop,
+        ]
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def requests(self, obs: dict[str, np.ndarray], device: torch.device | str = "cpu") -> tuple[RequestBatch, np.ndarray]:
+        """The :class:`RequestBatch` of the active lanes of stacked dict observations, and their lane indices."""
+        if not isinstance(obs, dict):
+            raise TypeError("observation: the agent adapter needs observation='dict' (it rebuilds the request batch from it)")
+        lanes = np.nonzero(np.atleast_1d(obs["request_id"]) >= 0)[0]
+        t = lambda key: torch.as_tensor(np.atleast_1d(obs[key])[lanes], device=device)  # noqa: E731
+        rounds = np.atleast_1d(obs["round"])
+        batch = RequestBatch(
+            request_id=t("request_id"), user_id=t("user_id"), domain=t("domain"), entry=t("entry"), hour=t("hour"),
+            profile=torch.as_tensor(np.atleast_2d(obs["profile"])[lanes], device=device),
+            history=torch.as_tensor(np.atleast_2d(obs["history"])[lanes], device=device),
+            round=int(rounds[0]) if len(rounds) else 0, time=t("time"),
+        )
+        return batch, lanes
+
+    # ----- actions -----------------------------------------------------------
+    def decode(self, action: Any, n: int, catalogue: Catalogue) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` lanes of a stacked action as ``(item_ids [n, K] int64, scores [n, K] float32)``."""
+        dev, k = catalogue.live.device, self.k
+        prior = -torch.log1p(torch.arange(k, device=dev, dtype=torch.float32)).expand(n, k)
+        if self.action == "ids+scores":
+            if not isinstance(action, dict) or set(action) != {"item_ids", "scores"}:
+                raise ValueError("action: expected a dict with keys item_ids and scores")
+            ids = _rows(action["item_ids"], n, (k,), np.int64, "action.item_ids", dev)
+            return ids, _rows(action["scores"], n, (k,), np.float32, "action.scores", dev)
+        if self.action == "ids":
+            return _rows(action, n, (k,), np.int64, "action", dev), prior.clone()
+        if self.action == "discrete":
+            ids = torch.full((n, k), -1, dtype=torch.int64, device=dev)
+            ids[:, 0] = _rows(action, n, (), np.int64, "action", dev)
+            return ids, prior.clone()
+        scores = _rows(action, n, (self.n_items,), np.float32, "action", dev).masked_fill(~catalogue.live, float("-inf"))
+        top = scores.topk(min(k, int(catalogue.live.sum())), dim=1)
+        ids = torch.full((n, k), -1, dtype=torch.int64, device=dev)
+        ids[:, : top.indices.shape[1]] = top.indices
+        vals = torch.zeros(n, k, device=dev)
+        vals[:, : top.values.shape[1]] = top.values
+        return ids, vals
+
+
+def _rows(value: Any, n: int, shape: tuple[int, ...], dtype: Any, what: str, device: torch.device) -> torch.Tensor:
+    arr = np.asarray(value)
+    if arr.ndim != len(shape) + 1 or tuple(arr.shape[1:]) != shape or arr.shape[0] < n:
+        raise ValueError(f"{what}: expected shape (lanes, {', '.join(map(str, shape))}) with lanes >= {n}, got {arr.shape}")
+    out = np.ascontiguousarray(arr[:n], dtype=dtype)
+    if out.dtype.kind == "f" and not np.isfinite(out).all():
+        raise ValueError(f"{what}: scores must be finite")
+    return torch.as_tensor(out, device=device)
+
+
+def popular_fallback(catalogue: Catalogue) -> torch.Tensor:
+    """Live item ids, most observed clicks first (ties by id): what tops up a repaired recall."""
+    live = catalogue.live_ids()
+    order = torch.sort(catalogue.clicks[live], descending=True, stable=True).indices
+    return live[order]
+
+
+def repair(ids: torch.Tensor, scores: torch.Tensor, live: torch.Tensor, fallback: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Make every row a list of distinct live ids, best score first.
+
+    Invalid entries (out of range, not live, or repeating an earlier entry of the row) are dropped, the valid
+    ones keep their order, and the row is topped up with the first ``fallback()`` items it lacks, scored below
+    its lowest valid score. Rows are then sorted by score, descending (stable: equal scores keep their order).
+
+    Returns:
+        ``(item_ids [B, K], scores [B, K], repaired [B] int64)``.
+    """
+    b, k = ids.shape
+    m = live.shape[0]
+    valid = (ids >= 0) & (ids < m)
+    valid &= live[ids.clamp(0, m - 1)]
+    key = torch.where(valid, ids, m + torch.arange(k, device=ids.device))  # invalid entries never collide
+    srt, perm = key.sort(dim=1, stable=True)
+    repeat = torch.zeros_like(valid)
+    repeat[:, 1:] = srt[:, 1:] == srt[:, :-1]
+    valid &= ~torch.zeros_like(valid).scatter_(1, perm, repeat)
+    bad = ~valid
+    n_bad = bad.sum(1)
+    if bool(n_bad.any()):
+        order = bad.to(torch.int8).argsort(dim=1, stable=True)  # valid entries first, in their order
+        ids, scores, bad = ids.gather(1, order), scores.gather(1, order), bad.gather(1, order)
+        cand = fallback()[: 2 * k].unsqueeze(0).expand(b, -1).contiguous()
+        have = torch.where(bad, -1, ids).sort(dim=1).values
+        taken = have.gather(1, torch.searchsorted(have, cand).clamp(max=k - 1)) == cand
+        free = cand.gather(1, taken.to(torch.int8).argsort(dim=1, stable=True))  # items the row lacks, popular first
+        slot = (bad.cumsum(1) - 1).clamp(0, free.shape[1] - 1)
+        low = torch.where(bad, float("inf"), scores).min(1, keepdim=True).values
+        low = torch.where(torch.isfinite(low), low, torch.zeros_like(low))
+        ids = torch.where(bad, free.gather(1, slot), ids)
+        scores = torch.where(bad, low - 1.0 - slot.to(scores.dtype), scores)
+    if bool((scores[:, 1:] <= scores[:, :-1]).all()):  # already best first (a retriever's output): keep as is
+        return ids, scores, n_bad
+    order = scores.sort(dim=1, descending=True, stable=True).indices
+    return ids.gather(1, order), scores.gather(1, order), n_bad
