@@ -148,7 +148,7 @@ class TrainingConfig(_Section):
     """Defaults every learning agent and the ranker share (agents may override)."""
 
     window_rounds: int = Field(3, ge=1, le=10_000, description="rounds of log in the training view")
-    epochs: int = Field(2, ge=0, le=1000, description="epochs per retrain")
+    epochs: int = Field(1, ge=0, le=1000, description="epochs per retrain (one pass: the window overlaps from round to round)")
     batch_size: int = Field(1024, ge=1, le=1_000_000, description="minibatch size")
     lr: float = Field(0.01, gt=0, le=10, description="learning rate")
     embedding_dim: int = Field(32, ge=2, le=1024, description="retrieval embedding size")
