@@ -113,8 +113,11 @@ def _register_plugins() -> None:
     """Commands that live with their packages (dashboards, the gym evaluation)."""
     from dashboards.cli import dashboard, report
 
+    from scenarios.evaluate import evaluate_cmd
+
     main.add_command(report)
     main.add_command(dashboard)
+    main.add_command(evaluate_cmd)
 
 
 _register_plugins()

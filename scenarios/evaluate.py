@@ -20,7 +20,9 @@ import click
 import pandas as pd
 from tqdm import tqdm
 
-from scenarios.experiment import Experiment, add_popularity_index, agent_factory, loop_frame, make_experiment, prepare_run_dir, summary, summary_metrics
+from scenarios.experiment import (
+    Experiment, add_popularity_index, agent_factory, loop_frame, make_experiment, prepare_run_dir, summary, summary_metrics,
+)
 from simulator.checkpoint import atomic_write_json, atomic_write_parquet, read_json
 from simulator.config import ConfigError
 from simulator.gym import AgentPolicy, CascadeVectorEnv, max_slice_volume
@@ -40,7 +42,9 @@ def evaluate_agent(env: CascadeVectorEnv, exp: Experiment, agent: str, seed: int
     return loop_frame(env.core.loop, exp.scenario.name, agent, seed)
 
 
-def evaluate(exp: Experiment, out: str | Path | None = None, force: bool = False, progress: Callable[[int], Callable[[], None]] | None = None) -> pd.DataFrame:
+def evaluate(
+    exp: Experiment, out: str | Path | None = None, force: bool = False, progress: Callable[[int], Callable[[], None]] | None = None
+) -> pd.DataFrame:
     """Run every (agent, seed) of ``exp`` through the gym path; returns (and writes) the long-form metrics.
 
     Args:
@@ -92,5 +96,6 @@ def evaluate_cmd(scenario: str, agent_list: str, seeds: int, rounds: int | None,
     metrics = evaluate(exp, out_dir, force=force, progress=_progress)
     table = summary(metrics, summary_metrics(exp.scenario))
     with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
-        click.echo(f"\n{exp.scenario.name} (gym): round {int(metrics['round'].max())}, mean over {len(exp.seeds)} seed(s)\n{table.to_string()}")
+        head = f"{exp.scenario.name} (gym): round {int(metrics['round'].max())}, mean over {len(exp.seeds)} seed(s)"
+        click.echo(f"\n{head}\n{table.to_string()}")
     click.echo(f"\nresults: {out_dir / 'metrics.parquet'}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -228,16 +229,32 @@ def test_retrain_points_expose_the_view_and_refit_the_attached_agent() -> None:
     assert set(env.metrics()["round"]) == {0, 1}
 
 
+def test_agent_policy_acts_on_single_env_observations_with_the_serving_agent() -> None:
+    sc = resolve_scenario(MICRO)
+    env = CascadeEnv(sc, action="ids")
+    policy = AgentPolicy(env, agent_factory("random", sc, 0, torch.device("cpu")), "random")
+    obs, _ = env.reset(seed=0)
+    pending = env.core.chunk.batch
+    action = policy(obs)
+    assert np.array_equal(action, policy.agent.retrieve(pending, sc.cascade.k_retrieve)[0][0].numpy())
+    _, _, _, _, info = env.step(action)
+    assert info["repaired"] == 0
+    with pytest.raises(ValueError, match="observation='dict'"):
+        AgentPolicy(CascadeEnv(sc, observation="flat"), agent_factory("random", sc, 0, torch.device("cpu")), "random")
+
+
 def test_bc_through_the_gym_gives_the_metrics_of_cascadesim_run(tmp_path) -> None:
     exp = make_experiment(tiny_scenario(timeline={"rounds": 2}), ["bc"], 1)
     ran = run_experiment(exp, tmp_path / "run")
     through_gym = evaluate(exp, tmp_path / "gym")
     pd.testing.assert_frame_equal(ran, through_gym)
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "metrics.parquet"), pd.read_parquet(tmp_path / "gym" / "metrics.parquet"))
+    written = [pd.read_parquet(tmp_path / name / "metrics.parquet") for name in ("run", "gym")]
+    pd.testing.assert_frame_equal(*written)
 
 
 def test_stochastic_serving_and_exploration_through_the_gym_match_the_runner() -> None:
-    sc = resolve_scenario(MICRO, cascade={"stochastic": True, "exploration_share": 0.3, "propensity_samples": 16}, timeline={"train_delay_hours": 0.0})
+    stochastic = {"stochastic": True, "exploration_share": 0.3, "propensity_samples": 16}
+    sc = resolve_scenario(MICRO, cascade=stochastic, timeline={"train_delay_hours": 0.0})
     exp = make_experiment(sc, ["random", "oracle"], 1)
     pd.testing.assert_frame_equal(run_experiment(exp), evaluate(exp))
 
@@ -249,7 +266,10 @@ def test_evaluate_command_writes_a_run_directory_like_run(tmp_path) -> None:
     from scenarios.experiment import load_run
 
     toml = tmp_path / "micro.toml"
-    lines = ['name = "micro"'] + [line for section, values in MICRO.items() if isinstance(values, dict) for line in [f"[{section}]", *(f"{k} = {v!r}".replace("'", '"') for k, v in values.items())]]
+    lines = ['name = "micro"']
+    for section, values in MICRO.items():
+        if isinstance(values, dict):
+            lines += [f"[{section}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]
     toml.write_text("\n".join(lines) + "\n")
     out = tmp_path / "gym"
     res = CliRunner().invoke(evaluate_cmd, ["--scenario", str(toml), "--agents", "random,popular", "--rounds", "1", "--out", str(out)])

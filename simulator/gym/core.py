@@ -48,7 +48,10 @@ class CascadeCore:
         warm_cache: warm-started worlds kept by seed (a reset with a seed seen before copies one).
     """
 
-    def __init__(self, sc: Scenario, lanes: int, device: torch.device | str = "cpu", action: str = "ids", observation: str = "dict", reward: str = "clicks", warm_cache: int = 2) -> None:
+    def __init__(
+        self, sc: Scenario, lanes: int, device: torch.device | str = "cpu", action: str = "ids", observation: str = "dict",
+        reward: str = "clicks", warm_cache: int = 2,
+    ) -> None:
         if reward not in REWARDS:
             raise ValueError(f"reward: must be one of {', '.join(REWARDS)}, got {reward!r}")
         if int(lanes) < 1:
@@ -64,9 +67,8 @@ class CascadeCore:
         self._driver: RoundDriver | None = None
         self._slice: tuple[Any, torch.Tensor] | None = None
         self._offset = 0
-        self._fallback: tuple[int, torch.Tensor] | None = None
+        self._host: tuple[int, np.ndarray, np.ndarray | None] | None = None
         self._round_totals: dict[str, float] = {}
-        self._last: dict[str, Any] = {}
 
     # ----- agents --------------------------------------------------------------
     def attach_agent(self, factory: AgentFactory | None, name: str = "agent") -> None:
@@ -84,8 +86,8 @@ class CascadeCore:
         loop = self._warm_loop(int(seed)).copy()
         attach(loop, self.agent, self.agent_name)
         self.loop, self._driver = loop, RoundDriver(loop)
-        self._slice, self._offset, self._fallback = None, 0, None
-        self._round_totals, self._last = {}, {}
+        self._slice, self._offset, self._host = None, 0, None
+        self._round_totals = {}
         events = self._advance()
         obs = self._observe()
         return obs, {**self._event_info(events), "seed": int(seed), "active": self._active()}
@@ -100,12 +102,13 @@ class CascadeCore:
             raise RuntimeError("step: the episode has ended (or never started); call reset()")
         chunk, loop = self.chunk, self.loop
         n, r = len(chunk.batch), chunk.batch.round
-        catalogue = loop.log.catalogue[r]
-        ids, scores = self.codec.decode(action, n, catalogue)
-        ids, scores, repaired = repair(ids, scores, catalogue.live, lambda: self._popular(r, catalogue))
-        serve_given(loop, chunk.batch, chunk.intents, ids, scores)
+        live, popular = self._host_catalogue(r)
+        ids, scores = self.codec.decode(action, n, live)
+        ids, scores, repaired = repair(ids, scores, live, popular)
+        item_ids, item_scores = torch.as_tensor(ids, device=self.device), torch.as_tensor(scores, device=self.device)
+        serve_given(loop, chunk.batch, chunk.intents, item_ids, item_scores)
         outcome = self._outcome(chunk)
-        outcome["repaired"] = repaired
+        outcome["repaired"] = torch.as_tensor(repaired)
         self._tally(outcome, n)
         events = self._advance()
         values = {"request_id": chunk.batch.request_id, "user_id": chunk.batch.user_id, "explore": chunk.explore, **outcome}
@@ -172,10 +175,20 @@ class CascadeCore:
         out[: len(arr)] = arr
         return out
 
-    def _popular(self, r: int, catalogue: Catalogue) -> torch.Tensor:
-        if self._fallback is None or self._fallback[0] != r:
-            self._fallback = (r, popular_fallback(catalogue))
-        return self._fallback[1]
+    def _host_catalogue(self, r: int) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+        """Host copies of round ``r``'s live mask and (lazily) its popular items, where actions are checked."""
+        assert self.loop is not None
+        catalogue = self.loop.log.catalogue[r]
+        if self._host is None or self._host[0] != r:
+            self._host = (r, catalogue.live.cpu().numpy(), None)
+
+        def popular() -> np.ndarray:
+            assert self._host is not None
+            if self._host[2] is None:
+                self._host = (*self._host[:2], popular_fallback(catalogue))
+            return self._host[2]
+
+        return self._host[1], popular
 
     def _observe(self) -> Any:
         assert self._driver is not None and self.loop is not None
@@ -201,7 +214,6 @@ class CascadeCore:
         totals["requests"] = totals.get("requests", 0.0) + n
         for key in ("clicks", "finished", "true_slate_relevance"):
             totals[key] = totals.get(key, 0.0) + float(outcome[key].sum())
-        self._last = {"user": int(self.chunk.batch.user_id[0]) if self.chunk is not None else -1, "clicks": float(outcome["clicks"][0])}
 
     # ----- what the environments expose ---------------------------------------
     def recall_size(self) -> int:
@@ -233,9 +245,11 @@ class CascadeCore:
             return "cascadesim: not started (call reset)"
         sc, t = self.sc, self._round_totals
         head = f"cascadesim {sc.name} | agent {self.loop.agent_name} | round {max(self._driver.round, 0)}/{sc.timeline.rounds - 1}"
-        when = f"t = {float(self.chunk.batch.time[0]):.1f} h" if self.chunk is not None and self.chunk.batch.time is not None else "episode over"
+        pending = self.chunk.batch if self.chunk is not None else None
+        when = f"t = {float(pending.time[0]):.1f} h" if pending is not None and pending.time is not None else "episode over"
         models = f"retriever v{self.loop.retriever_version}, ranker v{getattr(self.loop.serving_ranker, 'version', -1)}"
         n = max(t.get("requests", 0.0), 1.0)
-        perf = f"this round: {int(t.get('requests', 0))} requests, {t.get('clicks', 0) / n:.3f} clicks and {t.get('finished', 0) / n:.3f} finished per request"
+        perf = (f"this round: {int(t.get('requests', 0))} requests, {t.get('clicks', 0) / n:.3f} clicks"
+                f" and {t.get('finished', 0) / n:.3f} finished per request")
         truth = f"(truth) mean slate relevance {t.get('true_slate_relevance', 0) / n:.3f}"
         return "\n".join([head, f"{when}; {models}", perf, truth])

@@ -73,6 +73,8 @@ class GivenRecall:
         self.request_id, self.item_ids, self.scores = request_id, item_ids, scores
 
     def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(requests) == len(self.request_id):  # the whole batch (no exploration share): rows as given
+            return self.item_ids[:, :k], self.scores[:, :k]
         rows = torch.searchsorted(self.request_id, requests.request_id)
         return self.item_ids[rows, :k], self.scores[rows, :k]
 
@@ -98,7 +100,8 @@ class GymLoop(ClosedLoop):
         )
         values = exposure_metrics(inp)
         alive = self.world.user_alive
-        values["preference_drift"] = float((1 - torch.cosine_similarity(self.world.user_latent[alive], self.world.user_latent0[alive], dim=1)).mean())
+        drift = 1 - torch.cosine_similarity(self.world.user_latent[alive], self.world.user_latent0[alive], dim=1)
+        values["preference_drift"] = float(drift.mean())
         values.update({f"fit_{k}": float(v) for k, v in self.fit_info.items()})
         return [{"round": r, "metric": k, "value": float(v)} for k, v in values.items()]
 
@@ -119,8 +122,11 @@ def attach(loop: ClosedLoop, agent: Any | None, name: str) -> None:
 
 def exploration_flags(loop: ClosedLoop, batch: RequestBatch) -> torch.Tensor:
     """``[B] bool``: the requests :meth:`ClosedLoop.serve_batch` will serve by uniform exploration (same coin)."""
+    share = loop.sc.cascade.exploration_share
+    if share == 0.0:  # the coin cannot come up: skip drawing it
+        return torch.zeros(len(batch), dtype=torch.bool, device=loop.device)
     gen = torch_stream(loop.seed, "explore", batch.round, int(batch.request_id[0]), device=loop.device)
-    return torch.rand(len(batch), generator=gen, device=loop.device) < loop.sc.cascade.exploration_share
+    return torch.rand(len(batch), generator=gen, device=loop.device) < share
 
 
 def serve_given(loop: ClosedLoop, batch: RequestBatch, intents: torch.Tensor, item_ids: torch.Tensor, scores: torch.Tensor) -> None:

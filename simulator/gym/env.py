@@ -68,7 +68,11 @@ class CascadeEnv(gym.Env):
 
     metadata = {"render_modes": RENDER_MODES, "render_fps": 4}
 
-    def __init__(self, scenario: Scenario | str | Mapping[str, Any] = "default", *, rounds: int | None = None, action: str = "ids", observation: str = "dict", reward: str = "clicks", device: str = "cpu", render_mode: str | None = None, **sections: Mapping[str, Any]) -> None:
+    def __init__(
+        self, scenario: Scenario | str | Mapping[str, Any] = "default", *, rounds: int | None = None, action: str = "ids",
+        observation: str = "dict", reward: str = "clicks", device: str = "cpu", render_mode: str | None = None,
+        **sections: Mapping[str, Any],
+    ) -> None:
         self.scenario = resolve_scenario(scenario, rounds, **sections)
         self.core = CascadeCore(self.scenario, 1, device, action, observation, reward)
         self.observation_space = self.core.codec.observation_space

@@ -76,13 +76,14 @@ class AgentPolicy:
         n_lanes = core.lanes
         ids = np.full((n_lanes, codec.k), -1, dtype=np.int64)  # -1: no candidate (the env drops and tops up)
         scores = np.full((n_lanes, codec.k), -F32_MAX, dtype=np.float32)
-        served = np.nonzero(~explore)[0]
+        served = lanes[~explore]
         if len(served):
             sub = batch.select(torch.as_tensor(~explore, device=batch.request_id.device)) if explore.any() else batch
             k = core.recall_size()
             got_ids, got_scores = self.agent.retrieve(sub, k)
-            ids[lanes[served], :k] = got_ids.detach().cpu().numpy()
-            scores[lanes[served], :k] = got_scores.detach().cpu().numpy()
+            rows = slice(0, len(served)) if len(served) == len(lanes) else served  # active lanes come first
+            ids[rows, :k] = got_ids.detach().cpu().numpy()
+            scores[rows, :k] = got_scores.detach().cpu().numpy()
         action: Any = {"item_ids": ids, "scores": scores} if codec.action == "ids+scores" else ids
         if not self.batched:
             action = {k: v[0] for k, v in action.items()} if isinstance(action, dict) else action[0]

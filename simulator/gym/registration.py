@@ -36,5 +36,8 @@ def register_envs() -> None:
     for env_id, kwargs in ENV_SPECS.items():
         if env_id not in gymnasium.registry:
             gymnasium.register(
-                id=env_id, entry_point="simulator.gym.env:CascadeEnv", vector_entry_point="simulator.gym.vector:CascadeVectorEnv", kwargs=kwargs,
+                id=env_id,
+                entry_point="simulator.gym.env:CascadeEnv",
+                vector_entry_point="simulator.gym.vector:CascadeVectorEnv",
+                kwargs=kwargs,
             )

@@ -37,7 +37,9 @@ def _preset_path(name: str) -> Path:
     raise ConfigError(f"scenario: unknown preset {name!r}; allowed: {', '.join(known) or '(none installed)'} or a path to a .toml file")
 
 
-def resolve_scenario(scenario: Scenario | str | Mapping[str, Any] = "default", rounds: int | None = None, **sections: Mapping[str, Any]) -> Scenario:
+def resolve_scenario(
+    scenario: Scenario | str | Mapping[str, Any] = "default", rounds: int | None = None, **sections: Mapping[str, Any]
+) -> Scenario:
     """The validated scenario for a gym environment.
 
     Args:

@@ -157,7 +157,8 @@ class Codec:
         onehot = lambda v, k: np.eye(k, dtype=np.float32)[v]  # noqa: E731
         active = (cols["request_id"] >= 0).astype(np.float32)
         parts = [
-            np.clip(cols["profile"], -FLAT_CLIP, FLAT_CLIP), bag, np.stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)], 1) * active[:, None],
+            np.clip(cols["profile"], -FLAT_CLIP, FLAT_CLIP), bag,
+            np.stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)], 1) * active[:, None],
             onehot(cols["domain"], 2), onehot(cols["entry"], 3), cols["explore"][:, None].astype(np.float32), active[:, None], pop,
         ]
         return np.concatenate(parts, axis=1).astype(np.float32)
@@ -167,92 +168,114 @@ class Codec:
         if not isinstance(obs, dict):
             raise TypeError("observation: the agent adapter needs observation='dict' (it rebuilds the request batch from it)")
         lanes = np.nonzero(np.atleast_1d(obs["request_id"]) >= 0)[0]
-        t = lambda key: torch.as_tensor(np.atleast_1d(obs[key])[lanes], device=device)  # noqa: E731
+        n = len(lanes)
+        if not np.array_equal(lanes, np.arange(n)):
+            raise ValueError("observation: active lanes must come first (idle lanes, request_id -1, last)")
+        one = np.ndim(obs["request_id"]) == 0
+        t = lambda key: torch.as_tensor((obs[key][None] if one else obs[key])[:n], device=device)  # noqa: E731
         rounds = np.atleast_1d(obs["round"])
         batch = RequestBatch(
             request_id=t("request_id"), user_id=t("user_id"), domain=t("domain"), entry=t("entry"), hour=t("hour"),
-            profile=torch.as_tensor(np.atleast_2d(obs["profile"])[lanes], device=device),
-            history=torch.as_tensor(np.atleast_2d(obs["history"])[lanes], device=device),
-            round=int(rounds[0]) if len(rounds) else 0, time=t("time"),
+            profile=t("profile"), history=t("history"), round=int(rounds[0]) if len(rounds) else 0, time=t("time"),
         )
         return batch, lanes
 
     # ----- actions -----------------------------------------------------------
-    def decode(self, action: Any, n: int, catalogue: Catalogue) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first ``n`` lanes of a stacked action as ``(item_ids [n, K] int64, scores [n, K] float32)``."""
-        dev, k = catalogue.live.device, self.k
-        prior = -torch.log1p(torch.arange(k, device=dev, dtype=torch.float32)).expand(n, k)
+    def decode(self, action: Any, n: int, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``n`` lanes of a stacked action as ``(item_ids [n, K] int64, scores [n, K] float32)``.
+
+        Args:
+            action: a batched action of :attr:`action_space` (lanes first).
+            n: the lanes that serve a request this step.
+            live: ``[M] bool`` live items of the round (host copy).
+        """
+        k = self.k
+        prior = lambda: np.broadcast_to(-np.log1p(np.arange(k, dtype=np.float32)), (n, k)).copy()  # noqa: E731
         if self.action == "ids+scores":
             if not isinstance(action, dict) or set(action) != {"item_ids", "scores"}:
                 raise ValueError("action: expected a dict with keys item_ids and scores")
-            ids = _rows(action["item_ids"], n, (k,), np.int64, "action.item_ids", dev)
-            return ids, _rows(action["scores"], n, (k,), np.float32, "action.scores", dev)
+            ids = _rows(action["item_ids"], n, (k,), np.int64, "action.item_ids")
+            return ids, _rows(action["scores"], n, (k,), np.float32, "action.scores")
         if self.action == "ids":
-            return _rows(action, n, (k,), np.int64, "action", dev), prior.clone()
+            return _rows(action, n, (k,), np.int64, "action"), prior()
         if self.action == "discrete":
-            ids = torch.full((n, k), -1, dtype=torch.int64, device=dev)
-            ids[:, 0] = _rows(action, n, (), np.int64, "action", dev)
-            return ids, prior.clone()
-        scores = _rows(action, n, (self.n_items,), np.float32, "action", dev).masked_fill(~catalogue.live, float("-inf"))
-        top = scores.topk(min(k, int(catalogue.live.sum())), dim=1)
-        ids = torch.full((n, k), -1, dtype=torch.int64, device=dev)
-        ids[:, : top.indices.shape[1]] = top.indices
-        vals = torch.zeros(n, k, device=dev)
-        vals[:, : top.values.shape[1]] = top.values
+            ids = np.full((n, k), -1, dtype=np.int64)
+            ids[:, 0] = _rows(action, n, (), np.int64, "action")
+            return ids, prior()
+        scores = np.where(live, _rows(action, n, (self.n_items,), np.float32, "action"), -np.inf)
+        kk = min(k, int(live.sum()))
+        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable"), 1)
+        ids = np.full((n, k), -1, dtype=np.int64)
+        vals = np.zeros((n, k), dtype=np.float32)
+        ids[:, :kk], vals[:, :kk] = top, np.take_along_axis(scores, top, 1)
         return ids, vals
 
 
-def _rows(value: Any, n: int, shape: tuple[int, ...], dtype: Any, what: str, device: torch.device) -> torch.Tensor:
+def _rows(value: Any, n: int, shape: tuple[int, ...], dtype: Any, what: str) -> np.ndarray:
     arr = np.asarray(value)
     if arr.ndim != len(shape) + 1 or tuple(arr.shape[1:]) != shape or arr.shape[0] < n:
         raise ValueError(f"{what}: expected shape (lanes, {', '.join(map(str, shape))}) with lanes >= {n}, got {arr.shape}")
     out = np.ascontiguousarray(arr[:n], dtype=dtype)
     if out.dtype.kind == "f" and not np.isfinite(out).all():
         raise ValueError(f"{what}: scores must be finite")
-    return torch.as_tensor(out, device=device)
+    return out
 
 
-def popular_fallback(catalogue: Catalogue) -> torch.Tensor:
+def popular_fallback(catalogue: Catalogue) -> np.ndarray:
     """Live item ids, most observed clicks first (ties by id): what tops up a repaired recall."""
     live = catalogue.live_ids()
     order = torch.sort(catalogue.clicks[live], descending=True, stable=True).indices
-    return live[order]
+    return live[order].cpu().numpy()
 
 
-def repair(ids: torch.Tensor, scores: torch.Tensor, live: torch.Tensor, fallback: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Make every row a list of distinct live ids, best score first.
+def repair(
+    ids: np.ndarray, scores: np.ndarray, live: np.ndarray, fallback: Callable[[], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Make every row a list of distinct live ids, best score first (on the host, where actions arrive).
 
     Invalid entries (out of range, not live, or repeating an earlier entry of the row) are dropped, the valid
     ones keep their order, and the row is topped up with the first ``fallback()`` items it lacks, scored below
     its lowest valid score. Rows are then sorted by score, descending (stable: equal scores keep their order).
+    A retriever's output (distinct live ids, scores descending) passes through unchanged.
 
     Returns:
         ``(item_ids [B, K], scores [B, K], repaired [B] int64)``.
     """
     b, k = ids.shape
     m = live.shape[0]
+    if ids.size and ids.min() >= 0 and ids.max() < m and live[ids].all() and (scores[:, 1:] <= scores[:, :-1]).all():
+        srt = np.sort(ids, axis=1)
+        if not (srt[:, 1:] == srt[:, :-1]).any():  # a retriever's output: distinct live ids, best first
+            return ids, scores, np.zeros(b, dtype=np.int64)
     valid = (ids >= 0) & (ids < m)
-    valid &= live[ids.clamp(0, m - 1)]
-    key = torch.where(valid, ids, m + torch.arange(k, device=ids.device))  # invalid entries never collide
-    srt, perm = key.sort(dim=1, stable=True)
-    repeat = torch.zeros_like(valid)
-    repeat[:, 1:] = srt[:, 1:] == srt[:, :-1]
-    valid &= ~torch.zeros_like(valid).scatter_(1, perm, repeat)
+    valid &= live[np.clip(ids, 0, m - 1)]
+    key = np.where(valid, ids, m + np.arange(k))  # invalid entries never collide
+    srt = np.sort(key, axis=1)
+    if (srt[:, 1:] == srt[:, :-1]).any():  # a repeated id: keep its first occurrence
+        perm = np.argsort(key, axis=1, kind="stable")
+        repeat = np.zeros_like(valid)
+        repeat[:, 1:] = np.take_along_axis(key, perm[:, 1:], 1) == np.take_along_axis(key, perm[:, :-1], 1)
+        first = np.ones_like(valid)
+        np.put_along_axis(first, perm, ~repeat, 1)
+        valid &= first
     bad = ~valid
     n_bad = bad.sum(1)
-    if bool(n_bad.any()):
-        order = bad.to(torch.int8).argsort(dim=1, stable=True)  # valid entries first, in their order
-        ids, scores, bad = ids.gather(1, order), scores.gather(1, order), bad.gather(1, order)
-        cand = fallback()[: 2 * k].unsqueeze(0).expand(b, -1).contiguous()
-        have = torch.where(bad, -1, ids).sort(dim=1).values
-        taken = have.gather(1, torch.searchsorted(have, cand).clamp(max=k - 1)) == cand
-        free = cand.gather(1, taken.to(torch.int8).argsort(dim=1, stable=True))  # items the row lacks, popular first
-        slot = (bad.cumsum(1) - 1).clamp(0, free.shape[1] - 1)
-        low = torch.where(bad, float("inf"), scores).min(1, keepdim=True).values
-        low = torch.where(torch.isfinite(low), low, torch.zeros_like(low))
-        ids = torch.where(bad, free.gather(1, slot), ids)
-        scores = torch.where(bad, low - 1.0 - slot.to(scores.dtype), scores)
-    if bool((scores[:, 1:] <= scores[:, :-1]).all()):  # already best first (a retriever's output): keep as is
+    if n_bad.any():
+        order = np.argsort(bad, axis=1, kind="stable")  # valid entries first, in their order
+        ids, scores, bad = (np.take_along_axis(a, order, 1) for a in (ids, scores, bad))
+        cand = fallback()[: 2 * k]
+        off = np.arange(b)[:, None] * (m + 1)  # row offsets make one sorted array of all rows' sorted ids
+        have = (np.sort(np.where(bad, -1, ids), axis=1) + 1 + off).ravel()
+        want = (cand[None, :] + 1 + off).ravel()
+        taken = (have[np.searchsorted(have, want).clip(max=len(have) - 1)] == want).reshape(b, len(cand))
+        free = np.broadcast_to(cand, (b, len(cand)))[np.arange(b)[:, None], np.argsort(taken, axis=1, kind="stable")]
+        slot = np.clip(np.cumsum(bad, 1) - 1, 0, len(cand) - 1)
+        low = np.where(bad, np.inf, scores).min(1, keepdims=True)
+        low = np.where(np.isfinite(low), low, 0.0)
+        ids = np.where(bad, np.take_along_axis(free, slot, 1), ids)
+        scores = np.where(bad, low - 1.0 - slot, scores).astype(np.float32)
+    if (scores[:, 1:] <= scores[:, :-1]).all():  # already best first (a retriever's output): keep as is
         return ids, scores, n_bad
-    order = scores.sort(dim=1, descending=True, stable=True).indices
-    return ids.gather(1, order), scores.gather(1, order), n_bad
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1), n_bad
