@@ -19,10 +19,12 @@ import torch
 
 from scenarios.experiment import agent_factory, warm_started_loop
 from simulator.config import scenario_from_dict
+from simulator.memory import pin_mmap_threshold
 from simulator.timeline import run_round
 
 
 def main() -> None:
+    pin_mmap_threshold()
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--items", type=int, default=100_000)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from simulator.checkpoint import RunDirError
 from simulator.config import ConfigError
+from simulator.memory import pin_mmap_threshold
 
 
 def _fail(message: str) -> None:
@@ -33,6 +34,7 @@ class _Main(click.Group):
     """Click group whose usage errors are one line, like every other error of the tool."""
 
     def main(self, *args, **kwargs):  # type: ignore[override]
+        pin_mmap_threshold()
         try:
             return super().main(*args, standalone_mode=False, **kwargs)
         except click.UsageError as err:
