@@ -22,9 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from simulator.checkpoint import RunDirError, read_json
+from simulator.checkpoint import RunDirError, read_json, read_metrics
+from simulator.log.schema import METRIC_COLUMNS  # noqa: F401  (re-exported for dashboard users)
 
-METRIC_COLUMNS = ["scenario", "agent", "seed", "round", "metric", "value"]
 STAT_COLUMNS = ["run", "agent", "metric", "round", "n", "mean", "lo", "hi"]
 
 
@@ -66,12 +66,7 @@ def read_run(run_dir: str | Path, label: str | None = None) -> Run:
     if not isinstance(manifest, dict):
         raise RunDirError(f"manifest: {path / 'manifest.json'} is not a JSON object")
     parquet = path / "metrics.parquet"
-    try:
-        metrics = pd.read_parquet(parquet)
-    except Exception as err:  # noqa: BLE001 - any read failure means a missing or corrupt file
-        raise RunDirError(f"metrics: {parquet} is missing or corrupt ({type(err).__name__})") from None
-    if list(metrics.columns) != METRIC_COLUMNS:
-        raise RunDirError(f"metrics: {parquet} has columns {list(metrics.columns)}, expected {METRIC_COLUMNS}")
+    metrics = read_metrics(parquet)
     if metrics.empty:
         raise RunDirError(f"metrics: {parquet} holds no rows")
     name = label or str(manifest.get("scenario", {}).get("name") or path.name)

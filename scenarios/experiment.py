@@ -31,14 +31,14 @@ import torch
 import agents
 from scenarios.presets import load_scenario
 from simulator.agent_api import AgentContext
-from simulator.checkpoint import RunDirError, atomic_write_json, atomic_write_parquet, read_json
+from simulator.checkpoint import RunDirError, atomic_write_json, atomic_write_parquet, read_json, read_metrics
+from simulator.log.schema import METRIC_COLUMNS
 from simulator.config import ConfigError, Scenario
 from simulator.loop import AgentFactory, ClosedLoop
 from simulator.metrics.formulas import popularity_index
 from simulator.oracle import OracleAgent
 from simulator.timeline import run_round
 
-METRIC_COLUMNS = ["scenario", "agent", "seed", "round", "metric", "value"]
 
 
 def summary_metrics(sc: Scenario) -> list[str]:
@@ -235,14 +235,7 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
     """``(manifest, metrics)`` of a run directory; a one-line RunDirError if it is missing or corrupt."""
     run = Path(run_dir)
     manifest = read_json(run / "manifest.json", "manifest")
-    path = run / "metrics.parquet"
-    try:
-        metrics = pd.read_parquet(path)
-    except Exception as err:  # noqa: BLE001 - any read failure means a missing or corrupt file
-        raise RunDirError(f"metrics: {path} is missing or corrupt ({type(err).__name__})") from None
-    if list(metrics.columns) != METRIC_COLUMNS:
-        raise RunDirError(f"metrics: {path} has columns {list(metrics.columns)}, expected {METRIC_COLUMNS}")
-    return manifest, metrics
+    return manifest, read_metrics(run / "metrics.parquet")
 
 
 def summary(metrics: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:

@@ -65,3 +65,16 @@ def read_json(path: str | Path, what: str) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise RunDirError(f"{what}: {path} is missing or not valid JSON ({type(err).__name__})") from None
+
+
+def read_metrics(path: str | Path) -> pd.DataFrame:
+    """A run's ``metrics.parquet``, checked for its long-form columns; a one-line RunDirError otherwise."""
+    from simulator.log.schema import METRIC_COLUMNS
+
+    try:
+        metrics = pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - any read failure means a missing or corrupt file
+        raise RunDirError(f"metrics: {path} is missing or corrupt ({type(err).__name__})") from None
+    if list(metrics.columns) != METRIC_COLUMNS:
+        raise RunDirError(f"metrics: {path} has columns {list(metrics.columns)}, expected {METRIC_COLUMNS}")
+    return metrics

@@ -24,5 +24,7 @@ ITEMS = ("round", "item_id", "live", "category", "creator", "domain", "promoted"
 TRUTH_REQUESTS = ("request_id", "intent")
 TRUTH_IMPRESSIONS = ("request_id", "position", "relevance", "examined", "motive")
 
+METRIC_COLUMNS = ["scenario", "agent", "seed", "round", "metric", "value"]  # metrics.parquet, long form
+
 LOG_TABLES = {"requests": REQUESTS, "impressions": IMPRESSIONS, "candidates": CANDIDATES, "sessions": SESSIONS}
 TRUTH_TABLES = {"truth_requests": TRUTH_REQUESTS, "truth_impressions": TRUTH_IMPRESSIONS}
