@@ -196,6 +196,14 @@ def loop_frame(loop: ClosedLoop, scenario: str, agent: str, seed: int) -> pd.Dat
     return frame[METRIC_COLUMNS]
 
 
+def loop_timings(loop: ClosedLoop, agent: str, seed: int) -> pd.DataFrame:
+    """Wall seconds of each fit of ``loop`` (``agent, seed, round, phase, seconds``); machine-dependent, so not a metric."""
+    frame = pd.DataFrame(loop.timings, columns=["round", "phase", "seconds"])
+    frame.insert(0, "seed", seed)
+    frame.insert(0, "agent", agent)
+    return frame
+
+
 def add_popularity_index(frame: pd.DataFrame) -> pd.DataFrame:
     """CLRec's popularity index: mean exposed popularity over its max across the agents compared."""
     base = frame[frame.metric == "mean_exposed_popularity"]
@@ -214,7 +222,7 @@ def run_experiment(exp: Experiment, out: str | Path | None = None, resume: bool 
     if out_path is not None:
         prepare_run_dir(exp, out_path, resume, force)
     tick = progress(len(exp.agents) * len(exp.seeds) * exp.scenario.timeline.rounds) if progress else (lambda: None)
-    frames = []
+    frames, timings = [], []
     for seed in exp.seeds:
         shared: list[ClosedLoop] = []
 
@@ -226,8 +234,10 @@ def run_experiment(exp: Experiment, out: str | Path | None = None, resume: bool 
         for agent in exp.agents:
             loop = run_loop(exp, agent, seed, out_path, warm, tick)
             frames.append(loop_frame(loop, exp.scenario.name, agent, seed))
+            timings.append(loop_timings(loop, agent, seed))
             if out_path is not None:  # results so far are on disk after every finished loop
                 atomic_write_parquet(add_popularity_index(pd.concat(frames, ignore_index=True)), out_path / "metrics.parquet")
+                atomic_write_parquet(pd.concat(timings, ignore_index=True), out_path / "timings.parquet")
     return add_popularity_index(pd.concat(frames, ignore_index=True))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,7 @@ class ClosedLoop:
         self.metric_state = MetricState.create(self.world, sc, seed)
         self.rows: list[dict[str, Any]] = []
         self.fit_info: dict[str, float] = {}
+        self.timings: list[dict[str, Any]] = []  # wall seconds per fit; kept apart from the (deterministic) metrics
         self.legacy_ranker = UniformRanker(seed)
         self.serving_ranker: Any = self.legacy_ranker
 
@@ -184,12 +186,16 @@ class ClosedLoop:
         """Ranker and agent fit on the same view; its teacher is the ranker snapshot serving now."""
         view = self.view(r)
         self.ranker_learner.set_catalogue(self.log.catalogue[r])
+        started = time.perf_counter()
         ranker_info = self.ranker_learner.fit(view)
+        self.timings.append({"round": r, "phase": "ranker_fit", "seconds": time.perf_counter() - started})
         self.ranker_learner.version = r + 1
         self.rankers[r + 1] = self.ranker_learner.frozen()
         self.ranker = self.rankers[r + 1]  # deployed after the training delay
         if r >= 0 and self.learner is not None:
+            started = time.perf_counter()
             self.fit_info = {**self.learner.fit(view), **ranker_info}
+            self.timings.append({"round": r, "phase": "agent_fit", "seconds": time.perf_counter() - started})
             self.retrievers[r + 1] = copy.deepcopy(self.learner.state_dict())
 
     def view(self, r: int) -> TrainingView:

@@ -8,6 +8,10 @@
   half (index / retrieve / score / weights) an agent composes.
 - :mod:`agents.backbone.training`: per-exposure tensors, optimisers, the
   seeded minibatch epoch loop.
+- :mod:`agents.backbone.softmax`: the sampled-softmax loss (logQ, masks, weights)
+  shared by YouTube-DNN, sampled softmax, CLRec and IPW.
+- :mod:`agents.backbone.weighting`: clipped, detached, self-normalised inverse
+  propensity weights and their logged quantiles.
 """
 
 from agents.backbone.index import ItemIndex, blocked_topk, check_k
