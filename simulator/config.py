@@ -160,6 +160,7 @@ class MetricsConfig(_Section):
 
     panel_size: int = Field(500, ge=1, description="evaluation users (fixed panel)")
     k_values: tuple[int, ...] = Field((50, 100, 200), description="K for true_/logged_ recall, precision, ndcg (slate size is added)")
+    rank_k_values: tuple[int, ...] = Field((10, 20), description="N for the after-the-ranker metrics ranked_true_ndcg/map/hr@N (N > cascade.k_retrieve is skipped)")
     block_size: int = Field(256, ge=1, le=1_000_000, description="users per block when scanning the catalogue")
     long_tail_share: float = Field(0.8, gt=0, lt=1, description="the least popular share of items that is the long tail")
     gap_negatives: int = Field(100, ge=1, le=100_000, description="sampled unexposed true negatives per panel user")
@@ -188,6 +189,8 @@ class Scenario(_Section):
             raise ValueError(f"cascade.k_retrieve: must be <= world.n_items ({live}), got {k}")
         if any(kv < 1 or kv > live for kv in self.metrics.k_values):
             raise ValueError(f"metrics.k_values: each K must be in [1, world.n_items={live}], got {list(self.metrics.k_values)}")
+        if any(n < 1 for n in self.metrics.rank_k_values):
+            raise ValueError(f"metrics.rank_k_values: each N must be >= 1, got {list(self.metrics.rank_k_values)}")
         if self.metrics.panel_size > self.world.n_users:
             raise ValueError(f"metrics.panel_size: must be <= world.n_users ({self.world.n_users}), got {self.metrics.panel_size}")
         if self.world.n_creators > self.world.n_items:
@@ -213,6 +216,11 @@ class Scenario(_Section):
     def eval_ks(self) -> tuple[int, ...]:
         """The K values every top-K metric reports: the slate size plus metrics.k_values."""
         return tuple(sorted({self.cascade.slate_size, *self.metrics.k_values}))
+
+    @property
+    def rank_ks(self) -> tuple[int, ...]:
+        """The N values of the after-the-ranker metrics: the slate size plus metrics.rank_k_values (<= k_retrieve)."""
+        return tuple(sorted({self.cascade.slate_size, *(n for n in self.metrics.rank_k_values if n <= self.cascade.k_retrieve)}))
 
     def with_overrides(self, **sections: dict[str, Any]) -> Scenario:
         """Return a validated copy with some section fields replaced, e.g. ``timeline={"rounds": 3}``."""

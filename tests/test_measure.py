@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -38,3 +40,18 @@ def test_score_gap_and_histograms() -> None:
     assert sum(out[f"score_hist_pos@{b}"] for b in range(N_SCORE_BINS)) == pytest.approx(1.0)
     assert out["score_hist_neg@0"] == pytest.approx(0.5)  # two of four negatives score 0
     assert out[f"score_hist_pos@{N_SCORE_BINS - 1}"] == pytest.approx(0.5)  # the top bin holds 3.0
+
+
+def test_ranked_metrics_hand_case() -> None:
+    from simulator.metrics.measure import _ranked_metrics
+
+    # true top-2 = {7, 3}; the ranker puts 3 first, then 5 (not relevant), then 7
+    ranked = torch.tensor([[3, 5, 7]])
+    ranked_rel = torch.tensor([[0.8, 0.1, 0.9]])
+    top_ids, top_rel = torch.tensor([[7, 3, 5]]), torch.tensor([[0.9, 0.8, 0.1]])
+    out = _ranked_metrics(ranked, ranked_rel, top_ids, top_rel, [1, 2])
+    assert float(out["ranked_true_hr@1"]) == 0.0  # item 3 is not the true top-1
+    assert float(out["ranked_true_hr@2"]) == 1.0
+    assert float(out["ranked_true_map@2"]) == pytest.approx((1 / 1) / 2)  # one hit at rank 1 of 2 relevant
+    ideal = 0.9 + 0.8 / math.log2(3)
+    assert float(out["ranked_true_ndcg@2"]) == pytest.approx((0.8 + 0.1 / math.log2(3)) / ideal)

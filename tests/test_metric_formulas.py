@@ -238,3 +238,13 @@ def test_average_precision() -> None:
 def test_hit_rate() -> None:
     assert F.hit_rate(torch.tensor([0.0, 2.0, 1.0, 0.0])) == pytest.approx(0.5)  # 2 of 4 rows
     assert math.isnan(F.hit_rate(torch.zeros(0)))
+
+
+def test_expected_retrieval_metrics_hand_case() -> None:
+    from simulator.metrics.formulas import expected_retrieval_metrics
+
+    # top-2 relevances 0.5 and 0.2; total relevance over the catalogue 1.4
+    recall, precision, hit = expected_retrieval_metrics(torch.tensor([[0.5, 0.2]]), torch.tensor([1.4]))
+    assert float(recall[0]) == pytest.approx(0.7 / 1.4)
+    assert float(precision[0]) == pytest.approx(0.35)
+    assert float(hit[0]) == pytest.approx(1 - 0.5 * 0.8)

@@ -397,3 +397,28 @@ def hit_rate(hits: Tensor) -> float:
     """
     h = hits.reshape(-1)
     return float("nan") if h.numel() == 0 else float((h > 0).to(torch.float64).mean().item())
+
+
+def expected_retrieval_metrics(relevance_topk: Tensor, total_relevance: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Expected logged recall, precision and hit rate of a top-K list under full, attentive exposure.
+
+    If the user examined every live item and clicked item ``i`` with probability
+    ``p_i`` (its true relevance), independently, the clicked set ``C`` would give
+    ``E|C ∩ topK| = Σ_{i∈topK} p_i`` and ``E|C| = Σ_i p_i``. Then
+
+    - recall = ``Σ_{i∈topK} p_i / Σ_i p_i`` (a ratio of expectations),
+    - precision = ``Σ_{i∈topK} p_i / K``,
+    - hit rate = ``1 − Π_{i∈topK} (1 − p_i)`` (exact).
+
+    Args:
+        relevance_topk: ``[B, K]`` true relevance of the retrieved items.
+        total_relevance: ``[B]`` total true relevance over the live catalogue.
+
+    Returns:
+        ``(recall [B], precision [B], hit_rate [B])`` float64.
+    """
+    p = relevance_topk.detach().to(torch.float64)
+    expected_hits = p.sum(-1)
+    recall = expected_hits / total_relevance.detach().to(torch.float64).clamp_min(1e-12)
+    hit = 1.0 - torch.exp(torch.log1p(-p.clamp(max=1.0 - 1e-12)).sum(-1))
+    return recall, expected_hits / p.shape[-1], hit

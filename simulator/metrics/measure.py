@@ -18,7 +18,7 @@ from simulator.config import Scenario
 from simulator.metrics import formulas as F
 from simulator.rng import torch_stream
 from simulator.types import ENTRY_BROWSE, RequestBatch
-from simulator.world.relevance import true_relevance, true_topk
+from simulator.world.relevance import true_relevance, true_topk, true_topk_and_total
 from simulator.world.state import WorldState
 
 
@@ -207,27 +207,44 @@ def _truth_block(inp: MetricInput, users: torch.Tensor, intents: torch.Tensor, h
     batch = panel_requests(w, users, inp.round, hour)
     inp.set_intents(batch.request_id, intents)
     ret_ids, _ = inp.retriever.retrieve(batch, kmax)
-    top_ids, top_rel = true_topk(w, sc, users, intents, kmax, sc.metrics.block_size)
+    top_ids, top_rel, total_rel = true_topk_and_total(w, sc, users, intents, kmax, sc.metrics.block_size)
     rel = true_relevance(w, sc, users, ret_ids, intents)
     out: dict[str, torch.Tensor] = {"n": torch.tensor(float(len(users)))}
     for k in ks:
         out[f"true_recall@{k}"] = (F.hits_at_k(ret_ids[:, :k], top_ids[:, :k]) / k).sum()
         out[f"true_ndcg@{k}"] = F.ndcg(rel[:, :k], top_rel[:, :k]).sum()
+        recall, precision, hit = F.expected_retrieval_metrics(rel[:, :k], total_rel)
+        out[f"unbiased_recall@{k}"], out[f"unbiased_precision@{k}"], out[f"unbiased_hitrate@{k}"] = recall.sum(), precision.sum(), hit.sum()
     oracle_utility = top_rel[:, :s].mean(1)
     out["retrieval_slate_utility"] = rel[:, :s].mean(1).sum()
     out["retrieval_slate_regret"] = (oracle_utility - rel[:, :s].mean(1)).sum()
     # the same after the platform ranker: rank the recalled K_r, expose the top S
     cand = ret_ids[:, :kr]
-    slot = inp.ranker.score(batch, cand).topk(s, dim=1).indices
-    slate, slate_rel = cand.gather(1, slot), rel[:, :kr].gather(1, slot)
+    order = inp.ranker.score(batch, cand).topk(max(sc.rank_ks), dim=1).indices
+    ranked, ranked_rel = cand.gather(1, order), rel[:, :kr].gather(1, order)
+    slate, slate_rel = ranked[:, :s], ranked_rel[:, :s]
     out["slate_utility"] = slate_rel.mean(1).sum()
     out["slate_regret"] = (oracle_utility - slate_rel.mean(1)).sum()
     out[f"ranked_true_recall@{s}"] = (F.hits_at_k(slate, top_ids[:, :s]) / s).sum()
-    out[f"ranked_true_ndcg@{s}"] = F.ndcg(slate_rel, top_rel[:, :s]).sum()
+    out.update(_ranked_metrics(ranked, ranked_rel, top_ids, top_rel, list(sc.rank_ks)))
     pos, neg = _gap_block(inp, batch, top_ids, gen)
     mix_top, _ = true_topk(w, sc, users, None, s, sc.metrics.block_size)
     out["true_top_ever_exposed"] = _is_ever_exposed(inp.state, users, mix_top, w.item_live.shape[0]).float().mean(1).sum()
     return out, pos, neg
+
+
+def _ranked_metrics(ranked: torch.Tensor, ranked_rel: torch.Tensor, top_ids: torch.Tensor, top_rel: torch.Tensor, ns: list[int]) -> dict[str, torch.Tensor]:
+    """Sums over a block of DAMCAR's after-the-ranker metrics, against the truth: the ranker orders the
+    agent's recalled set; NDCG@N grades by true relevance, MAP@N and HR@N count hits on the true top-N."""
+    out: dict[str, torch.Tensor] = {}
+    for n in ns:
+        top_sorted = top_ids[:, :n].sort(dim=1).values
+        pos = torch.searchsorted(top_sorted, ranked[:, :n]).clamp(max=n - 1)
+        hits = top_sorted.gather(1, pos) == ranked[:, :n]  # [B, N] in the ranker's order
+        out[f"ranked_true_ndcg@{n}"] = F.ndcg(ranked_rel[:, :n], top_rel[:, :n]).sum()
+        out[f"ranked_true_map@{n}"] = F.average_precision(hits, torch.full((len(ranked),), n, device=ranked.device)).sum()
+        out[f"ranked_true_hr@{n}"] = hits.any(1).to(torch.float64).sum()
+    return out
 
 
 def _gap_block(inp: MetricInput, batch: RequestBatch, top_ids: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
