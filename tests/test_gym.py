@@ -279,3 +279,27 @@ def test_evaluate_command_writes_a_run_directory_like_run(tmp_path) -> None:
     assert set(metrics.agent) == {"random", "popular"} and set(metrics["round"]) == {0} and "popularity_index" in set(metrics.metric)
     again = CliRunner().invoke(evaluate_cmd, ["--scenario", str(toml), "--agents", "random", "--rounds", "1", "--out", str(out)])
     assert again.exit_code != 0 and "already exists" in str(again.exception)
+
+
+def test_n_independent_worlds_are_n_single_environments_under_the_same_seeds() -> None:
+    """The issue's check "N envs == N single envs", for N independent worlds (gymnasium's sync mode).
+
+    The native vector env is one world whose lanes are users of one platform (tested above against
+    the single env and the runner); N independent worlds are N single environments, and
+    ``make_vec(..., vectorization_mode="sync")`` gives exactly those, seeded ``seed + i``.
+    """
+    n, seed = 3, 11
+    vec = gym.make_vec("cascadesim/CascadeSmall-v0", num_envs=n, vectorization_mode="sync", scenario=MICRO, rounds=1)
+    singles = [gym.make("cascadesim/CascadeSmall-v0", scenario=MICRO, rounds=1) for _ in range(n)]
+    vec.action_space.seed(2)
+    actions = [vec.action_space.sample() for _ in range(12)]
+    obs, _ = vec.reset(seed=seed)
+    single_obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(singles)]
+    assert all(np.array_equal(obs[i], single_obs[i]) for i in range(n))
+    for action in actions:
+        obs, reward, _, truncated, _ = vec.step(action)
+        for i, env in enumerate(singles):
+            o, r, _, t, _ = env.step(action[i])
+            assert np.array_equal(obs[i], o) and reward[i] == np.float32(r) and truncated[i] == t
+    worlds = {tuple(np.round(o, 6)) for o in single_obs}
+    assert len(worlds) == n  # the lanes are different worlds, not copies of one
