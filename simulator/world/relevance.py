@@ -51,11 +51,12 @@ def true_topk(world: WorldState, sc: Scenario, user_ids: torch.Tensor, intents: 
 def true_topk_and_total(world: WorldState, sc: Scenario, user_ids: torch.Tensor, intents: torch.Tensor | None, k: int, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`true_topk` plus ``[B] float64`` the total true relevance over the live catalogue (same scan)."""
     ids, vals, totals = [], [], []
+    n_dead = float((~world.item_live).sum())
     for start in range(0, len(user_ids), block):
         sl = slice(start, start + block)
         rel = true_relevance_all(world, sc, user_ids[sl], None if intents is None else intents[sl])
         top = rel.topk(k, dim=1)
         ids.append(top.indices)
         vals.append(top.values)
-        totals.append(rel.clamp_min(0.0).sum(1, dtype=torch.float64))  # dead items carry -1
+        totals.append(rel.sum(1, dtype=torch.float64) + n_dead)  # dead items carry -1: add them back, no [B, M] temporary
     return torch.cat(ids), torch.cat(vals), torch.cat(totals)
