@@ -95,7 +95,7 @@ class GymLoop(ClosedLoop):
         inp = MetricInput(
             sc=self.sc, seed=self.seed, round=r, world=self.world, retriever=self.retriever, ranker=self.serving_ranker,
             set_intents=self.intents.set, requests=self.log.concat("requests", r, r), impressions=self.log.concat("impressions", r, r),
-            candidates=self.log.concat("candidates", r, r), truth_requests=self.truth.concat("truth_requests", r, r),
+            recalled_counts=self.log.bincount("candidates", "item_id", r, self.world.item_live.shape[0]), truth_requests=self.truth.concat("truth_requests", r, r),
             truth_impressions=self.truth.concat("truth_impressions", r, r), state=self.metric_state,
         )
         values = exposure_metrics(inp)

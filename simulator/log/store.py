@@ -37,6 +37,14 @@ class _RoundTables:
             return {}
         return {k: torch.cat([c[k] for c in chunks]) for k in chunks[0]}
 
+    def bincount(self, table: str, column: str, round_idx: int, minlength: int) -> torch.Tensor:
+        """``[minlength] int64`` counts of the ids in ``column`` of round ``round_idx``, chunk by chunk (no concatenated copy)."""
+        counts = torch.zeros(minlength, dtype=torch.int64)
+        for chunk in self.tables.get(table, {}).get(round_idx, []):
+            ids = chunk[column].long()
+            counts = counts.to(ids.device) + torch.bincount(ids, minlength=minlength)
+        return counts
+
     def prune(self, keep_from: int) -> None:
         """Drop rounds older than ``keep_from``."""
         for t in self.tables.values():

@@ -57,7 +57,7 @@ class MetricInput:
     set_intents: Any  # callable(request_ids, intents): tells privileged policies the eval intents
     requests: dict[str, torch.Tensor]
     impressions: dict[str, torch.Tensor]
-    candidates: dict[str, torch.Tensor]
+    recalled_counts: torch.Tensor  # [M] times each item was recalled in the round (the candidates table, counted)
     truth_requests: dict[str, torch.Tensor]
     truth_impressions: dict[str, torch.Tensor]
     state: MetricState
@@ -84,7 +84,7 @@ def exposure_metrics(inp: MetricInput) -> dict[str, float]:
     counts = torch.bincount(imp["item_id"], minlength=m).float()
     live = w.item_live
     pop = inp.state.start_clicks
-    recalled = torch.bincount(inp.candidates["item_id"].long(), minlength=m).float()
+    recalled = inp.recalled_counts.float()
     return {
         "exposure_gini": F.gini(counts[live]),
         "exposure_top1_share": F.top_share(counts[live], 0.01),
