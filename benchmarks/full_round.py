@@ -12,8 +12,12 @@ and agent. Reports wall seconds per phase and the process's peak RSS.
 from __future__ import annotations
 
 import argparse
+import functools
 import resource
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,6 +25,34 @@ from scenarios.experiment import agent_factory, warm_started_loop
 from simulator.config import scenario_from_dict
 from simulator.memory import pin_mmap_threshold
 from simulator.timeline import run_round
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class PhasePeaks:
+    """Peak RSS above the phase's starting RSS, per named phase (Linux: resets VmHWM via /proc/self/clear_refs)."""
+
+    def __init__(self) -> None:
+        self.peaks: dict[str, float] = {}
+
+    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
+            except OSError:
+                return fn(*args, **kwargs)
+            before = _status_kib("VmRSS")
+            out = fn(*args, **kwargs)
+            self.peaks[name] = max(self.peaks.get(name, 0.0), (_status_kib("VmHWM") - before) / 2**20)
+            return out
+
+        return timed
 
 
 def main() -> None:
@@ -48,14 +80,23 @@ def main() -> None:
     loop.attach_agent(agent_factory(args.agent, sc, 0, dev), args.agent)
     t2 = time.perf_counter()
     print(f"peak RSS after pretraining: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB", flush=True)
+    phases = PhasePeaks()
+    loop.serve_batch = phases.wrap("serve a traffic slice", loop.serve_batch)
+    loop._measure = phases.wrap("truth + logged metrics", loop._measure)
+    loop.ranker_learner.fit = phases.wrap("ranker fit", loop.ranker_learner.fit)
+    loop.learner.fit = phases.wrap("agent fit", loop.learner.fit)
+    rss_before = _status_kib("VmRSS") / 2**20
     run_round(loop, 0)
     t3 = time.perf_counter()
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # whole process (clear_refs resets only VmHWM)
     rows = {r["metric"]: r["value"] for r in loop.rows}
     print(f"world {args.users} users x {args.items} items, {args.requests} requests/round, agent {args.agent}, {torch.get_num_threads()} threads")
     print(f"warm-start round (world + legacy serving + ranker fit): {t1 - t0:7.1f} s")
     print(f"agent pretraining:                                      {t2 - t1:7.1f} s")
     print(f"round 0 (serve, metrics, dynamics, retrain):            {t3 - t2:7.1f} s")
+    print(f"RSS entering round 0: {rss_before:.2f} GiB; peak above the phase's start:")
+    for name, gib in phases.peaks.items():
+        print(f"  {name:24s} +{gib:.2f} GiB")
     print(f"peak RSS: {peak_gib:.2f} GiB; true_recall@100 {rows['true_recall@100']:.4f}; exposure_gini {rows['exposure_gini']:.4f}")
 
 

@@ -80,3 +80,26 @@ def test_uniform_exploration_is_uniform_with_exact_propensities() -> None:
     assert torch.all((counts - k / 10).abs() < 4 * math.sqrt(0.4 * 0.6 / n))
     assert torch.allclose(rec.recall_prob, torch.full_like(rec.recall_prob, 0.4))
     assert all(len(set(row)) == k for row in rec.item_ids[:50].tolist())
+
+
+def test_fixed_weight_sampler_is_plackett_luce_without_replacement() -> None:
+    """First-distinct draws from shared weights follow the same law as Gumbel-top-k (exact inclusion
+    probabilities of a 2-of-4 sample), never repeat an item, never draw a dead one, and stay exact
+    when one heavy item forces rows to extend their draw streams."""
+    from simulator.cascade.serving import sample_fixed_weights
+
+    n = 40_000
+    w = torch.tensor([6.0, 2.0, 1.0, 1.0, 0.0])
+    p = w / w.sum()
+    log_w = torch.log(w)  # the dead item has -inf
+    got = sample_fixed_weights(log_w, n, 2, torch.Generator().manual_seed(0))
+    assert not bool((got[:, 0] == got[:, 1]).any()) and not bool((got == 4).any())
+    first = torch.bincount(got[:, 0], minlength=5).double() / n
+    incl = torch.bincount(got.reshape(-1), minlength=5).double() / n
+    exact_incl = torch.tensor([float(p[i] + sum(p[j] * p[i] / (1 - p[j]) for j in range(4) if j != i)) for i in range(4)] + [0.0])
+    tol = 5 * torch.sqrt(exact_incl.clamp(1e-9) * (1 - exact_incl).clamp(1e-9) / n)
+    assert bool(((first - p.double()).abs() <= 5 * torch.sqrt(p.double() * (1 - p.double()) / n) + 1e-12).all())
+    assert bool(((incl - exact_incl).abs() <= tol).all())
+    heavy = torch.log(torch.tensor([97.0, 1.0, 1.0, 1.0]))  # ~4% of draws are light: 2k = 6 draws rarely hold 3 items
+    rows = sample_fixed_weights(heavy, 2000, 3, torch.Generator().manual_seed(1))
+    assert bool((rows.sort(1).values[:, 1:] != rows.sort(1).values[:, :-1]).all())

@@ -1,7 +1,7 @@
 """The legacy platform that produces the warm-start log before any agent serves.
 
-Retrieval samples items by Gumbel-top-k on ``bias * log(1 + observed clicks)``,
-i.e. with weights ``(1 + clicks)^bias`` (a popularity-biased legacy recall;
+Retrieval samples items without replacement with weights ``(1 + clicks)^bias``
+(Plackett-Luce: Gumbel-top-k, or first-distinct draws for large catalogues) (a popularity-biased legacy recall;
 ``bias = 0`` is uniform); ranking is uniform random (no trained ranker yet). Both are seeded per request id, so the warm-start log is identical for
 every agent compared on a seed.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from simulator.cascade.serving import gumbel_topk
+from simulator.cascade.serving import gumbel_topk, sample_fixed_weights
 from simulator.rng import torch_stream
 from simulator.types import Catalogue, RequestBatch
 
@@ -39,8 +39,11 @@ class LegacyRetriever:
     def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = torch_stream(self.seed, "legacy-recall", requests.round, int(requests.request_id[0]), device=requests.user_id.device)
         prior = self._prior()
-        rows = max(1, (1 << 22) // prior.shape[0])  # bounded [rows, M] blocks of Gumbel keys
-        idx = torch.cat([gumbel_topk(prior.expand(min(rows, len(requests) - a), -1), k, 1.0, gen) for a in range(0, len(requests), rows)])
+        if int(self.catalogue.live.sum()) > 8 * k:  # few repeats: draw from the shared weights, O(k log M) a request
+            idx = sample_fixed_weights(prior, len(requests), k, gen)
+        else:  # k close to the catalogue: Gumbel keys over every item (the same law)
+            rows = max(1, (1 << 22) // prior.shape[0])  # bounded [rows, M] blocks of Gumbel keys
+            idx = torch.cat([gumbel_topk(prior.expand(min(rows, len(requests) - a), -1), k, 1.0, gen) for a in range(0, len(requests), rows)])
         scores = prior[idx]
         order = scores.argsort(dim=1, descending=True)
         return idx.gather(1, order), scores.gather(1, order)

@@ -239,7 +239,7 @@ def _ranked_metrics(ranked: torch.Tensor, ranked_rel: torch.Tensor, top_ids: tor
     out: dict[str, torch.Tensor] = {}
     for n in ns:
         top_sorted = top_ids[:, :n].sort(dim=1).values
-        pos = torch.searchsorted(top_sorted, ranked[:, :n]).clamp(max=n - 1)
+        pos = torch.searchsorted(top_sorted, ranked[:, :n].contiguous()).clamp(max=n - 1)
         hits = top_sorted.gather(1, pos) == ranked[:, :n]  # [B, N] in the ranker's order
         out[f"ranked_true_ndcg@{n}"] = F.ndcg(ranked_rel[:, :n], top_rel[:, :n]).sum()
         out[f"ranked_true_map@{n}"] = F.average_precision(hits, torch.full((len(ranked),), n, device=ranked.device)).sum()
