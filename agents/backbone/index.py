@@ -75,7 +75,7 @@ class ItemIndex:
         """Exact top-``k`` items for ``queries [B, d]`` -> ``(item_ids [B, k] int64, scores [B, k] float32)``."""
         rows = block_rows(len(self), self.block_users)
         cols, vals = blocked_topk(
-            queries.shape[0], k, rows, lambda a, b: self.scale * (queries[a:b] @ self.embeddings.T), queries.device
+            queries.shape[0], k, rows, lambda a, b: (queries[a:b] @ self.embeddings.T).mul_(self.scale), queries.device
         )
         return self.item_ids[cols], vals.float()
 

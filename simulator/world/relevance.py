@@ -16,6 +16,9 @@ from simulator.config import Scenario
 from simulator.world.state import WorldState
 
 
+_MAX_BLOCK_ELEMENTS = 1 << 23  # [users, items] relevance entries per block (32 MiB of float32)
+
+
 def _query(world: WorldState, sc: Scenario, user_ids: torch.Tensor, intents: torch.Tensor | None) -> torch.Tensor:
     """``[B, d]`` the vector dotted with item latents; ``intents=None`` uses the user's intent mixture."""
     intent_vec = world.user_intents[user_ids] @ world.prototypes if intents is None else world.prototypes[intents]
@@ -33,9 +36,9 @@ def true_relevance(world: WorldState, sc: Scenario, user_ids: torch.Tensor, item
 def true_relevance_all(world: WorldState, sc: Scenario, user_ids: torch.Tensor, intents: torch.Tensor | None = None) -> torch.Tensor:
     """``[B, M]`` true relevance against every item id; dead items get -1 (below any real value)."""
     q = _query(world, sc, user_ids, intents)
-    logit = q @ world.item_latent.T + world.item_quality - world.user_boredom[user_ids][:, world.item_category]
-    rel = torch.sigmoid(logit + sc.world.relevance_bias)
-    return rel.masked_fill(~world.item_live, -1.0)
+    logit = q @ world.item_latent.T  # [B, M]: the one big buffer; everything below is in place
+    logit.add_(world.item_quality).sub_(world.user_boredom[user_ids][:, world.item_category]).add_(sc.world.relevance_bias)
+    return logit.sigmoid_().masked_fill_(~world.item_live, -1.0)
 
 
 def true_topk(world: WorldState, sc: Scenario, user_ids: torch.Tensor, intents: torch.Tensor | None, k: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,6 +55,7 @@ def true_topk_and_total(world: WorldState, sc: Scenario, user_ids: torch.Tensor,
     """:func:`true_topk` plus ``[B] float64`` the total true relevance over the live catalogue (same scan)."""
     ids, vals, totals = [], [], []
     n_dead = float((~world.item_live).sum())
+    block = max(1, min(block, _MAX_BLOCK_ELEMENTS // world.item_live.shape[0]))
     for start in range(0, len(user_ids), block):
         sl = slice(start, start + block)
         rel = true_relevance_all(world, sc, user_ids[sl], None if intents is None else intents[sl])
