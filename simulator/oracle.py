@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from simulator.config import Scenario
+from simulator.rng import hash_normal
 from simulator.types import Catalogue, RequestBatch
 from simulator.world.relevance import true_relevance, true_topk
 from simulator.world.state import WorldState
@@ -72,27 +73,6 @@ class OracleAgent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         return None
-
-
-def _signed(c: int) -> int:
-    return c - (1 << 64) if c >= 1 << 63 else c
-
-
-_MIX1, _MIX2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
-
-
-def hash_normal(a: torch.Tensor, b: torch.Tensor, salt: int) -> torch.Tensor:
-    """A fixed standard-normal value per integer pair (splitmix64-style hash + Box-Muller)."""
-    x = a * 0x9E3779B1 + b * 0x85EBCA77 + salt
-    halves = []
-    for shift in (0, 1):
-        z = x + shift * 0x632BE5AB
-        z = (z ^ (z >> 30)) * _MIX1
-        z = (z ^ (z >> 27)) * _MIX2
-        z = z ^ (z >> 31)
-        halves.append(((z >> 11) & ((1 << 52) - 1)).double() / float(1 << 52))
-    u1, u2 = halves[0].clamp_min(1e-12), halves[1]
-    return (torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * torch.pi * u2)).float()
 
 
 class NoisyOracleRanker:

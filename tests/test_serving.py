@@ -103,3 +103,24 @@ def test_fixed_weight_sampler_is_plackett_luce_without_replacement() -> None:
     heavy = torch.log(torch.tensor([97.0, 1.0, 1.0, 1.0]))  # ~4% of draws are light: 2k = 6 draws rarely hold 3 items
     rows = sample_fixed_weights(heavy, 2000, 3, torch.Generator().manual_seed(1))
     assert bool((rows.sort(1).values[:, 1:] != rows.sort(1).values[:, :-1]).all())
+
+
+def test_legacy_ranker_scores_an_item_the_same_wherever_it_stands() -> None:
+    """The warm-start ranker's score is a function of (request, item): the recalled set and the larger
+    candidate pool of a request agree on shared items, so logged exposure propensities are consistent."""
+    from simulator.cascade.legacy import UniformRanker
+    from simulator.types import RequestBatch
+
+    req = RequestBatch(
+        request_id=torch.tensor([5, 6]), user_id=torch.tensor([0, 1]), domain=torch.zeros(2, dtype=torch.int64),
+        entry=torch.zeros(2, dtype=torch.int64), hour=torch.zeros(2), profile=torch.zeros(2, 3),
+        history=torch.full((2, 4), -1), round=-1,
+    )  # fmt: skip
+    ranker = UniformRanker(seed=3)
+    recalled = torch.tensor([[10, 11, 12], [10, 11, 12]])
+    pool = torch.tensor([[12, 99, 10, 11], [11, 12, 10, 98]])
+    a, b = ranker.score(req, recalled), ranker.score(req, pool)
+    assert torch.equal(a[0], b[0, [2, 3, 0]]) and torch.equal(a[1], b[1, [2, 0, 1]])
+    assert not torch.equal(a[0], a[1])  # another request, other scores
+    big = ranker.score(req.select(torch.zeros(20_000, dtype=torch.int64)), torch.arange(20_000).unsqueeze(1)).squeeze(1)
+    assert abs(float(big.mean()) - 0.5) < 5 * (1 / 12) ** 0.5 / 20_000**0.5  # uniform mean within 5 SE

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from simulator.cascade.serving import gumbel_topk, sample_fixed_weights
-from simulator.rng import torch_stream
+from simulator.rng import hash_uniform, stream_seed, torch_stream
 from simulator.types import Catalogue, RequestBatch
 
 
@@ -59,16 +59,19 @@ class LegacyRetriever:
 
 
 class UniformRanker:
-    """Random ranking scores in (0, 1), fixed per (request, item)."""
+    """Random ranking scores in (0, 1), fixed per (request, item) by a counter-based hash."""
 
     version = -1
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
+        self._salt = stream_seed(seed, "legacy-rank") & ((1 << 62) - 1)
 
     def set_catalogue(self, catalogue: Catalogue) -> None:
         return None
 
     def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
-        gen = torch_stream(self.seed, "legacy-rank", requests.round, int(requests.request_id[0]), device=item_ids.device)
-        return torch.rand(item_ids.shape, generator=gen, device=item_ids.device).clamp(1e-4, 1 - 1e-4)
+        # keyed by (request, item), not by position: the recalled set and the candidate pool of one request
+        # must see the same score for the same item, or the logged exposure propensities are wrong
+        u = hash_uniform(requests.request_id.unsqueeze(1), item_ids, self._salt)
+        return u.float().clamp(1e-4, 1 - 1e-4)
