@@ -11,7 +11,7 @@ dataclass, the loss as a function, then the class decorated with
 ``@register("<paper_name>")``; import the module below; run ``check_agent``.
 """
 
-from agents import bc, popular, random  # noqa: F401  (import registers the agents)
+from agents import ar, bc, clrec, damcar, ipw, kd, muda, multi_clrec, popular, random, sampled_softmax, sampling_strategies, tl, uma2, youtube_dnn  # noqa: F401  (import registers the agents)
 from agents.check import check_agent
 from agents.registry import agent_class, agent_config, list_agents, make_agent, register
 

@@ -116,7 +116,7 @@ class ClosedLoop:
         relevance = true_relevance(self.world, self.sc, batch.user_id, slate, intents)
         fb = respond(self.world, self.sc, batch.user_id, batch.entry, slate, relevance, self._gen("choice" + tag, r, key))
         # 6. the world moves: counters, histories, consumption
-        dynamics.record_feedback(self.world, batch.user_id, batch.request_id, slate, fb)
+        dynamics.record_feedback(self.world, batch.user_id, batch.request_id, slate, fb, batch.absolute_time())
         exam_p = (examination_curve(self.sc, slate.shape[1], self.device) * self.world.user_attention[batch.user_id].unsqueeze(1)).clamp(max=1.0)
         return _tables(batch, explore, self.retriever_version, ranker.version, recall, rank_scores, exposure, slate, fb, intents, exam_p)
 
@@ -245,6 +245,7 @@ def _tables(batch: RequestBatch, explore: bool, retriever_version: int, ranker_v
         "explore": torch.full((b,), explore, dtype=torch.bool, device=dev),
         "retriever_version": torch.full_like(rid, retriever_version), "ranker_version": torch.full_like(rid, ranker_version),
         "history": batch.history,
+        **({} if batch.history_time is None else {"history_time": batch.history_time}),
     }
     candidates = {  # the largest table (B * K_r rows): compact integer types
         "request_id": _flat(rid.unsqueeze(1).expand(b, k)), "item_id": _flat(recall.item_ids).int(),

@@ -78,11 +78,14 @@ class UserTable:
         alive: ``[N] bool`` registered and not churned.
         profile: ``[N, D_p] float32`` noisy profile features.
         history: ``[N, L] int64`` most recent clicked items, newest last, -1 padded.
+        history_time: ``[N, L] float64`` absolute time (hours) of each history click, NaN where
+            ``history`` is -1 (None when the producer does not track click times).
     """
 
     alive: torch.Tensor
     profile: torch.Tensor
     history: torch.Tensor
+    history_time: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> UserTable:
         return _map_tensors(self, lambda t: t.to(device))
@@ -105,6 +108,8 @@ class RequestBatch:
         history: ``[B, L] int64`` the user's click history at request time, -1 padded.
         round: the round the batch belongs to.
         time: ``[B] float64`` absolute simulated time in hours (None for synthetic batches).
+        history_time: ``[B, L] float64`` absolute time (hours) of each history click, NaN padded
+            like ``history`` (None when unknown: synthetic batches, older logs).
     """
 
     request_id: torch.Tensor
@@ -116,6 +121,7 @@ class RequestBatch:
     history: torch.Tensor
     round: int
     time: torch.Tensor | None = None
+    history_time: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.request_id.shape[0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 REQUESTS = (
     "request_id", "round", "time", "user_id", "domain", "entry", "explore",
     "retriever_version", "ranker_version",
-)  # plus "history" [R, L], kept as a tensor and exported as a list column
+)  # plus "history" [R, L] and "history_time" [R, L] (hours, NaN padded; absent in older logs), kept as tensors and exported as list columns
 IMPRESSIONS = (
     "request_id", "user_id", "item_id", "position", "retrieval_rank", "retrieval_score",
     "ranking_score", "exposure_propensity", "clicked", "finished", "watch_time",

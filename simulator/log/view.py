@@ -132,6 +132,7 @@ def build_view(log: LogStore, first_round: int, last_round: int, ranker: FrozenS
     requests = RequestBatch(
         request_id=req["request_id"], user_id=req["user_id"], domain=req["domain"], entry=req["entry"],
         hour=req["time"] % 168.0, profile=users.profile[req["user_id"]], history=req["history"], round=last_round,
+        history_time=req.get("history_time"),
     )
     # request ids are contiguous within the window, so a row is an offset
     impressions = _records(Impressions, {**imp, "dwell": ses["dwell"], "portal_only": ses["portal_only"]}, imp["request_id"] - first_id)

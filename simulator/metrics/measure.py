@@ -155,6 +155,7 @@ def panel_requests(w: WorldState, users: torch.Tensor, round_idx: int, hour: flo
         request_id=-1 - users, user_id=users, domain=zeros, entry=zeros + ENTRY_BROWSE,
         hour=torch.full((b,), hour % 168.0, device=dev), profile=w.user_profile[users],
         history=w.user_history[users].clone(), round=round_idx, time=torch.full((b,), hour, dtype=torch.float64, device=dev),
+        history_time=None if w.user_history_time is None else w.user_history_time[users].clone(),
     )
 
 
@@ -276,6 +277,7 @@ def logged_metrics(inp: MetricInput) -> dict[str, float]:
         request_id=chosen, user_id=req["user_id"][rows], domain=req["domain"][rows], entry=req["entry"][rows],
         hour=(req["time"][rows] % 168.0).float(), profile=inp.world.user_profile[req["user_id"][rows]],
         history=req["history"][rows], round=inp.round, time=req["time"][rows],
+        history_time=req["history_time"][rows] if "history_time" in req else None,
     )
     t_rows = torch.searchsorted(inp.truth_requests["request_id"], chosen)
     inp.set_intents(chosen, inp.truth_requests["intent"][t_rows])

@@ -19,16 +19,28 @@ from simulator.world.state import WorldState
 from simulator.world.user_model import Feedback
 
 
-def append_history(history: torch.Tensor, users: torch.Tensor, order: torch.Tensor, items: torch.Tensor) -> None:
+def append_history(
+    history: torch.Tensor,
+    users: torch.Tensor,
+    order: torch.Tensor,
+    items: torch.Tensor,
+    history_time: torch.Tensor | None = None,
+    times: torch.Tensor | None = None,
+) -> None:
     """Append click events to ``history [N, L]`` in place, newest last, keeping the last L.
 
     Args:
         users: ``[E]`` user of each click event.
         order: ``[E]`` time order key of each event (larger is later).
         items: ``[E]`` clicked item of each event.
+        history_time: optional ``[N, L] float64`` click times kept aligned with ``history``
+            (NaN where ``history`` is -1), updated in place with the same shifts.
+        times: ``[E]`` absolute time (hours) of each event; required with ``history_time``.
     """
     if users.numel() == 0:
         return
+    if (history_time is None) != (times is None):
+        raise ValueError("append_history: give both history_time and times, or neither")
     length = history.shape[1]
     key = users * (order.max() + 1) + order
     perm = key.argsort()
@@ -41,22 +53,44 @@ def append_history(history: torch.Tensor, users: torch.Tensor, order: torch.Tens
     old = history[uniq]
     pos = torch.arange(length, device=users.device).unsqueeze(0)
     src = (pos + shift.unsqueeze(1)).clamp(max=length - 1)
-    new = torch.where(pos < length - shift.unsqueeze(1), old.gather(1, src), -1)
+    kept = pos < length - shift.unsqueeze(1)
+    new = torch.where(kept, old.gather(1, src), -1)
     keep = from_end < length
     rows = torch.searchsorted(uniq, users[keep])
-    new[rows, length - 1 - from_end[keep]] = items[keep]
+    cols = length - 1 - from_end[keep]
+    new[rows, cols] = items[keep]
     history[uniq] = new
+    if history_time is not None and times is not None:
+        new_t = torch.where(kept, history_time[uniq].gather(1, src), torch.nan)
+        new_t[rows, cols] = times[perm][keep].to(new_t.dtype)
+        history_time[uniq] = new_t
 
 
-def record_feedback(world: WorldState, users: torch.Tensor, request_order: torch.Tensor, slate: torch.Tensor, fb: Feedback) -> None:
-    """Fold one served batch into counters, histories and accumulators (in place)."""
+def record_feedback(
+    world: WorldState, users: torch.Tensor, request_order: torch.Tensor, slate: torch.Tensor, fb: Feedback,
+    request_time: torch.Tensor | None = None,
+) -> None:
+    """Fold one served batch into counters, histories and accumulators (in place).
+
+    ``request_time [B]`` (hours) stamps each click in ``world.user_history_time``; without it (or
+    on a world that predates click times) only the item ids are appended.
+    """
     m = world.item_clicks.shape[0]
     world.item_exposures += torch.bincount(slate.reshape(-1), minlength=m).float()
     world.item_clicks += torch.bincount(slate[fb.clicked], minlength=m).float()
     n_slots = slate.shape[1]
     order = request_order.unsqueeze(1) * n_slots + torch.arange(n_slots, device=slate.device)
     req_users = users.unsqueeze(1).expand_as(slate)
-    append_history(world.user_history, req_users[fb.clicked], order[fb.clicked], slate[fb.clicked])
+    times = getattr(world, "user_history_time", None)
+    if times is not None and request_time is not None:
+        click_time = request_time.double().unsqueeze(1).expand_as(slate)[fb.clicked]
+        append_history(world.user_history, req_users[fb.clicked], order[fb.clicked], slate[fb.clicked], times, click_time)
+    else:
+        if times is not None:  # keep the times aligned with the ids: unknown time is NaN
+            click_time = torch.full((int(fb.clicked.sum()),), float("nan"), dtype=torch.float64, device=slate.device)
+            append_history(world.user_history, req_users[fb.clicked], order[fb.clicked], slate[fb.clicked], times, click_time)
+        else:
+            append_history(world.user_history, req_users[fb.clicked], order[fb.clicked], slate[fb.clicked])
     fu, fi = req_users[fb.finished], slate[fb.finished]
     world.acc_latent.index_add_(0, fu, world.item_latent[fi])
     world.acc_category.index_put_((fu, world.item_category[fi]), torch.ones_like(fu, dtype=torch.float32), accumulate=True)

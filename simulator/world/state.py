@@ -58,6 +58,7 @@ class WorldState:
     acc_category: torch.Tensor  # [N, C] finished items per category
     acc_visits: torch.Tensor  # [N] requests served
     acc_finished: torch.Tensor  # [N] finished items
+    user_history_time: torch.Tensor | None = None  # [N, L] float64 hours of each history click, NaN padded
 
     @property
     def device(self) -> torch.device:
@@ -155,6 +156,7 @@ def _make_users(sc: Scenario, protos: torch.Tensor, gen: torch.Generator) -> dic
         "user_satisfaction": torch.full((n,), 1.0, device=dev),
         "user_profile": profile.float(),
         "user_history": torch.full((n, f.history_len), -1, dtype=torch.int64, device=dev),
+        "user_history_time": torch.full((n, f.history_len), float("nan"), dtype=torch.float64, device=dev),
         "acc_latent": torch.zeros(n, w.d_true, device=dev),
         "acc_category": torch.zeros(n, c, device=dev),
         "acc_visits": torch.zeros(n, device=dev),
@@ -185,5 +187,9 @@ def observe(world: WorldState) -> tuple[Catalogue, UserTable]:
         exposures=world.item_exposures.clone(),
         born_round=world.item_born.clone(),
     )
-    users = UserTable(alive=world.user_alive.clone(), profile=world.user_profile.clone(), history=world.user_history.clone())
+    times = world.user_history_time
+    users = UserTable(
+        alive=world.user_alive.clone(), profile=world.user_profile.clone(), history=world.user_history.clone(),
+        history_time=None if times is None else times.clone(),
+    )
     return catalogue, users

@@ -65,5 +65,6 @@ def sample_requests(world: WorldState, sc: Scenario, seed: int, round_idx: int, 
         history=world.user_history[users].clone(),
         round=round_idx,
         time=hours.double(),
+        history_time=None if world.user_history_time is None else world.user_history_time[users].clone(),
     )
     return batch, intents

@@ -1,0 +1,318 @@
+"""DAMCAR: domain adaptation against sample selection bias in cascade recommendation (algorithms.md §5; ACM MM 2024).
+
+Per round (Algorithm 1, extended to rounds):
+
+1. **Target-domain generation** (TDG, :mod:`agents.backbone.random_walk`): random walks with restart
+   on the exposure graph weighted by watch time give ``S_sam``, the never-exposed items each user's
+   walks visit at least as often as the user's exposed items (paper Eq. 1-3).
+2. **Robust pseudo-labels**: the label generator ``ADA`` (encoder ``E`` over the concatenated user
+   and item features, ``g`` on the source path only, label head ``Φ``, domain head ``Ψ`` behind the
+   GRL) minimises, per source minibatch paired with an equal-size target batch,
+
+   ``L_total = L_ce + λ1·L_sup + λ2·L_dom`` with
+   ``L_ce = mean_{S_exp} BCE(Φ(g(z^s)), y)``,
+   ``L_sup = mean_{S_sam} BCE(Φ(z^t), stopgrad(Φ_tea(z^t_tea)))`` (the EMA teacher, α = 0.99),
+   ``L_dom = −mean_{S_exp} log Ψ(g(z^s)) − mean_{S_sam} log(1 − Ψ(z^t))``;
+   the GRL (κ = 1) makes the encoder ascend ``L_dom`` (the paper's ``− λ2·L_dom``). The teacher is
+   re-copied from the student at the start of every round and EMA-updated after every step.
+3. **Modified pseudo-labels** (paper Eq. 12): ``y_mpl = 1`` for exposed positives, the ADA label
+   ``ŷ`` otherwise (exposed negatives included); ``ŷ^s = Φ(g(z))`` on ``S_exp``, ``ŷ^t = Φ(z)`` on ``S_sam``.
+4. **Hybrid training** of the DSSM retriever on ``S_T = S_exp ∪ S_sam`` (warm-started):
+   ``L_train = mean_{S_T} BCE(σ(s), y_mpl) + λ3·mean_{S_T} (Rank(u, i) − σ(s))²``, ``Rank`` the frozen
+   ranker snapshot serving now (the same snapshot for every target of the fit, §16.7).
+
+Switches for the public code's behaviour (defaults follow the paper): ``code_compat_domain_loss``
+(the code's target-side domain term carries no gradient), ``label_path = "code"`` (the code labels
+every sample through the source path ``Φ(g(z))``), ``walk_mode = "code"`` (H walks x R hops
+instead of restarting every R hops until H visits).
+
+Ablations (paper §5.3), registered as variants of the one class: ``damcar-no-tdg`` (uniform
+never-exposed pairs, same count per user), ``damcar-no-ema`` (no teacher, ``λ1 = 0``),
+``damcar-no-mpl`` (``y_mpl = ŷ`` everywhere, exposed positives included).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agents.backbone.adapt import DomainClassifier, EMATeacher, domain_accuracy, domain_loss
+from agents.backbone.training import Exposures, exposure_data, fit_generator, make_optimiser, run_epochs
+from agents.backbone.two_tower import TowerConfig, TwoTower, evaluating, init_parameters
+from agents.backbone.unexposed import (
+    ExposureFamily, UnexposedConfig, concat, last_epoch_mean, loss_summary, target_domain, teacher_scores, tiled, with_labels,
+)  # fmt: skip
+from agents.bc import bc_loss
+from agents.registry import register
+from simulator.agent_api import AgentContext
+from simulator.log.view import TrainingView
+from simulator.nn import mlp
+from simulator.rng import stream_seed
+from simulator.types import Catalogue, RequestBatch
+
+
+@dataclass(frozen=True)
+class Config(UnexposedConfig):
+    """DAMCAR hyperparameters: BC's (the retriever), the TDG walk's and the label generator's."""
+
+    sampler: Literal["walk", "uniform"] = "walk"
+    """Target domain: ``walk`` (TDG) or ``uniform`` (the ``w/o TDG`` ablation)."""
+    lambda_sup: float = 0.5
+    """``λ1`` on the EMA self-distillation ``L_sup`` (paper grid 0.5-0.9; code 0.5). 0: no teacher (``w/o EMA``)."""
+    lambda_dom: float = 0.2
+    """``λ2`` on ``L_dom`` (grid 0.1-0.5; code 0.2)."""
+    lambda_con: float = 0.3
+    """``λ3`` on the ranker-consistency term ``L_con`` (grid 0.1-0.5; code 0.3)."""
+    ema_alpha: float = 0.99
+    """EMA smoothing ``α`` of the teacher (paper: 0.99 best of 0.9-0.999)."""
+    mpl: bool = True
+    """Modified pseudo-labels: keep exposed positives at 1 (False: the ``w/o MPL`` ablation)."""
+    code_compat_domain_loss: bool = False
+    """Reproduce the public code's domain loss (no gradient from the target side)."""
+    label_path: Literal["paper", "code"] = "paper"
+    """Pseudo-labels of ``S_sam``: ``paper`` target path ``Φ(z)``; ``code`` source path ``Φ(g(z))``."""
+    encoder_hidden: tuple[int, ...] = (300, 200, 100)
+    """Encoder ``E`` (paper: 300-200-100, ReLU)."""
+    transform_hidden: tuple[int, ...] = (128, 100)
+    """``g`` (paper: 128-100, ReLU); its last size must equal the encoder's."""
+    ada_id_dim: int = 16
+    """Id / categorical embedding size of the label generator's inputs."""
+    ada_epochs: int | None = None
+    """Label-generator epochs per round (None: as the retriever's; code: 3)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("lambda_sup", "lambda_dom", "lambda_con"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.ema_alpha <= 1.0:
+            raise ValueError(f"ema_alpha: must be in [0, 1], got {self.ema_alpha!r}")
+        if not self.encoder_hidden or not self.transform_hidden or self.encoder_hidden[-1] != self.transform_hidden[-1]:
+            got = f"{self.transform_hidden} vs {self.encoder_hidden}"
+            raise ValueError(f"transform_hidden: last size must equal encoder_hidden's, got {got}")
+        if self.ada_id_dim < 1 or (self.ada_epochs is not None and self.ada_epochs < 0):
+            raise ValueError("ada_id_dim must be >= 1 and ada_epochs >= 0")
+
+
+@dataclass(frozen=True)
+class ConfigNoTDG(Config):
+    """``w/o TDG``: the target domain is uniform never-exposed pairs (same count per user)."""
+
+    sampler: Literal["walk", "uniform"] = "uniform"
+    """Uniform target domain."""
+
+
+@dataclass(frozen=True)
+class ConfigNoEMA(Config):
+    """``w/o EMA``: no teacher and no ``L_sup``."""
+
+    lambda_sup: float = 0.0
+    """No self-distillation."""
+
+
+@dataclass(frozen=True)
+class ConfigNoMPL(Config):
+    """``w/o MPL``: the ADA labels replace every target, exposed positives included."""
+
+    mpl: bool = False
+    """No ground-truth override."""
+
+
+class LabelGenerator(nn.Module):
+    """DAMCAR's ADA network: ``z = E([user features; item features])``, ``g``, ``Φ``, ``Ψ(GRL(·))``.
+
+    The input features (id, category, creator, domain and entry embeddings, standardised profile,
+    modality and popularity features) are those of a :class:`TwoTower` whose own MLPs are dropped.
+    """
+
+    def __init__(self, ctx: AgentContext, cfg: Config, seed: int) -> None:
+        super().__init__()
+        tower = TowerConfig(embedding_dim=1, id_dim=cfg.ada_id_dim, context_dim=cfg.context_dim, hidden=(), bias=False)
+        self.features = TwoTower(ctx, tower, seed)
+        in_dim = self.features.user_mlp[0].in_features + self.features.item_mlp[0].in_features
+        self.features.user_mlp, self.features.item_mlp = nn.Identity(), nn.Identity()
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.device("meta"):  # no global RNG draws; initialised from `gen` below
+            heads = nn.ModuleList([
+                mlp([in_dim, *cfg.encoder_hidden], last_activation=True),
+                mlp([cfg.encoder_hidden[-1], *cfg.transform_hidden], last_activation=True),
+                nn.Linear(cfg.encoder_hidden[-1], 1, bias=False),
+            ])  # fmt: skip
+        heads.to_empty(device=ctx.device)
+        init_parameters(heads, gen, 0.1)
+        self.encoder, self.transform, self.label = heads
+        self.domain = DomainClassifier(cfg.encoder_hidden[-1], (), False, gen).to(ctx.device)
+
+    def encode(self, requests: RequestBatch, catalogue: Catalogue, items: torch.Tensor) -> torch.Tensor:
+        """``z [n, 100]`` of the pairs (``requests [n]``, ``items [n]``)."""
+        x = torch.cat([self.features.user_features(requests), self.features.item_features(catalogue, items)], dim=1)
+        return self.encoder(x)
+
+    def source_label(self, z: torch.Tensor) -> torch.Tensor:
+        """Source path label logit ``Φ(g(z))``."""
+        return self.label(self.transform(z)).squeeze(-1)
+
+    def target_label(self, z: torch.Tensor) -> torch.Tensor:
+        """Target path label logit ``Φ(z)``."""
+        return self.label(z).squeeze(-1)
+
+
+def ada_loss(
+    y_src: torch.Tensor, labels: torch.Tensor, y_tgt: torch.Tensor, y_teacher: torch.Tensor | None,
+    d_src: torch.Tensor, d_tgt: torch.Tensor, lambda_sup: float, lambda_dom: float, target_grad: bool = True,
+) -> torch.Tensor:
+    """``L_ce + λ1·L_sup + λ2·L_dom`` (paper Eq. 6, 8, 10, 11; the GRL supplies the minus sign of Eq. 11).
+
+    Args:
+        y_src: ``[n_s]`` source label logits ``Φ(g(z^s))``; labels: ``[n_s]`` exposure labels.
+        y_tgt: ``[n_t]`` target label logits ``Φ(z^t)``; y_teacher: ``[n_t]`` the teacher's probabilities (None: no ``L_sup``).
+        d_src, d_tgt: domain logits of the two sides (behind the GRL).
+        target_grad: False = the public code's domain loss (target side without gradient).
+    """
+    loss = F.binary_cross_entropy_with_logits(y_src, labels) + lambda_dom * domain_loss(d_src, d_tgt, target_grad)
+    if y_teacher is not None and lambda_sup > 0:
+        loss = loss + lambda_sup * F.binary_cross_entropy_with_logits(y_tgt, y_teacher.detach())
+    return loss
+
+
+def modified_pseudo_labels(pseudo: torch.Tensor, exposed_positive: torch.Tensor, enabled: bool = True) -> torch.Tensor:
+    """Paper Eq. 12: ``y_mpl = 1`` on exposed positives, the pseudo-label ``ŷ`` elsewhere (``ŷ`` everywhere when disabled)."""
+    return torch.where(exposed_positive, torch.ones_like(pseudo), pseudo) if enabled else pseudo
+
+
+def hybrid_loss(
+    logits: torch.Tensor, y_mpl: torch.Tensor, rank: torch.Tensor, lambda_con: float, l2_term: torch.Tensor | None = None, l2: float = 0.0
+) -> torch.Tensor:
+    """``L_train = mean BCE(σ(s), y_mpl) + λ3·mean (Rank − σ(s))²`` (+ embedding L2) (paper Eq. 14, 16, 17)."""
+    return bc_loss(logits, y_mpl, l2_term, l2) + lambda_con * (rank - torch.sigmoid(logits)).pow(2).mean()
+
+
+@register("damcar")
+class DAMCAR(ExposureFamily):
+    """DAMCAR: random-walk target domain, adversarial EMA-teacher pseudo-labels, hybrid training with ranker distillation."""
+
+    name = "damcar"
+    Config = Config
+
+    def __init__(self, ctx: AgentContext, config: Config | None = None) -> None:
+        super().__init__(ctx, config)
+        cfg = self.config
+        self.ada = LabelGenerator(ctx, cfg, stream_seed(ctx.seed, f"{self.name}/ada"))
+        lr = cfg.lr if cfg.lr is not None else ctx.training.lr
+        self.extra["ada"] = self.ada
+        self.extra_optimisers["ada"] = make_optimiser(self.ada.parameters(), cfg.optimizer, lr, cfg.weight_decay)
+        self.teacher = EMATeacher(self.ada, cfg.ema_alpha) if cfg.lambda_sup > 0 else None
+
+    def fit(self, view: TrainingView) -> dict[str, float]:
+        """TDG -> ADA with the EMA teacher -> modified pseudo-labels -> hybrid training.
+
+        Returns:
+            ``loss``, ``loss_first_epoch``, ``examples``, ``ada_loss``, ``domain_accuracy``,
+            ``pseudo_label_source`` (mean ``y_mpl`` on ``S_exp``), ``pseudo_label_target`` (mean ``ŷ^t``), ``teacher_mean``,
+            ``target_pairs``, ``target_users``.
+        """
+        cfg, device = self.config, self.ctx.device
+        self.fits += 1
+        gen = fit_generator(self.ctx, self.name, view.round)
+        src = exposure_data(view, cfg.label, device)
+        tgt, info = target_domain(view, cfg, gen, device)
+        if len(src) == 0 or len(tgt) == 0:
+            keys = ("loss", "loss_first_epoch", "ada_loss", "domain_accuracy", "pseudo_label_source", "pseudo_label_target", "teacher_mean")
+            return {**dict.fromkeys(keys, math.nan), "examples": float(len(src)), **info}
+        catalogue = view.catalogue.to(device)
+        ada_info = self._fit_ada(src, tgt, catalogue, gen)
+        y_src, y_tgt = self._pseudo_labels(src, tgt, catalogue)
+        y_src = modified_pseudo_labels(y_src, src.labels > 0.5, cfg.mpl)
+        train = concat(with_labels(src, y_src), with_labels(tgt, y_tgt))
+        rank = teacher_scores(view.ranker, train, cfg.teacher_block)
+        losses = self.train_pairs(
+            train, gen, lambda lg, t, l2t, idx: hybrid_loss(lg, t, rank[idx], cfg.lambda_con, l2t, cfg.l2), catalogue
+        )
+        return {
+            **loss_summary(losses),
+            "examples": float(len(train)),
+            **ada_info,
+            "pseudo_label_source": float(y_src.mean()),
+            "pseudo_label_target": float(y_tgt.mean()),
+            "teacher_mean": float(rank.mean()),
+            **info,
+        }
+
+    def _fit_ada(self, src: Exposures, tgt: Exposures, catalogue: Catalogue, gen: torch.Generator) -> dict[str, float]:
+        """The label generator's epochs: each source minibatch with an equal-size target batch (tiled ``S_sam``)."""
+        cfg, ada = self.config, self.ada
+        if self.teacher is not None:
+            self.teacher.reset(ada)  # re-copied every round (§5(d))
+        tgt_of = tiled(len(src), len(tgt), gen, self.ctx.device)
+        acc: list[torch.Tensor] = []
+
+        def step_loss(idx: torch.Tensor) -> torch.Tensor:
+            s_req, s_items, labels = src.batch(idx)
+            t_req, t_items, _ = tgt.batch(tgt_of[idx])
+            z_s, z_t = ada.encode(s_req, catalogue, s_items), ada.encode(t_req, catalogue, t_items)
+            h_s = ada.transform(z_s)
+            d_s, d_t = ada.domain(h_s), ada.domain(z_t)
+            y_teacher = None
+            if self.teacher is not None:
+                with torch.no_grad():
+                    tea = self.teacher.module
+                    y_teacher = torch.sigmoid(tea.target_label(tea.encode(t_req, catalogue, t_items)))
+            acc.append(domain_accuracy(d_s.detach(), d_t.detach()))
+            return ada_loss(
+                ada.label(h_s).squeeze(-1), labels, ada.target_label(z_t), y_teacher, d_s, d_t,
+                cfg.lambda_sup, cfg.lambda_dom, not cfg.code_compat_domain_loss,
+            )  # fmt: skip
+
+        ada.train()
+        epochs = cfg.ada_epochs if cfg.ada_epochs is not None else self.epochs()
+        after = (lambda: self.teacher.update(ada)) if self.teacher is not None else None
+        optimiser = self.extra_optimisers["ada"]
+        losses = run_epochs(len(src), epochs, self.batch_size(), gen, self.ctx.device, optimiser, step_loss, f"{self.name}/ada", after)
+        return {
+            "ada_loss": losses[-1] if losses else math.nan,
+            "domain_accuracy": last_epoch_mean(acc, len(src), self.batch_size()),
+        }
+
+    def _pseudo_labels(self, src: Exposures, tgt: Exposures, catalogue: Catalogue) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ŷ^s on S_exp via Φ(g(z)), ŷ^t on S_sam via Φ(z) (paper) or Φ(g(z)) (code))``, eval mode."""
+        ada, block = self.ada, self.config.teacher_block
+        out = []
+        with evaluating(ada):
+            for data, path in ((src, "source"), (tgt, "source" if self.config.label_path == "code" else "target")):
+                parts = []
+                for s in range(0, len(data), block):
+                    idx = torch.arange(s, min(s + block, len(data)), device=data.row.device)
+                    req, items, _ = data.batch(idx)
+                    z = ada.encode(req, catalogue, items)
+                    parts.append(torch.sigmoid(ada.source_label(z) if path == "source" else ada.target_label(z)))
+                out.append(torch.cat(parts))
+        return out[0], out[1]
+
+
+@register("damcar-no-tdg")
+class DAMCARNoTDG(DAMCAR):
+    """DAMCAR w/o TDG: uniform never-exposed pairs (same count per user) as the target domain."""
+
+    name = "damcar-no-tdg"
+    Config = ConfigNoTDG
+
+
+@register("damcar-no-ema")
+class DAMCARNoEMA(DAMCAR):
+    """DAMCAR w/o EMA: no teacher, no self-distillation term."""
+
+    name = "damcar-no-ema"
+    Config = ConfigNoEMA
+
+
+@register("damcar-no-mpl")
+class DAMCARNoMPL(DAMCAR):
+    """DAMCAR w/o MPL: pseudo-labels everywhere, exposed positives included."""
+
+    name = "damcar-no-mpl"
+    Config = ConfigNoMPL

@@ -1,0 +1,102 @@
+"""MUDA: binary pseudo-labels from the ranking model on unexposed pairs (algorithms.md §4.3; DAMCAR baseline (v)).
+
+The frozen ranker snapshot serving now scores the unexposed pairs ``S_un`` (uniform, per-user
+counts matched to DAMCAR's target domain, §4 DEFAULT); a threshold ``κ`` binarises them,
+``ỹ(u, i) = 1[Rank(u, i) >= κ]``, and the retriever minimises
+
+``L_MUDA = (1/|S_exp ∪ S_un|) [ Σ_{S_exp} BCE(σ(s), y) + Σ_{S_un} BCE(σ(s), ỹ) ] + λ·R``.
+
+``κ`` (unspecified by the paper): by default the global quantile of ``Rank`` on ``S_un`` that
+makes the pseudo-positive rate equal the label rate observed on ``S_exp`` (§4.3 DEFAULT); a fixed
+``threshold`` (e.g. 0.5) is the sensitivity check. The pseudo-positive rate is logged each round
+(binarisation throws calibration away: an overconfident ranker gives ỹ ≈ all 0).
+``muda-t`` drops the ``S_exp`` term (the cited work trains on the target domain only).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from agents.backbone.training import exposure_data, fit_generator
+from agents.backbone.unexposed import ExposureFamily, UnexposedConfig, concat, loss_summary, target_domain, teacher_scores, with_labels
+from agents.bc import bc_loss
+from agents.registry import register
+from simulator.log.view import TrainingView
+
+
+@dataclass(frozen=True)
+class Config(UnexposedConfig):
+    """MUDA hyperparameters: BC's, the unexposed set's and the pseudo-label threshold."""
+
+    threshold: float | None = None
+    """``κ``; None: match the pseudo-positive rate on ``S_un`` to the label rate on ``S_exp``."""
+    target_only: bool = False
+    """Train on ``S_un`` alone (``muda-t``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold: must be in [0, 1] or None, got {self.threshold!r}")
+
+
+@dataclass(frozen=True)
+class ConfigT(Config):
+    """MUDA-T hyperparameters (MUDA's, target domain only)."""
+
+    target_only: bool = True
+    """Train on ``S_un`` alone."""
+
+
+def pseudo_labels(rank: torch.Tensor, threshold: float | None, source_rate: float) -> tuple[torch.Tensor, float]:
+    """``(ỹ = 1[Rank >= κ] as float, κ)``; ``κ = None`` -> the ``1 − source_rate`` quantile of ``rank``."""
+    if threshold is None:
+        kappa = float(torch.quantile(rank.double(), min(max(1.0 - source_rate, 0.0), 1.0))) if len(rank) else 0.5
+    else:
+        kappa = threshold
+    return (rank >= kappa).float(), kappa
+
+
+@register("muda")
+class MUDA(ExposureFamily):
+    """MUDA: exposures plus unexposed pairs labelled by thresholding the ranker's scores."""
+
+    name = "muda"
+    Config = Config
+
+    def fit(self, view: TrainingView) -> dict[str, float]:
+        """Score ``S_un`` with the ranker, binarise, train on ``S_exp ∪ S_un`` (``S_un`` for ``muda-t``).
+
+        Returns:
+            ``loss``, ``loss_first_epoch``, ``examples``, ``pseudo_positive_rate``, ``threshold``, ``target_pairs``, ``target_users``.
+        """
+        cfg, device = self.config, self.ctx.device
+        self.fits += 1
+        gen = fit_generator(self.ctx, self.name, view.round)
+        data = exposure_data(view, cfg.label, device)
+        pairs, info = target_domain(view, cfg, gen, device)
+        nan = {"loss": math.nan, "loss_first_epoch": math.nan, "pseudo_positive_rate": math.nan, "threshold": math.nan}
+        if len(data) == 0 or len(pairs) == 0:
+            return {**nan, "examples": 0.0, **info}
+        rank = teacher_scores(view.ranker, pairs, cfg.teacher_block)
+        y_tilde, kappa = pseudo_labels(rank, cfg.threshold, float(data.labels.mean()))
+        target = with_labels(pairs, y_tilde)
+        train = target if cfg.target_only else concat(data, target)
+        losses = self.train_pairs(train, gen, lambda lg, t, l2t, idx: bc_loss(lg, t, l2t, cfg.l2), view.catalogue.to(device))
+        return {
+            **loss_summary(losses),
+            "examples": float(len(train)),
+            "pseudo_positive_rate": float(y_tilde.mean()),
+            "threshold": kappa,
+            **info,
+        }
+
+
+@register("muda-t")
+class MUDAT(MUDA):
+    """MUDA-T: MUDA trained on the pseudo-labelled unexposed pairs only."""
+
+    name = "muda-t"
+    Config = ConfigT
