@@ -169,6 +169,17 @@ def findings(metrics: pd.DataFrame, present: list[str], rnd: int) -> list[str]:
     _, t_true = verdict_lines(metrics, wider, unbiased, rnd)
     _, t_logged = verdict_lines(metrics, wider, [m for m in HEADLINE if m.startswith("logged")], rnd)
     out += [f"On the unbiased/true metrics: {tally_text(t_true)}; on the logged metrics: {tally_text(t_logged)}.", ""]
+    first = int(metrics["round"].min())
+    _, t0_true = verdict_lines(metrics, wider, unbiased, first)
+    _, t0_logged = verdict_lines(metrics, wider, [m for m in HEADLINE if m.startswith("logged")], first)
+    out += [f"The same comparisons at round {first} (the first served round): unbiased/true {tally_text(t0_true)}; "
+            f"logged {tally_text(t0_logged)}.", ""]  # fmt: skip
+    at = metrics[(metrics["round"] == rnd) & metrics["metric"].isin(LOGGED + UNBIASED + TRUE) & metrics["agent"].isin(present)]
+    means = at.groupby("metric")["value"].min()
+    saturated = sorted(m for m, v in means.items() if v >= 0.99)
+    if saturated:
+        out += ["Saturated at this scale (every agent's every seed >= 0.99 at round " + str(rnd) + "), so uninformative: "
+                + ", ".join(f"`{m}`" for m in saturated) + ".", ""]  # fmt: skip
     weighted = [(a, "ss-abc-fixed") for a in WEIGHTED if a in present]
     weighted += [(a, "ss-abc-random") for a in ("uma2", "uma2-dat") if a in present]
     lines, tally = verdict_lines(metrics, weighted, HEADLINE, rnd)
