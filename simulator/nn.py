@@ -20,9 +20,16 @@ def mlp(sizes: list[int], batch_norm: bool = False, last_activation: bool = Fals
 
 
 def minibatches(n: int, batch_size: int, gen: torch.Generator, device: torch.device) -> list[torch.Tensor]:
-    """A shuffled partition of ``range(n)`` into minibatches of at most ``batch_size`` indices."""
+    """A shuffled partition of ``range(n)`` into minibatches of at most ``batch_size`` indices.
+
+    A last minibatch of a single index joins the one before it (``batch_size + 1`` indices): BatchNorm
+    cannot train on one example, and ``n % batch_size == 1`` happens in long studies.
+    """
     perm = torch.randperm(n, generator=gen, device=gen.device).to(device)
-    return list(perm.split(batch_size))
+    batches = list(perm.split(batch_size))
+    if len(batches) > 1 and batches[-1].numel() == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
 
 
 def check_finite(loss: torch.Tensor, who: str) -> None:

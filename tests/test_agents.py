@@ -258,3 +258,16 @@ def test_agents_do_not_import_truth_or_private_modules():
             if mod.startswith("simulator.") and mod.count(".") >= 1:
                 assert mod in ALLOWED_SIMULATOR, where
             assert mod != "simulator.log", where
+
+
+def test_minibatches_never_end_with_a_single_example():
+    """BatchNorm cannot train on one example: a trailing singleton joins the previous minibatch."""
+    from simulator.nn import minibatches
+
+    gen = torch.Generator().manual_seed(0)
+    sizes = [b.numel() for b in minibatches(129, 64, gen, torch.device("cpu"))]
+    assert sizes == [64, 65]
+    batches = minibatches(130, 64, gen, torch.device("cpu"))
+    assert [b.numel() for b in batches] == [64, 64, 2]
+    assert sorted(torch.cat(batches).tolist()) == list(range(130))
+    assert [b.numel() for b in minibatches(1, 64, gen, torch.device("cpu"))] == [1]
