@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from simulator.config import Scenario, scenario_from_dict
 
@@ -28,3 +29,13 @@ def tiny_scenario(**sections: dict) -> Scenario:
 @pytest.fixture
 def tiny() -> Scenario:
     return tiny_scenario()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP hand-offs that cost milliseconds on a busy machine.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

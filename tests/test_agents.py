@@ -15,22 +15,11 @@ from agents import check_agent, list_agents, make_agent
 from agents.backbone.index import blocked_topk
 from agents.bc import bc_loss
 from simulator.config import TrainingConfig
+from tests.agent_fixtures import auc, click_prob, make_requests, random_slates, tiny_context, tiny_view
 
-try:
-    from tests.agent_fixtures import auc, click_prob, make_requests, random_slates, tiny_context, tiny_view
-except ImportError:  # pytest's default (prepend) import mode puts tests/ itself on sys.path
-    from agent_fixtures import auc, click_prob, make_requests, random_slates, tiny_context, tiny_view
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 AGENTS_DIR = Path(__file__).resolve().parents[1] / "agents"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add barrier overhead (and stall badly on a loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -19,19 +19,9 @@ from agents.damcar import ada_loss, hybrid_loss, modified_pseudo_labels
 from agents.muda import pseudo_labels
 from agents.tl import ITEM_SIDE
 from simulator.config import TrainingConfig
+from tests.agent_fixtures import auc, click_prob, make_requests, random_slates, tiny_context, tiny_view
 
-try:
-    from tests.agent_fixtures import auc, click_prob, make_requests, random_slates, tiny_context, tiny_view
-except ImportError:  # pytest's default (prepend) import mode puts tests/ itself on sys.path
-    from agent_fixtures import auc, click_prob, make_requests, random_slates, tiny_context, tiny_view
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ToyRuleRanker:

@@ -21,11 +21,7 @@ from dashboards.distributions import decile_figure, lorenz_figure, score_figure,
 from dashboards.figures import MissingData, agent_colors, bias_figure, concentration_figure, drift_figure, recall_figure
 from dashboards.report import VENDOR, build_sections, plotly_bundle, render_html, write_report
 from simulator.checkpoint import RunDirError
-
-try:
-    from tests.dashboard_fixtures import make_run_dir
-except ImportError:  # pytest's default (prepend) import mode puts tests/ itself on sys.path
-    from dashboard_fixtures import make_run_dir
+from tests.dashboard_fixtures import make_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENTS = ("oracle", "random", "popular")

@@ -19,11 +19,7 @@ import pytest
 
 from dashboards.figures import agent_colors
 from dashboards.report import write_report
-
-try:
-    from tests.dashboard_fixtures import make_run_dir
-except ImportError:  # pytest's default (prepend) import mode puts tests/ itself on sys.path
-    from dashboard_fixtures import make_run_dir
+from tests.dashboard_fixtures import make_run_dir
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",

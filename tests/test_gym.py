@@ -20,6 +20,8 @@ from simulator.config import ConfigError
 from simulator.gym import AgentPolicy, CascadeEnv, CascadeVectorEnv, max_slice_volume, resolve_scenario
 from tests.conftest import tiny_scenario
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MICRO = {
     "name": "micro",
     "world": {"n_users": 60, "n_items": 40, "n_creators": 8, "n_categories": 4},
@@ -30,15 +32,6 @@ MICRO = {
     "timeline": {"rounds": 2, "requests_per_round": 36},
 }
 SMALL_FAST = {"rounds": 2, "timeline": {"requests_per_round": 24}}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # noqa: ANN202
-    """Tiny tensors: one intra-op thread avoids OpenMP hand-offs that cost milliseconds on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _same(a: object, b: object) -> bool:

@@ -11,19 +11,9 @@ import torch.nn.functional as F
 import agents.multi_clrec as mc
 from agents import make_agent
 from agents.multi_clrec import auxiliary_losses, multi_queue_loss, routing, routing_entropy, straight_through
+from tests.agent_fixtures import tiny_context, tiny_view
 
-try:
-    from tests.agent_fixtures import tiny_context, tiny_view
-except ImportError:  # pytest's default (prepend) import mode puts tests/ itself on sys.path
-    from agent_fixtures import tiny_context, tiny_view
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,23 +20,12 @@ from scenarios.experiment import agent_factory, warm_started_loop
 from simulator.cascade.serving import _mc_inclusion, gumbel_topk
 from simulator.log.view import Candidates, Impressions, TrainingView
 from simulator.timeline import run_round
+from tests.agent_fixtures import FakeScorer, auc, click_prob, make_requests, tiny_catalogue, tiny_context, tiny_users, tiny_view
+from tests.conftest import tiny_scenario
 
-try:
-    from tests.agent_fixtures import FakeScorer, auc, click_prob, make_requests, tiny_catalogue, tiny_context, tiny_users, tiny_view
-    from tests.conftest import tiny_scenario
-except ImportError:  # pytest's default (prepend) import mode puts tests/ itself on sys.path
-    from agent_fixtures import FakeScorer, auc, click_prob, make_requests, tiny_catalogue, tiny_context, tiny_users, tiny_view
-    from conftest import tiny_scenario
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAMILY = ("ss-a", "ss-ab", "ss-abc-random", "ss-abc-fixed", "youtube-dnn", "youtube-dnn-softmax", "uma2", "uma2-dat", "uma2-oracle-p")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
