@@ -268,6 +268,15 @@ def weekend_section(metrics: pd.DataFrame) -> tuple[list[str], list[str]]:
             rows.append(f"| {a} | " + " | ".join(cells) + " |")
         out += [f"### `{name}`", "", head + "\n".join(rows) + "\n"]
     find = []
+    for name in HR:
+        moves = []
+        for a in present:
+            mean, half = interval(ww[(ww.agent == a) & (ww.metric == name) & (ww["round"] == 3)]["value"].tolist())
+            if math.isnan(mean):
+                continue
+            word = "no clear change" if math.isnan(half) or abs(mean) <= half else ("rises" if mean > 0 else "drops")
+            moves.append(f"`{a}` {word} ({mean:+.4f} ± {half:.4f})")
+        find.append(f"- Weekday -> weekend, `{name}` (weekend − weekday, per seed then over seeds): " + "; ".join(moves) + ".")
     if "multi-clrec" in present and CLREC in present:
         for name in HR:
             for label, what in ((2, "on weekends"), (3, "weekend − weekday change")):
