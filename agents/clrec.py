@@ -40,10 +40,10 @@ import torch
 
 from agents.backbone.queue import EmbeddingQueue, IdQueue
 from agents.backbone.sequence import (
-    DEFAULT_BUCKET_EDGES, SequenceAgent, check_sequence_ranges, click_examples, click_impression_gap,
+    SequenceAgent, SequenceAgentConfig, click_examples, click_impression_gap,
 )  # fmt: skip
 from agents.backbone.softmax import sampled_softmax_loss
-from agents.backbone.training import check_ranges, fit_generator, run_epochs
+from agents.backbone.training import fit_generator, run_epochs
 from agents.registry import register
 from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
@@ -51,7 +51,7 @@ from simulator.rng import stream_seed
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(SequenceAgentConfig):
     """CLRec hyperparameters (``None``: take it from the scenario's ``training`` section)."""
 
     negatives: Literal["in-batch", "queue", "cached"] = "in-batch"
@@ -62,48 +62,11 @@ class Config:
     """Paper order (enqueue the batch, then score against the queue); False: official-code order."""
     mask_accidental_hits: bool = True
     """Drop other copies of the row's positive from its negatives (switch of §10(c))."""
-    label: Literal["clicked", "finished"] = "clicked"
-    """Which impressions are positives."""
-    epochs: int | None = None
-    """Passes per fit (None: ``training.epochs``; the paper: one)."""
-    batch_size: int | None = 256
-    """Positives per step (paper: 256; None: ``training.batch_size``)."""
-    lr: float | None = None
-    """Learning rate (None: ``training.lr``)."""
-    optimizer: Literal["adam", "adagrad"] = "adam"
-    """Adam (SASRec version: beta2 0.98) or Adagrad."""
-    adam_beta2: float = 0.98
-    """Adam's beta2."""
-    weight_decay: float = 0.0
-    """Decoupled weight decay (AdamW when > 0)."""
-    embedding_dim: int | None = None
-    """``d`` (None: ``training.embedding_dim``)."""
-    heads: int = 4
-    """Attention heads ``H`` of the user encoder."""
-    attention_hidden: int = 32
-    """Hidden size of MultiAtt's MLP."""
-    bucket_edges: tuple[float, ...] = DEFAULT_BUCKET_EDGES
-    """Right edges (hours) of the time-gap buckets of history clicks."""
-    modality: bool = True
-    """Add the projected modality vectors to the item encoder."""
-    context_token: bool = True
-    """Append a profile/domain/entry token to the history (cold users)."""
-    user_id_token: bool = False
-    """Add the user-id embedding to that token."""
-    rho: float = 0.07
-    """Temperature ρ (paper: 0.07; sweep 0.05-0.2, §10(f))."""
-    embedding_std: float | None = None
-    """Embedding init std (None: ``d^-1/2``)."""
-    block_users: int = 1024
-    """Users per block when scanning the catalogue."""
 
     def __post_init__(self) -> None:
-        check_ranges(self)
-        check_sequence_ranges(self)
+        super().__post_init__()
         if self.queue_size < 1:
             raise ValueError(f"queue_size: must be >= 1, got {self.queue_size}")
-        if not 0.0 <= self.adam_beta2 < 1.0:
-            raise ValueError(f"adam_beta2: must be in [0, 1), got {self.adam_beta2}")
 
 
 @dataclass(frozen=True)

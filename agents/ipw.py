@@ -43,9 +43,9 @@ from typing import Any, Literal
 
 import torch
 
-from agents.backbone.sequence import DEFAULT_BUCKET_EDGES, SequenceAgent, check_sequence_ranges, click_examples
+from agents.backbone.sequence import SequenceAgent, SequenceAgentConfig, click_examples
 from agents.backbone.softmax import duplicate_mask, sampled_softmax_loss
-from agents.backbone.training import check_ranges, fit_generator, make_optimiser, run_epochs
+from agents.backbone.training import fit_generator, make_optimiser, run_epochs
 from agents.backbone.two_tower import TowerConfig, TwoTower, evaluating
 from agents.backbone.weighting import inverse_propensity_weights, weight_quantiles
 from agents.registry import register
@@ -56,48 +56,13 @@ from simulator.types import Catalogue, RequestBatch
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(SequenceAgentConfig):
     """IPW hyperparameters; ``None`` means "take it from the scenario's ``training`` section"."""
 
-    label: Literal["clicked", "finished"] = "clicked"
-    """Which impressions are the positives ``D`` of the main loss."""
     clip_ratio: float = 100.0
     """Clip ``w`` at ``clip_ratio`` × the median weight of the fit's positives (§12(e): 10, 100 or 1000)."""
     self_normalise: bool = True
     """Divide the weights by their minibatch mean (§12 DEFAULT)."""
-    epochs: int | None = None
-    """Epochs of the main (IPW) loss per fit (None: ``training.epochs``)."""
-    batch_size: int | None = 256
-    """Minibatch size of the main loss (None: ``training.batch_size``; CLRec: 256)."""
-    lr: float | None = None
-    """Learning rate of the main model (None: ``training.lr``)."""
-    optimizer: Literal["adam", "adagrad"] = "adam"
-    """Optimiser of both models (Adam with ``adam_beta2`` for the main one, as ``clrec``)."""
-    adam_beta2: float = 0.98
-    """Adam's beta2 of the main model (as ``clrec``)."""
-    weight_decay: float = 0.0
-    """Decoupled weight decay of the main model (AdamW when > 0)."""
-    embedding_dim: int | None = None
-    """``d`` of both models (None: ``training.embedding_dim``)."""
-    heads: int = 4
-    """Attention heads of the main model, ``clrec``'s sequence encoder (CLRec Tables 8-9 compare IPW and CLRec
-    on one encoder)."""
-    attention_hidden: int = 32
-    """Hidden size of MultiAtt's MLP."""
-    bucket_edges: tuple[float, ...] = DEFAULT_BUCKET_EDGES
-    """Right edges (hours) of the time-gap buckets of history clicks."""
-    modality: bool = True
-    """Add the projected modality vectors to the item encoder."""
-    context_token: bool = True
-    """Append a profile/domain/entry token to the history (cold users)."""
-    user_id_token: bool = False
-    """Add the user-id embedding to that token."""
-    rho: float = 0.07
-    """Temperature ρ of the main model's ``cos / ρ`` (as ``clrec``)."""
-    embedding_std: float | None = None
-    """Embedding init std of the main model (None: ``d^-1/2``)."""
-    block_users: int = 1024
-    """Users per block when scanning the catalogue."""
     prop_epochs: int | None = None
     """Epochs of the propensity model per fit (None: ``training.epochs``); ``ipw`` only."""
     prop_batch_size: int = 512
@@ -113,10 +78,7 @@ class Config:
     """Cosine logit scale of the propensity model (it also has per-item biases)."""
 
     def __post_init__(self) -> None:
-        check_ranges(self)
-        check_sequence_ranges(self)
-        if not 0.0 <= self.adam_beta2 < 1.0:
-            raise ValueError(f"adam_beta2: must be in [0, 1), got {self.adam_beta2!r}")
+        super().__post_init__()
         if self.prop_id_dim < 1:
             raise ValueError(f"prop_id_dim: must be >= 1, got {self.prop_id_dim!r}")
         if not self.clip_ratio >= 1.0:

@@ -153,6 +153,7 @@ class ClosedLoop:
         dynamics.start_round(self.world, r)
         catalogue, users = observe(self.world)
         self.log.publish(r, catalogue, users)
+        self.log.prune(r - self.sc.training.window_rounds + 1)  # the warm-start log once pretraining has used it
         self.retriever.index(catalogue)
         self.serving_ranker.set_catalogue(catalogue)
         self.metric_state.begin_round(self.world)

@@ -52,14 +52,14 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from agents.backbone.index import ItemIndex, check_k
-from agents.backbone.training import Exposures, exposure_data, make_optimiser
+from agents.backbone.training import Exposures, check_ranges, exposure_data, make_optimiser
 from agents.backbone.two_tower import N_DOMAINS, N_ENTRIES, evaluating, init_parameters
 from simulator.agent_api import AgentContext
 from simulator.rng import stream_seed
@@ -343,6 +343,33 @@ class SequenceRetriever:
         self.model.load_state_dict(state)
         self.invalidate()
 
+
+
+@dataclass(frozen=True)
+class SequenceAgentConfig(SequenceTowerConfig):
+    """The encoder fields plus the training fields every sequence agent shares (its Config extends this;
+    ``None`` means "take it from the scenario's ``training`` section")."""
+
+    label: Literal["clicked", "finished"] = "clicked"
+    """Which impressions are the positives."""
+    epochs: int | None = None
+    """Passes per fit (None: ``training.epochs``; the paper: one)."""
+    batch_size: int | None = 256
+    """Positives per step (CLRec: 256; None: ``training.batch_size``)."""
+    lr: float | None = None
+    """Learning rate (None: ``training.lr``)."""
+    optimizer: Literal["adam", "adagrad"] = "adam"
+    """Adam (the SASRec-based public CLRec: beta2 0.98) or Adagrad."""
+    adam_beta2: float = 0.98
+    """Adam's beta2."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW when > 0)."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        check_sequence_ranges(self)
+        if not 0.0 <= self.adam_beta2 < 1.0:
+            raise ValueError(f"adam_beta2: must be in [0, 1), got {self.adam_beta2!r}")
 
 def check_sequence_ranges(config: object) -> None:
     """Range checks of the encoder fields an agent Config carries (the shared ones are in ``training.check_ranges``)."""
