@@ -21,23 +21,13 @@ from agents.backbone.queue import EmbeddingQueue, IdQueue
 from agents.backbone.softmax import duplicate_mask
 from agents.clrec import CLRec, contrastive_loss
 from agents.sampled_softmax import SampledSoftmax, sampled_softmax_logq_loss
+from tests.agent_fixtures import make_requests, tiny_context, tiny_view
 
-try:
-    from tests.agent_fixtures import make_requests, tiny_context, tiny_view
-except ImportError:  # pytest's default (prepend) import mode puts tests/ itself on sys.path
-    from agent_fixtures import make_requests, tiny_context, tiny_view
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 AGENTS = ("sampled-softmax", "sampled-softmax-logq", "clrec", "clrec-queue", "clrec-cached")
 M, STEPS, BATCH = 30, 1500, 256
 QUEUE, QUEUE_BATCH = 1280, 64  # the queue runs cost O(batch x queue) per step: a smaller batch keeps them fast
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- the tiny exact world (Theorem 1) -------------------------------------------------------------

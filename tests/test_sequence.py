@@ -13,21 +13,10 @@ from agents.backbone.sequence import SequenceRetriever, SequenceTowerConfig, Seq
 from scenarios.experiment import warm_started_loop
 from simulator.rng import torch_stream
 from simulator.world import dynamics
+from tests.agent_fixtures import make_requests, tiny_context, tiny_view
+from tests.conftest import tiny_scenario
 
-try:
-    from tests.agent_fixtures import make_requests, tiny_context, tiny_view
-    from tests.conftest import tiny_scenario
-except ImportError:  # pytest's default (prepend) import mode puts tests/ itself on sys.path
-    from agent_fixtures import make_requests, tiny_context, tiny_view
-    from conftest import tiny_scenario
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
