@@ -101,10 +101,13 @@ def test_scenarios_by_name_path_or_object_with_keyword_overrides(tmp_path) -> No
 def test_observation_is_observable_request_data_and_truth_is_only_in_info() -> None:
     env = CascadeEnv(MICRO)
     obs, _ = env.reset(seed=1)
-    assert set(obs) == {"request_id", "user_id", "domain", "entry", "round", "time", "hour", "profile", "history", "explore"}
+    assert set(obs) == {"request_id", "user_id", "domain", "entry", "round", "time", "hour", "profile", "history", "history_age", "explore"}
     loop = env.core.loop
     req = env.core.chunk.batch
     assert int(obs["user_id"]) == int(req.user_id[0]) and np.array_equal(obs["history"], loop.world.user_history[req.user_id[0]].numpy())
+    clicked = loop.world.user_history_time[req.user_id[0]].numpy()
+    assert np.array_equal(obs["history_age"] < 0, np.isnan(clicked))  # -1 exactly on the padding
+    assert np.allclose(obs["history_age"][~np.isnan(clicked)], float(obs["time"]) - clicked[~np.isnan(clicked)])
     _, reward, terminated, truncated, info = env.step(env.action_space.sample())
     assert not terminated and not truncated and reward == info["clicks"]
     assert 0.0 <= info["true_slate_relevance"] <= 1.0 and info["finished"] <= info["clicks"] <= MICRO["cascade"]["slate_size"]
@@ -236,8 +239,9 @@ def test_agent_policy_acts_on_single_env_observations_with_the_serving_agent() -
         AgentPolicy(CascadeEnv(sc, observation="flat"), agent_factory("random", sc, 0, torch.device("cpu")), "random")
 
 
-def test_bc_through_the_gym_gives_the_metrics_of_cascadesim_run(tmp_path) -> None:
-    exp = make_experiment(tiny_scenario(timeline={"rounds": 2}), ["bc"], 1)
+@pytest.mark.parametrize("agent", ["bc", "clrec"])  # clrec: its encoder buckets the click times the gym passes on
+def test_agents_through_the_gym_give_the_metrics_of_cascadesim_run(tmp_path, agent: str) -> None:
+    exp = make_experiment(tiny_scenario(timeline={"rounds": 2}), [agent], 1)
     ran = run_experiment(exp, tmp_path / "run")
     through_gym = evaluate(exp, tmp_path / "gym")
     pd.testing.assert_frame_equal(ran, through_gym)

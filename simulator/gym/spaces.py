@@ -7,6 +7,8 @@ Observation (``observation="dict"``, one request; the vector env stacks ``N`` la
 * ``round`` ``Box(int64)``, ``time`` (absolute hours, float64), ``hour`` (hour of the week, float32);
 * ``profile`` ``Box(float32, (D_p,))``: the user's noisy profile;
 * ``history`` ``Box(-1, M - 1, (L,), int64)``: the user's last clicked items, newest last, -1 padded;
+* ``history_age`` ``Box(-1, T, (L,), float64)``: hours from each of those clicks to the request, -1 padded
+  (what sequence encoders bucket; ``time - history_age`` is the click's absolute time);
 * ``explore`` ``Discrete(2)``: the platform serves this request by uniform exploration (the action is ignored).
 
 Everything in it is what the platform observes (the fields of :class:`~simulator.types.RequestBatch`);
@@ -103,6 +105,7 @@ class Codec:
             "hour": spaces.Box(0.0, 168.0, (), np.float32),
             "profile": spaces.Box(-F32_MAX, F32_MAX, (self.profile_dim,), np.float32),
             "history": spaces.Box(-1, self.n_items - 1, (self.history_len,), np.int64),
+            "history_age": spaces.Box(-1.0, self.sc.total_rounds * tl.round_hours, (self.history_len,), np.float64),
             "explore": spaces.Discrete(2),
         })
 
@@ -132,6 +135,7 @@ class Codec:
             "entry": np.zeros(lanes, np.int64), "round": np.full(lanes, round_idx, np.int64), "time": np.zeros(lanes, np.float64),
             "hour": np.zeros(lanes, np.float32), "profile": np.zeros((lanes, self.profile_dim), np.float32),
             "history": np.full((lanes, self.history_len), -1, np.int64), "explore": np.zeros(lanes, np.int64),
+            "history_age": np.full((lanes, self.history_len), -1.0, np.float64),
         }
         if chunk is None:
             return out
@@ -142,6 +146,9 @@ class Codec:
         }
         for key, tensor in values.items():
             out[key][:n] = tensor.detach().cpu().numpy()
+        if b.history_time is not None:
+            age = (b.absolute_time().unsqueeze(1) - b.history_time).clamp_min(0.0)  # NaN (padding) stays NaN
+            out["history_age"][:n] = torch.nan_to_num(age, nan=-1.0).detach().cpu().numpy()
         return out
 
     def _flatten(self, cols: dict[str, np.ndarray], catalogue: Catalogue) -> np.ndarray:
@@ -174,9 +181,14 @@ class Codec:
         one = np.ndim(obs["request_id"]) == 0
         t = lambda key: torch.as_tensor((obs[key][None] if one else obs[key])[:n], device=device)  # noqa: E731
         rounds = np.atleast_1d(obs["round"])
+        history_time = None
+        if "history_age" in obs:
+            age = t("history_age")
+            history_time = torch.where(age >= 0, t("time").unsqueeze(1) - age, torch.full_like(age, float("nan")))
         batch = RequestBatch(
             request_id=t("request_id"), user_id=t("user_id"), domain=t("domain"), entry=t("entry"), hour=t("hour"),
             profile=t("profile"), history=t("history"), round=int(rounds[0]) if len(rounds) else 0, time=t("time"),
+            history_time=history_time,
         )
         return batch, lanes
 
