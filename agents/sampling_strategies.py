@@ -39,9 +39,10 @@ import torch
 import torch.nn.functional as F
 
 from agents.backbone.retriever import TwoTowerRetriever
+from agents.bc import Config as BCConfig
 from agents.backbone.softmax import sampled_softmax_loss
 from agents.backbone.spaces import Draw, Spaces, build_spaces, sample_a, sample_b, sample_c, sample_random
-from agents.backbone.training import check_ranges, fit_generator, make_optimiser, run_epochs
+from agents.backbone.training import fit_generator, make_optimiser, run_epochs
 from agents.backbone.two_tower import TowerConfig
 from agents.registry import register
 from simulator.agent_api import AgentContext
@@ -56,8 +57,9 @@ SPACES: tuple[str, ...] = ("A", "B", "C", "random")
 
 
 @dataclass(frozen=True)
-class Config:
-    """Sampling-strategy GMM hyperparameters; ``None`` means "take it from the scenario's ``training`` section"."""
+class Config(BCConfig):
+    """Sampling-strategy GMM hyperparameters: BC's (label, L2, optimiser, towers) plus the negative spaces;
+    ``None`` means "take it from the scenario's ``training`` section"."""
 
     spaces: tuple[Space, ...] = ("A", "B", "C")
     """Negative spaces: ``A`` exposed-unclicked, ``B`` recalled-unexposed, ``C`` never recalled
@@ -69,49 +71,15 @@ class Config:
     loss: Literal["bce", "softmax"] = "bce"
     """``bce``: Eq. 2 (binary cross-entropy, one mean per space); ``softmax``: sampled softmax of
     each positive against its negatives (§9; uniform sampler, so the logQ term is constant and dropped)."""
-    label: Literal["clicked", "finished"] = "clicked"
-    """Positive label: ``clicked`` or ``finished``."""
     c_tries: int = 4
     """Rejection rounds of the space-C sampler before the exact (masked) fallback."""
-    l2: float = 1e-5
-    """L2 weight on the embedding rows of the positives' pairs."""
-    epochs: int | None = None
-    """Epochs over the positives per fit (None: ``training.epochs``)."""
     batch_size: int | None = 64
     """Positives per minibatch (UMA²: 512). Each brings 25 negatives, so 64 positives score ~1.7k pairs
     per step, the order of ``bc``'s 1024 exposures per step; with 256 the GMM family took a quarter of
     bc's optimiser steps per fit and lagged it already at round 0 (pilot, uma2-testbed)."""
-    lr: float | None = None
-    """Learning rate (None: ``training.lr``; UMA²: Adam 1e-3)."""
-    weight_decay: float = 0.0
-    """Weight decay on every parameter (decoupled, AdamW, with ``adam``)."""
-    optimizer: Literal["adam", "adagrad"] = "adam"
-    """``adam`` (UMA²) or ``adagrad``."""
-    embedding_dim: int | None = None
-    """Tower output size (None: ``training.embedding_dim``; UMA²: 32)."""
-    id_dim: int = 32
-    """Id / categorical embedding size."""
-    context_dim: int = 4
-    """Domain and entry embedding size."""
-    hidden: tuple[int, ...] = (128, 64)
-    """Hidden sizes of each tower (UMA²: 512-256-128, then 32)."""
-    similarity: Literal["cosine", "dot"] = "cosine"
-    """Logit: ``gamma * cos(f, g)`` or ``<f, g> / tau`` (UMA²: inner product)."""
-    gamma: float = 10.0
-    """Cosine scale (FLAG §0.3)."""
-    tau: float = 1.0
-    """Dot-product temperature."""
-    batch_norm: bool = True
-    """BatchNorm in the towers (as ``bc``)."""
-    input_norm: bool = True
-    """Standardise the dense tower inputs."""
-    init_std: float = 0.1
-    """Initial embedding standard deviation."""
-    block_users: int = 1024
-    """Users per block when scanning the catalogue."""
 
     def __post_init__(self) -> None:
-        check_ranges(self)
+        super().__post_init__()
         if not self.spaces or len(set(self.spaces)) != len(self.spaces):
             raise ValueError(f"spaces: must be distinct, non-empty, got {self.spaces!r}")
         if len(self.ratio) != len(self.spaces) or any(n < 1 for n in self.ratio):
