@@ -52,7 +52,40 @@ def check_render_mode(render_mode: str | None) -> str | None:
     return render_mode
 
 
-class CascadeEnv(gym.Env):
+class CoreFacade:
+    """What the single and the vector environment add around their :class:`CascadeCore` (written once):
+    ``render`` and the methods beyond the gymnasium API."""
+
+    core: CascadeCore
+    render_mode: str | None
+
+    def render(self) -> str | None:
+        """The text summary (``ansi``), or print it (``human``)."""
+        text = self.core.render_text()
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+    # ----- beyond the gymnasium API -----------------------------------------
+    def attach_agent(self, factory: Any, name: str = "agent") -> None:
+        """Serve and retrain a retrieval agent from the next reset on (see :class:`~simulator.gym.policy.AgentPolicy`)."""
+        self.core.attach_agent(factory, name)
+
+    def training_view(self) -> TrainingView | None:
+        """The training view of the last retrain point (``info["retrain"]``): the log window the platform fitted on."""
+        return self.core.training_view()
+
+    def catalogue(self) -> Catalogue:
+        """The observable catalogue of the current round (live items, features, popularity counters)."""
+        return self.core.catalogue()
+
+    def metrics(self) -> pd.DataFrame:
+        """Round metrics so far (``round, metric, value``), truth included: for evaluation, never for acting."""
+        return self.core.metrics()
+
+
+class CascadeEnv(CoreFacade, gym.Env):
     """One closed loop of the cascade, one request per step.
 
     Args:
@@ -92,31 +125,6 @@ class CascadeEnv(gym.Env):
         if self.render_mode == "human":
             print(self.core.render_text())
         return self._one(obs), float(reward[0]), False, bool(truncated), _scalars(info)
-
-    def render(self) -> str | None:
-        """The text summary (``ansi``), or print it (``human``)."""
-        text = self.core.render_text()
-        if self.render_mode == "human":
-            print(text)
-            return None
-        return text
-
-    # ----- beyond the gymnasium API -----------------------------------------
-    def attach_agent(self, factory: Any, name: str = "agent") -> None:
-        """Serve and retrain a retrieval agent from the next reset on (see :class:`~simulator.gym.policy.AgentPolicy`)."""
-        self.core.attach_agent(factory, name)
-
-    def training_view(self) -> TrainingView | None:
-        """The training view of the last retrain point (``info["retrain"]``): the log window the platform fitted on."""
-        return self.core.training_view()
-
-    def catalogue(self) -> Catalogue:
-        """The observable catalogue of the current round (live items, features, popularity counters)."""
-        return self.core.catalogue()
-
-    def metrics(self) -> pd.DataFrame:
-        """Round metrics so far (``round, metric, value``), truth included: for evaluation, never for acting."""
-        return self.core.metrics()
 
     def _one(self, obs: Any) -> Any:
         if isinstance(obs, dict):

@@ -26,19 +26,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from simulator.config import Scenario
 from simulator.gym.core import CascadeCore
-from simulator.gym.env import RENDER_MODES, SEED_SPACE, check_render_mode
+from simulator.gym.env import RENDER_MODES, SEED_SPACE, CoreFacade, check_render_mode
 from simulator.gym.scenario import resolve_scenario
-from simulator.log.view import TrainingView
-from simulator.types import Catalogue
 
 
-class CascadeVectorEnv(VectorEnv):
+class CascadeVectorEnv(CoreFacade, VectorEnv):
     """``num_envs`` request lanes of one closed loop.
 
     Args:
@@ -85,28 +82,3 @@ class CascadeVectorEnv(VectorEnv):
         if self.render_mode == "human":
             print(self.core.render_text())
         return obs, reward, np.zeros(self.num_envs, dtype=bool), np.full(self.num_envs, truncated), info
-
-    def render(self) -> str | None:
-        """The text summary (``ansi``), or print it (``human``)."""
-        text = self.core.render_text()
-        if self.render_mode == "human":
-            print(text)
-            return None
-        return text
-
-    # ----- beyond the gymnasium API -----------------------------------------
-    def attach_agent(self, factory: Any, name: str = "agent") -> None:
-        """Serve and retrain a retrieval agent from the next reset on (see :class:`~simulator.gym.policy.AgentPolicy`)."""
-        self.core.attach_agent(factory, name)
-
-    def training_view(self) -> TrainingView | None:
-        """The training view of the last retrain point (``info["retrain"]``)."""
-        return self.core.training_view()
-
-    def catalogue(self) -> Catalogue:
-        """The observable catalogue of the current round."""
-        return self.core.catalogue()
-
-    def metrics(self) -> pd.DataFrame:
-        """Round metrics so far (``round, metric, value``), truth included: for evaluation, never for acting."""
-        return self.core.metrics()
