@@ -21,10 +21,13 @@ from typing import Any
 
 import torch
 
-from scenarios.experiment import agent_factory, warm_started_loop
+import simulator.round
+from scenarios.experiment import agent_factory
+from simulator.cascade.step import serve_batch
+from simulator.round import attach_agent
 from simulator.config import scenario_from_dict
 from simulator.memory import pin_mmap_threshold
-from simulator.timeline import run_round
+from simulator.timeline import run_round, warm_started_loop
 
 
 def _status_kib(field: str) -> int:
@@ -77,16 +80,16 @@ def main() -> None:
     loop = warm_started_loop(sc, 0, dev)
     t1 = time.perf_counter()
     print(f"peak RSS after warm start: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB", flush=True)
-    loop.attach_agent(agent_factory(args.agent, sc, 0, dev), args.agent)
+    attach_agent(loop, agent_factory(args.agent, sc, 0, dev), args.agent)
     t2 = time.perf_counter()
     print(f"peak RSS after pretraining: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB", flush=True)
     phases = PhasePeaks()
-    loop.serve_batch = phases.wrap("serve a traffic slice", loop.serve_batch)
-    loop._measure = phases.wrap("truth + logged metrics", loop._measure)
+    serve = phases.wrap("serve a traffic slice", serve_batch)
+    simulator.round.measure = phases.wrap("truth + logged metrics", simulator.round.measure)  # end_round looks it up here
     loop.ranker_learner.fit = phases.wrap("ranker fit", loop.ranker_learner.fit)
     loop.learner.fit = phases.wrap("agent fit", loop.learner.fit)
     rss_before = _status_kib("VmRSS") / 2**20
-    run_round(loop, 0)
+    run_round(loop, 0, serve)
     t3 = time.perf_counter()
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # whole process (clear_refs resets only VmHWM)
     rows = {r["metric"]: r["value"] for r in loop.rows}

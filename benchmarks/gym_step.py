@@ -8,7 +8,7 @@ a fixed-embedding two-tower retriever as the agent (exact top-K_r over the
 whole catalogue). Both sides start from the same warm-started world.
 
 * runner: what :func:`simulator.timeline.traffic_process` does for one slice:
-  ``sample_requests`` + :meth:`ClosedLoop.serve_batch` (the agent retrieves inside);
+  ``sample_requests`` + :func:`~simulator.cascade.step.serve_batch` (the agent retrieves inside);
 * gym: one step of :class:`~simulator.gym.vector.CascadeVectorEnv` with one lane per
   request of the slice: :class:`~simulator.gym.policy.AgentPolicy` acting on the
   observation (the same agent's ``retrieve``), the step (action decoding and
@@ -31,6 +31,8 @@ import torch
 
 from simulator.bench import FixedEmbeddingRetriever, bench_scenario
 from simulator.gym import AgentPolicy, CascadeVectorEnv
+from simulator.cascade.step import serve_batch
+from simulator.round import attach_agent, start_round
 from simulator.world.traffic import sample_requests
 
 
@@ -57,8 +59,8 @@ def main() -> None:
     obs, _ = env.reset(seed=0)
     setup = time.perf_counter() - t0
     runner = env.core.warm_world(0).copy()
-    runner.attach_agent(factory, "fixed")
-    runner.start_round(0)
+    attach_agent(runner, factory, "fixed")
+    start_round(runner, 0)
 
     def sync() -> None:
         if dev.type == "cuda":
@@ -69,7 +71,7 @@ def main() -> None:
         hour = s * sc.timeline.slice_hours
         batch, intents = sample_requests(runner.world, sc, runner.seed, 0, s, hour, runner.next_request_id, args.requests)
         runner.next_request_id += args.requests
-        runner.serve_batch(batch, intents)
+        serve_batch(runner, batch, intents)
         sync()
         return time.perf_counter() - start
 

@@ -34,10 +34,11 @@ from simulator.agent_api import AgentContext
 from simulator.checkpoint import RunDirError, atomic_write_json, atomic_write_parquet, read_json, read_metrics
 from simulator.log.schema import METRIC_COLUMNS
 from simulator.config import ConfigError, Scenario
-from simulator.loop import AgentFactory, ClosedLoop
+from simulator.loop import ClosedLoop
 from simulator.metrics.formulas import popularity_index
 from simulator.oracle import OracleAgent
-from simulator.timeline import run_round
+from simulator.round import AgentFactory, attach_agent
+from simulator.timeline import run_round, warm_started_loop
 
 
 
@@ -85,14 +86,6 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("device: cuda requested but torch sees no CUDA device; use --device cpu")
     return torch.device(device)
-
-
-def warm_started_loop(sc: Scenario, seed: int, device: torch.device) -> ClosedLoop:
-    """The shared starting point of a seed: the world after the legacy platform's warm-start rounds."""
-    loop = ClosedLoop(sc, seed, device)
-    for r in range(-sc.timeline.warm_start_rounds, 0):
-        run_round(loop, r)
-    return loop
 
 
 @dataclass(frozen=True)
@@ -168,7 +161,7 @@ def run_loop(exp: Experiment, agent: str, seed: int, out: Path | None, warm: Cal
             tick()
     else:
         loop = warm().copy()
-        loop.attach_agent(agent_factory(agent, exp.scenario, seed, exp.device), agent)
+        attach_agent(loop, agent_factory(agent, exp.scenario, seed, exp.device), agent)
         done = 0
     for r in range(done, exp.scenario.timeline.rounds):
         run_round(loop, r)

@@ -4,7 +4,7 @@ The workload is one batch of requests through the cascade with fixed
 retrieval embeddings: exact top-K_r retrieval over the whole catalogue,
 ranking of the K_r candidates, top-S exposure, the user model, logging of
 requests / candidates / impressions / sessions / truth, and the world's
-counters and histories. Ours runs :meth:`ClosedLoop.serve_batch` (torch) with
+counters and histories. Ours runs :func:`~simulator.cascade.step.serve_batch` (torch) with
 the noisy-oracle ranker, whose arithmetic the floor can repeat exactly:
 
 * floor: ``scores = Q @ E.T`` per block + ``argpartition`` + sort, ranking by
@@ -28,7 +28,9 @@ import pandas as pd
 import torch
 
 from simulator.config import Scenario, scenario_from_dict
+from simulator.cascade.step import serve_batch
 from simulator.loop import ClosedLoop
+from simulator.round import start_round
 from simulator.rng import numpy_stream, torch_stream
 from simulator.types import Catalogue, RequestBatch
 from simulator.world.traffic import sample_requests
@@ -83,7 +85,7 @@ def bench_scenario(users: int, items: int, requests: int) -> Scenario:
 
 def _ours(loop: ClosedLoop, batch: RequestBatch, intents: torch.Tensor) -> float:
     start = time.perf_counter()
-    loop.serve_batch(batch, intents)
+    serve_batch(loop, batch, intents)
     if loop.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -148,7 +150,7 @@ def run_bench(users: int = 10_000, items: int = 10_000, requests: int = 10_000, 
     loop = ClosedLoop(sc, seed=0, device=dev)
     retriever = FixedEmbeddingRetriever(sc.user_capacity, sc.item_capacity, sc.training.embedding_dim, 0, dev)
     loop.retriever = retriever
-    loop.start_round(0)
+    start_round(loop, 0)
     floor = NumpyFloor(loop, retriever)
     ours_t, floor_t = [], []
     for rep in range(repeats + 1):  # the first repetition warms caches and is dropped

@@ -11,6 +11,7 @@ import torch
 from agents import make_agent
 from agents.backbone.softmax import duplicate_mask
 from agents.ipw import ipw_loss, ipw_weights, propensity_floor, propensity_loss
+from simulator.round import attach_agent, training_view
 from scenarios.experiment import agent_factory, warm_started_loop
 from simulator.agent_api import AgentContext
 from simulator.timeline import run_round
@@ -186,7 +187,7 @@ def stochastic_loop():
     """
     sc = tiny_scenario(cascade={"stochastic": True}, timeline={"requests_per_round": 500}, training={"window_rounds": 1})
     loop = warm_started_loop(sc, 0, torch.device("cpu"))
-    loop.attach_agent(agent_factory("popular", sc, 0, torch.device("cpu")), "popular")
+    attach_agent(loop, agent_factory("popular", sc, 0, torch.device("cpu")), "popular")
     run_round(loop, 0)
     return sc, loop
 
@@ -195,7 +196,7 @@ def test_learned_propensity_tracks_the_logged_propensity_in_the_loop(stochastic_
     """On round-0 impressions (served by the trained ranker), ``log q_ψ`` correlates with the logged
     marginal exposure probability: stage 1 has learned which items the cascade shows to whom."""
     sc, loop = stochastic_loop
-    view = loop.view(0)
+    view = training_view(loop, 0)
     assert bool((view.request_round == 0).all())
     agent = make_agent("ipw", AgentContext.from_scenario(sc, 0), prop_epochs=2, epochs=1)
     diag = agent.fit(view)
@@ -213,5 +214,5 @@ def test_learned_propensity_tracks_the_logged_propensity_in_the_loop(stochastic_
 
 def test_ipw_oracle_weights_vary_under_stochastic_serving(stochastic_loop):
     sc, loop = stochastic_loop
-    diag = make_agent("ipw-oracle", AgentContext.from_scenario(sc, 0), epochs=1).fit(loop.view(0))
+    diag = make_agent("ipw-oracle", AgentContext.from_scenario(sc, 0), epochs=1).fit(training_view(loop, 0))
     assert diag["weight_p99"] > 2.0 * diag["weight_p50"]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import agents
+from simulator.round import attach_agent, training_view
 from scenarios.experiment import agent_catalogue, agent_factory, make_experiment, run_experiment, warm_started_loop
 from simulator.log.store import TruthStore
 from simulator.timeline import run_round
@@ -72,7 +73,7 @@ def test_resume_after_interruption_ends_identical(tiny, tmp_path) -> None:
 def test_common_random_numbers_share_the_warm_start(tiny) -> None:
     one = warm_started_loop(tiny, 0, torch.device("cpu"))
     two = warm_started_loop(tiny, 0, torch.device("cpu"))
-    v1, v2 = one.view(-1), two.view(-1)
+    v1, v2 = training_view(one, -1), training_view(two, -1)
     assert torch.equal(v1.impressions.item_id, v2.impressions.item_id)
     assert torch.equal(v1.impressions.clicked, v2.impressions.clicked)
 
@@ -93,7 +94,7 @@ def _reachable(root: object, limit: int = 200_000) -> list[object]:
 
 def test_training_view_cannot_reach_the_world_or_the_truth(tiny) -> None:
     loop = warm_started_loop(tiny, 0, torch.device("cpu"))
-    view = loop.view(-1)
+    view = training_view(loop, -1)
     world_tensors = {t.data_ptr() for t in vars(loop.world).values() if isinstance(t, torch.Tensor)}
     for obj in _reachable(view):
         assert not isinstance(obj, (WorldState, TruthStore)), type(obj)
@@ -108,7 +109,7 @@ def test_training_view_does_not_depend_on_truth(tiny) -> None:
     for name in ("user_latent", "user_latent0", "item_latent", "item_quality", "user_intents", "user_boredom", "user_conformity", "user_attention"):
         t = getattr(twin.world, name)
         t.copy_(torch.randn_like(t.float()).to(t.dtype))
-    a, b = loop.view(-1), twin.view(-1)
+    a, b = training_view(loop, -1), training_view(twin, -1)
     for field in ("item_id", "clicked", "finished", "watch_time", "position", "ranking_score"):
         assert torch.equal(getattr(a.impressions, field), getattr(b.impressions, field))
     assert torch.equal(a.requests.history, b.requests.history)
@@ -146,16 +147,16 @@ def test_only_metrics_and_oracle_read_truth() -> None:
     for path in (ROOT / "simulator").rglob("*.py"):
         if {"simulator.world.relevance"} & _imports(path):
             readers.add(path.relative_to(ROOT).as_posix())
-    assert readers <= {"simulator/oracle.py", "simulator/metrics/measure.py", "simulator/loop.py"}, readers
+    assert readers <= {"simulator/oracle.py", "simulator/metrics/measure.py", "simulator/cascade/step.py"}, readers
 
 
 # ----- agents on a real simulator view ----------------------------------------
 @pytest.mark.parametrize("name", sorted(agent_catalogue()))
 def test_check_agent_passes_for_every_registered_agent(name: str, tiny) -> None:
     loop = warm_started_loop(tiny, 0, torch.device("cpu"))
-    loop.attach_agent(agent_factory(name, tiny, 0, torch.device("cpu")), name)
+    attach_agent(loop, agent_factory(name, tiny, 0, torch.device("cpu")), name)
     run_round(loop, 0)
-    view = loop.view(0)
+    view = training_view(loop, 0)
     batch = view.requests.select(torch.arange(16))
     agent = agent_factory(name, tiny, 0, torch.device("cpu"))(loop)
     if name == "oracle":

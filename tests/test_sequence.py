@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from agents.backbone.sequence import SequenceRetriever, SequenceTowerConfig, SequenceTwoTower, backward_positions, time_buckets
+from simulator.round import training_view
 from scenarios.experiment import warm_started_loop
 from simulator.rng import torch_stream
 from simulator.world import dynamics
@@ -168,7 +169,7 @@ def test_append_history_keeps_times_aligned_with_ids() -> None:
 def test_logged_requests_carry_click_times() -> None:
     sc = tiny_scenario(timeline={"rounds": 2, "requests_per_round": 240})
     loop = warm_started_loop(sc, 0, torch.device("cpu"))
-    view = loop.view(-1)
+    view = training_view(loop, -1)
     req = view.requests
     assert req.history_time is not None and req.history_time.shape == req.history.shape
     assert torch.equal(torch.isnan(req.history_time), req.history < 0)

@@ -16,6 +16,7 @@ from agents import check_agent, make_agent
 from agents.backbone.spaces import build_spaces, sample_a, sample_b, sample_c, sample_random
 from agents.sampling_strategies import gmm_loss
 from agents.uma2 import nsdn_loss
+from simulator.round import attach_agent, training_view
 from scenarios.experiment import agent_factory, warm_started_loop
 from simulator.cascade.serving import _mc_inclusion, gumbel_topk
 from simulator.log.view import Candidates, Impressions, TrainingView
@@ -33,14 +34,14 @@ def stochastic_loop():
     """A tiny world with stochastic serving after warm start + round 0 served by bc: real logged spaces and propensities."""
     sc = tiny_scenario(cascade={"stochastic": True, "propensity_samples": 32, "expose_temperature": 0.3})
     loop = warm_started_loop(sc, 0, torch.device("cpu"))
-    loop.attach_agent(agent_factory("bc", sc, 0, torch.device("cpu")), "bc")
+    attach_agent(loop, agent_factory("bc", sc, 0, torch.device("cpu")), "bc")
     run_round(loop, 0)
     return loop
 
 
 @pytest.fixture(scope="module")
 def real_view(stochastic_loop) -> TrainingView:
-    return stochastic_loop.view(0)
+    return training_view(stochastic_loop, 0)
 
 
 def _keys(rows: torch.Tensor, items: torch.Tensor, n_items: int) -> torch.Tensor:
@@ -282,10 +283,10 @@ def test_nsdn_heads_separate_the_spaces_of_held_out_simulator_requests():
     cascade = {"stochastic": True, "propensity_samples": 32, "expose_temperature": 0.3}
     sc = tiny_scenario(cascade=cascade, timeline={"requests_per_round": 400})
     loop = warm_started_loop(sc, 0, torch.device("cpu"))
-    loop.attach_agent(agent_factory("bc", sc, 0, torch.device("cpu")), "bc")
+    attach_agent(loop, agent_factory("bc", sc, 0, torch.device("cpu")), "bc")
     run_round(loop, 0)
     run_round(loop, 1)
-    view = loop.view(1)
+    view = training_view(loop, 1)
     train_rows = view.requests.request_id % 2 == 0
     train, test = _subview(view, train_rows), _subview(view, ~train_rows)
     agent = make_agent("uma2", loop.learner.ctx, epochs=5)

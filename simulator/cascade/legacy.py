@@ -39,6 +39,7 @@ class LegacyRetriever:
     def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = torch_stream(self.seed, "legacy-recall", requests.round, int(requests.request_id[0]), device=requests.user_id.device)
         prior = self._prior()
+        assert self.catalogue is not None
         if int(self.catalogue.live.sum()) > 8 * k:  # few repeats: draw from the shared weights, O(k log M) a request
             idx = sample_fixed_weights(prior, len(requests), k, gen)
         else:  # k close to the catalogue: Gumbel keys over every item (the same law)

@@ -8,6 +8,7 @@ Only observable records (:mod:`simulator.types`) enter here; nothing reads the w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -112,7 +113,7 @@ class FieldEmbedding(nn.Module):
         # id tables grow with the catalogue and the user base: sparse gradients keep a step O(batch), not O(table)
         self.tables = nn.ModuleDict({name: nn.Embedding(n, sizes.dim, sparse=name in SPARSE_TABLES) for name, n in cards.items()})
         for table in self.tables.values():
-            nn.init.normal_(table.weight, std=init_std)
+            nn.init.normal_(cast(nn.Embedding, table).weight, std=init_std)
         self.profile = nn.Linear(sizes.profile_dim, sizes.dim)
         self.modality = nn.Linear(3 * sizes.modality_dim, sizes.dim)
         self.popularity = nn.Linear(3, sizes.dim)
@@ -123,7 +124,7 @@ class FieldEmbedding(nn.Module):
         """``[B, K, F, D]`` field embeddings of ``x``."""
         b, k = x.item_sparse.shape[:2]
         req = [self.tables[name](x.request_sparse[:, j]) for j, name in enumerate(REQUEST_SPARSE)]
-        req += [self.profile(x.profile), mean_history_embedding(self.tables["item"], x.history)]
+        req += [self.profile(x.profile), mean_history_embedding(cast(nn.Embedding, self.tables["item"]), x.history)]
         item = [self.tables[name](x.item_sparse[..., j]) for j, name in enumerate(ITEM_SPARSE)]
         item += [self.modality(x.modality), self.popularity(x.popularity)]
         req_e = torch.stack(req, dim=1).unsqueeze(1).expand(b, k, -1, -1)  # [B, K, 5, D]

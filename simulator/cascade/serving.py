@@ -118,7 +118,7 @@ def _mc_inclusion(scores: torch.Tensor, k: int, temperature: float, draws: int, 
     return torch.cat(out)
 
 
-def _with_realised(mc: torch.Tensor, realised: torch.Tensor, draws: int) -> torch.Tensor:
+def _with_realised(mc: torch.Tensor, realised: torch.Tensor | float, draws: int) -> torch.Tensor:
     """Pool the realised draw with the Monte-Carlo draws: ``(mc * n + realised) / (n + 1)``."""
     return (mc * draws + realised) / (draws + 1)
 

@@ -25,7 +25,9 @@ import pandas as pd
 import torch
 
 from simulator.config import Scenario
-from simulator.gym.driver import EXTERNAL, GymLoop, RoundDriver, attach, exploration_flags, serve_given, warm_loop
+from simulator.cascade.step import exploration_flags
+from simulator.gym.driver import EXTERNAL, RoundDriver, attach, serve_given, warm_loop
+from simulator.loop import ClosedLoop
 from simulator.gym.spaces import Chunk, Codec, popular_fallback, repair
 from simulator.log.view import TrainingView
 from simulator.types import Catalogue
@@ -60,9 +62,9 @@ class CascadeCore:
         self.codec = Codec(sc, action, observation)
         self.agent: AgentFactory | None = None
         self.agent_name = EXTERNAL
-        self.loop: GymLoop | None = None
+        self.loop: ClosedLoop | None = None
         self.chunk: Chunk | None = None
-        self._warm: OrderedDict[int, GymLoop] = OrderedDict()
+        self._warm: OrderedDict[int, ClosedLoop] = OrderedDict()
         self._warm_size = warm_cache
         self._driver: RoundDriver | None = None
         self._slice: tuple[Any, torch.Tensor] | None = None
@@ -119,11 +121,11 @@ class CascadeCore:
         reward = self._lanes(outcome[self.reward] / (60.0 if self.reward == "watch_time" else 1.0), self.reward).astype(np.float32)
         return self._observe(), reward, self.chunk is None, info
 
-    def warm_world(self, seed: int) -> GymLoop:
+    def warm_world(self, seed: int) -> ClosedLoop:
         """The loop of ``seed`` after the warm start (cached; copy it before changing it)."""
         return self._warm_loop(int(seed))
 
-    def _warm_loop(self, seed: int) -> GymLoop:
+    def _warm_loop(self, seed: int) -> ClosedLoop:
         if seed in self._warm:
             self._warm.move_to_end(seed)
         else:
@@ -186,6 +188,7 @@ class CascadeCore:
             assert self._host is not None
             if self._host[2] is None:
                 self._host = (*self._host[:2], popular_fallback(catalogue))
+            assert self._host[2] is not None
             return self._host[2]
 
         return self._host[1], popular

@@ -29,7 +29,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -59,8 +59,8 @@ class CoreFacade:
     core: CascadeCore
     render_mode: str | None
 
-    def render(self) -> str | None:
-        """The text summary (``ansi``), or print it (``human``)."""
+    def render(self) -> Any:
+        """The text summary as a ``str`` (``ansi``), or print it and return None (``human``); one lane or many alike."""
         text = self.core.render_text()
         if self.render_mode == "human":
             print(text)
@@ -128,7 +128,7 @@ class CascadeEnv(CoreFacade, gym.Env):
 
     def _one(self, obs: Any) -> Any:
         if isinstance(obs, dict):
-            scalar = lambda key: isinstance(self.observation_space[key], spaces.Discrete)  # noqa: E731
+            scalar = lambda key: isinstance(cast(spaces.Dict, self.observation_space)[key], spaces.Discrete)  # noqa: E731
             return {k: (v[0] if scalar(k) else np.array(v[0])) for k, v in obs.items()}
         return np.array(obs[0])
 

@@ -130,7 +130,7 @@ class Codec:
         return cols if self.observation == "dict" else self._flatten(cols, catalogue)
 
     def _columns(self, chunk: Chunk | None, lanes: int, round_idx: int) -> dict[str, np.ndarray]:
-        out = {
+        out: dict[str, np.ndarray] = {
             "request_id": np.full(lanes, -1, np.int64), "user_id": np.zeros(lanes, np.int64), "domain": np.zeros(lanes, np.int64),
             "entry": np.zeros(lanes, np.int64), "round": np.full(lanes, round_idx, np.int64), "time": np.zeros(lanes, np.float64),
             "hour": np.zeros(lanes, np.float32), "profile": np.zeros((lanes, self.profile_dim), np.float32),
@@ -254,12 +254,24 @@ def repair(
     Returns:
         ``(item_ids [B, K], scores [B, K], repaired [B] int64)``.
     """
-    b, k = ids.shape
-    m = live.shape[0]
+    b, m = ids.shape[0], live.shape[0]
     if ids.size and ids.min() >= 0 and ids.max() < m and live[ids].all() and (scores[:, 1:] <= scores[:, :-1]).all():
         srt = np.sort(ids, axis=1)
         if not (srt[:, 1:] == srt[:, :-1]).any():  # a retriever's output: distinct live ids, best first
             return ids, scores, np.zeros(b, dtype=np.int64)
+    bad = ~_valid_entries(ids, live)
+    n_bad = bad.sum(1)
+    if n_bad.any():
+        ids, scores = _top_up(ids, scores, bad, fallback(), m)
+    if (scores[:, 1:] <= scores[:, :-1]).all():  # already best first (a retriever's output): keep as is
+        return ids, scores, n_bad
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1), n_bad
+
+
+def _valid_entries(ids: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """``[B, K] bool``: in range, live, and not repeating an earlier entry of the row."""
+    m, k = live.shape[0], ids.shape[1]
     valid = (ids >= 0) & (ids < m)
     valid &= live[np.clip(ids, 0, m - 1)]
     key = np.where(valid, ids, m + np.arange(k))  # invalid entries never collide
@@ -271,23 +283,24 @@ def repair(
         first = np.ones_like(valid)
         np.put_along_axis(first, perm, ~repeat, 1)
         valid &= first
-    bad = ~valid
-    n_bad = bad.sum(1)
-    if n_bad.any():
-        order = np.argsort(bad, axis=1, kind="stable")  # valid entries first, in their order
-        ids, scores, bad = (np.take_along_axis(a, order, 1) for a in (ids, scores, bad))
-        cand = fallback()[: 2 * k]
-        off = np.arange(b)[:, None] * (m + 1)  # row offsets make one sorted array of all rows' sorted ids
-        have = (np.sort(np.where(bad, -1, ids), axis=1) + 1 + off).ravel()
-        want = (cand[None, :] + 1 + off).ravel()
-        taken = (have[np.searchsorted(have, want).clip(max=len(have) - 1)] == want).reshape(b, len(cand))
-        free = np.broadcast_to(cand, (b, len(cand)))[np.arange(b)[:, None], np.argsort(taken, axis=1, kind="stable")]
-        slot = np.clip(np.cumsum(bad, 1) - 1, 0, len(cand) - 1)
-        low = np.where(bad, np.inf, scores).min(1, keepdims=True)
-        low = np.where(np.isfinite(low), low, 0.0)
-        ids = np.where(bad, np.take_along_axis(free, slot, 1), ids)
-        scores = np.where(bad, low - 1.0 - slot, scores).astype(np.float32)
-    if (scores[:, 1:] <= scores[:, :-1]).all():  # already best first (a retriever's output): keep as is
-        return ids, scores, n_bad
-    order = np.argsort(-scores, axis=1, kind="stable")
-    return np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1), n_bad
+    return valid
+
+
+def _top_up(ids: np.ndarray, scores: np.ndarray, bad: np.ndarray, fallback: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Valid entries first (in their order), the bad ones replaced by the first fallback items the row lacks, scored below.
+
+    ``m`` is the item id capacity: row offsets of ``m + 1`` keep the rows' ids apart in one sorted array.
+    """
+    b, k = ids.shape
+    order = np.argsort(bad, axis=1, kind="stable")  # valid entries first, in their order
+    ids, scores, bad = (np.take_along_axis(a, order, 1) for a in (ids, scores, bad))
+    cand = fallback[: 2 * k]
+    off = np.arange(b)[:, None] * (m + 1)  # row offsets make one sorted array of all rows' sorted ids
+    have = (np.sort(np.where(bad, -1, ids), axis=1) + 1 + off).ravel()
+    want = (cand[None, :] + 1 + off).ravel()
+    taken = (have[np.searchsorted(have, want).clip(max=len(have) - 1)] == want).reshape(b, len(cand))
+    free = np.broadcast_to(cand, (b, len(cand)))[np.arange(b)[:, None], np.argsort(taken, axis=1, kind="stable")]
+    slot = np.clip(np.cumsum(bad, 1) - 1, 0, len(cand) - 1)
+    low = np.where(bad, np.inf, scores).min(1, keepdims=True)
+    low = np.where(np.isfinite(low), low, 0.0)
+    return np.where(bad, np.take_along_axis(free, slot, 1), ids), np.where(bad, low - 1.0 - slot, scores).astype(np.float32)

@@ -3,7 +3,7 @@
 ``gymnasium.make_vec("cascadesim/Cascade-v0", num_envs=N)`` builds a
 :class:`CascadeVectorEnv`: every step serves up to ``N`` arriving requests of
 the same world through one call of the runner's vectorised cascade
-(:meth:`~simulator.loop.ClosedLoop.serve_batch`), never ``N`` copies of the
+(:func:`~simulator.cascade.step.serve_batch`), never ``N`` copies of the
 single environment. Lane ``i`` of a step is the ``i``-th pending request of the
 current traffic slice.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from simulator.log import schema
 from simulator.types import Catalogue, UserTable
 
 Chunk = dict[str, torch.Tensor]
@@ -24,6 +25,8 @@ class _RoundTables:
         self.tables: dict[str, dict[int, list[Chunk]]] = {}
 
     def append(self, table: str, round_idx: int, chunk: Chunk) -> None:
+        """Add ``chunk`` (the schema's columns, equally long) to ``table`` in round ``round_idx``."""
+        schema.check_chunk(table, chunk)
         self.tables.setdefault(table, {}).setdefault(round_idx, []).append(chunk)
 
     def rounds(self) -> list[int]:
@@ -55,8 +58,8 @@ class _RoundTables:
         """One round of ``table`` as a DataFrame (2-D columns become list columns)."""
         data = self.concat(table, round_idx, round_idx)
         cols = {}
-        for k, v in data.items():
-            v = v.cpu()
+        for k in schema.ordered(table, data):
+            v = data[k].cpu()
             cols[k] = list(v.numpy()) if v.dim() > 1 else v.numpy()
         return pd.DataFrame(cols)
 
@@ -83,10 +86,11 @@ class LogStore(_RoundTables):
     def users_frame(self, round_idx: int) -> pd.DataFrame:
         """The versioned user feature table of one round (profile and history as list columns)."""
         users = self.users[round_idx]
-        return pd.DataFrame({
+        frame = pd.DataFrame({
             "round": round_idx, "user_id": torch.arange(users.alive.shape[0]).numpy(), "alive": users.alive.cpu().numpy(),
             "profile": list(users.profile.cpu().numpy()), "history": list(users.history.cpu().numpy()),
         })
+        return frame[list(schema.USERS)]
 
     def items_frame(self, round_idx: int) -> pd.DataFrame:
         """The versioned item feature table of one round (scalar columns)."""
@@ -98,7 +102,7 @@ class LogStore(_RoundTables):
             "domain": cat.domain.cpu().numpy(), "promoted": cat.promoted.cpu().numpy(),
             "clicks": cat.clicks.cpu().numpy(), "exposures": cat.exposures.cpu().numpy(),
             "born_round": cat.born_round.cpu().numpy(),
-        })
+        })[list(schema.ITEMS)]
 
 
 class TruthStore(_RoundTables):

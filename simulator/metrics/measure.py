@@ -70,11 +70,20 @@ def measure_round(inp: MetricInput) -> dict[str, float]:
     out.update(logged_metrics(inp))
     for k in inp.sc.eval_ks:
         out[f"evaluation_bias@{k}"] = out[f"logged_recall@{k}"] - out[f"true_recall@{k}"]
-    w = inp.world
-    alive = w.user_alive
-    out["preference_drift"] = float((1 - torch.cosine_similarity(w.user_latent[alive], w.user_latent0[alive], dim=1)).mean())
+    out["preference_drift"] = preference_drift(inp.world)
     _update_ever_exposed(inp)
     return out
+
+
+def measure_external(inp: MetricInput) -> dict[str, float]:
+    """The metrics of a round whose recall came from outside (no model to query): exposure, popularity, drift."""
+    return {**exposure_metrics(inp), "preference_drift": preference_drift(inp.world)}
+
+
+def preference_drift(w: WorldState) -> float:
+    """Mean cosine distance of the living users' preferences from where they started."""
+    alive = w.user_alive
+    return float((1 - torch.cosine_similarity(w.user_latent[alive], w.user_latent0[alive], dim=1)).mean())
 
 
 # ----- exposure and popularity --------------------------------------------

@@ -42,28 +42,32 @@ def append_history(
     if (history_time is None) != (times is None):
         raise ValueError("append_history: give both history_time and times, or neither")
     length = history.shape[1]
-    key = users * (order.max() + 1) + order
-    perm = key.argsort()
+    perm = (users * (order.max() + 1) + order).argsort()
     users, items = users[perm], items[perm]
     uniq, counts = torch.unique_consecutive(users, return_counts=True)
-    ends = counts.cumsum(0)
     # rank of each event counted from the user's newest event (0 = newest)
-    from_end = ends.repeat_interleave(counts) - 1 - torch.arange(len(users), device=users.device)
-    shift = counts.clamp(max=length)  # how many old entries fall off the front
-    old = history[uniq]
-    pos = torch.arange(length, device=users.device).unsqueeze(0)
-    src = (pos + shift.unsqueeze(1)).clamp(max=length - 1)
-    kept = pos < length - shift.unsqueeze(1)
-    new = torch.where(kept, old.gather(1, src), -1)
+    from_end = counts.cumsum(0).repeat_interleave(counts) - 1 - torch.arange(len(users), device=users.device)
     keep = from_end < length
-    rows = torch.searchsorted(uniq, users[keep])
-    cols = length - 1 - from_end[keep]
-    new[rows, cols] = items[keep]
-    history[uniq] = new
+    slots = _Slots(counts.clamp(max=length), length, torch.searchsorted(uniq, users[keep]), length - 1 - from_end[keep])
+    history[uniq] = slots.append(history[uniq], -1, items[keep])
     if history_time is not None and times is not None:
-        new_t = torch.where(kept, history_time[uniq].gather(1, src), torch.nan)
-        new_t[rows, cols] = times[perm][keep].to(new_t.dtype)
-        history_time[uniq] = new_t
+        history_time[uniq] = slots.append(history_time[uniq], torch.nan, times[perm][keep])
+
+
+class _Slots:
+    """Where new events land in the touched rows of a ``[., L]`` history: old entries shift left by ``shift``."""
+
+    def __init__(self, shift: torch.Tensor, length: int, rows: torch.Tensor, cols: torch.Tensor) -> None:
+        pos = torch.arange(length, device=shift.device).unsqueeze(0)
+        self.src = (pos + shift.unsqueeze(1)).clamp(max=length - 1)
+        self.kept = pos < length - shift.unsqueeze(1)
+        self.rows, self.cols = rows, cols
+
+    def append(self, old: torch.Tensor, fill: float, values: torch.Tensor) -> torch.Tensor:
+        """``old`` rows shifted, the freed tail ``fill``, then ``values`` written at their slots."""
+        new = torch.where(self.kept, old.gather(1, self.src), fill)
+        new[self.rows, self.cols] = values.to(new.dtype)
+        return new
 
 
 def record_feedback(

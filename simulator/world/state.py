@@ -121,10 +121,9 @@ def _make_items(sc: Scenario, protos: torch.Tensor, gen: torch.Generator) -> dic
     }
 
 
-def _make_users(sc: Scenario, protos: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    w, f = sc.world, sc.features
-    n, c, dev = sc.user_capacity, w.n_categories, protos.device
-    # sparse intent mixture: 1 + Poisson(mean - 1) intents, Dirichlet(1) weights
+def _intent_mixture(sc: Scenario, n: int, gen: torch.Generator, dev: torch.device) -> torch.Tensor:
+    """``[n, C]`` sparse intent mixtures: 1 + Poisson(mean - 1) intents, Dirichlet(1) weights."""
+    w, c = sc.world, sc.world.n_categories
     n_int = (1 + torch.poisson(torch.full((n,), w.intents_per_user - 1.0, device=dev), generator=gen)).clamp(max=c).long()
     cat_w = torch.arange(1, c + 1, device=dev, dtype=torch.float32).pow(-w.category_skew)
     keys = torch.rand(n, c, generator=gen, device=dev).log() / cat_w  # Gumbel-style weighted order (Efraimidis-Spirakis)
@@ -132,7 +131,13 @@ def _make_users(sc: Scenario, protos: torch.Tensor, gen: torch.Generator) -> dic
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(c, device=dev).expand(n, c))
     held = rank < n_int.unsqueeze(1)
     weights = -torch.log(torch.rand(n, c, generator=gen, device=dev)) * held
-    intents = weights / weights.sum(1, keepdim=True)
+    return weights / weights.sum(1, keepdim=True)
+
+
+def _make_users(sc: Scenario, protos: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    w, f = sc.world, sc.features
+    n, c, dev = sc.user_capacity, w.n_categories, protos.device
+    intents = _intent_mixture(sc, n, gen, dev)
     latent = intents @ protos + w.user_noise / w.d_true**0.5 * torch.randn(n, w.d_true, generator=gen, device=dev)
     proj = torch.randn(w.d_true, f.profile_dim, generator=gen, device=dev) / w.d_true**0.5
     profile = latent @ proj + f.profile_noise * torch.randn(n, f.profile_dim, generator=gen, device=dev)
