@@ -38,7 +38,7 @@ RETRIEVAL_LOGGED = tuple(f"logged_{m}@{k}" for k in (100, 200) for m in ("recall
 RANKING = tuple(f"ranked_true_{m}@{n}" for n in (10, 20) for m in ("ndcg", "map", "hr"))
 GAP = ("score_gap_unexposed", "score_unexposed_true_pos", "score_unexposed_true_neg")
 DIAGNOSTICS = ("fit_target_pairs", "fit_domain_accuracy", "fit_pseudo_label_target", "fit_pseudo_positive_rate", "fit_teacher_mean")
-HEADLINE = ("true_recall@100", "true_recall@200", "logged_f1@100", "ranked_true_ndcg@10", "ranked_true_hr@10", "score_gap_unexposed")
+HEADLINE = ("true_recall@100", "true_recall@200", "onpolicy_replay_f1@100", "ranked_true_ndcg@10", "ranked_true_hr@10", "score_gap_unexposed")
 
 
 def scenario_for(ranker: str, settings: list[str]):
@@ -101,7 +101,7 @@ def write_page(metrics: pd.DataFrame, timings: pd.DataFrame, page: Path, command
         "true positives minus never-exposed true negatives (Figure 5 made exact).",
         "- Scale: this is a small simulated world, not WeChat/TikTok; absolute values are not comparable with the paper's tables.",
         "- Reading the logged metrics: the round's clicks can only land on items the agent itself recalled (K_r = "
-        f"{meta['k_retrieve']} <= K), so `logged_recall@K` sits near 1 for every agent and says little; the truth-based "
+        f"{meta['k_retrieve']} <= K), so `onpolicy_replay_recall@K` sits near 1 for every agent and says little; the truth-based "
         "columns are the ones that separate the methods. Agents train on `finished`; the platform ranker (the KD/TL/MUDA "
         "teacher and DAMCAR's distillation target) is trained on clicks.",
         "",

@@ -49,7 +49,7 @@ UNBIASED = [f"unbiased_{m}@{k}" for m in ("hitrate", "precision", "recall") for 
 TRUE = [f"true_recall@{k}" for k in KS]
 BIAS = ["exposure_gini", "aggregate_diversity", "mean_exposed_popularity", "score_gap_unexposed"]
 WEIGHTS = ["fit_weight_p50", "fit_weight_p90", "fit_weight_p99", "fit_weight_max", "fit_clip_share_a", "fit_clip_share_b"]
-HEADLINE = ["unbiased_recall@100", "unbiased_recall@200", "true_recall@100", "logged_recall@100", "logged_hitrate@100"]
+HEADLINE = ["unbiased_recall@100", "unbiased_recall@200", "true_recall@100", "onpolicy_replay_recall@100", "onpolicy_replay_hitrate@100"]
 WIDER = ("ss-ab", "ss-abc-random", "ss-abc-fixed", "youtube-dnn", "youtube-dnn-softmax")
 
 

@@ -37,15 +37,24 @@ from simulator.config import ConfigError, Scenario
 from simulator.loop import ClosedLoop
 from simulator.metrics.formulas import popularity_index
 from simulator.oracle import OracleAgent
+from simulator.metrics.leaderboard import leaderboard
 from simulator.round import AgentFactory, attach_agent
+from simulator.shared_log import SharedLog
 from simulator.timeline import run_round, warm_started_loop
 
 
 
+def headline_k(sc: Scenario) -> int:
+    """The K the summaries lead with: the largest K below K_r (at K >= K_r a replay of the serving model says nothing)."""
+    below = [k for k in sc.eval_ks if k < sc.cascade.k_retrieve]
+    return max(below) if below else min(sc.eval_ks)
+
+
 def summary_metrics(sc: Scenario) -> list[str]:
-    """The headline metrics: recall at K = 100 (or the largest K configured), Gini and top-1% share."""
-    k = 100 if 100 in sc.eval_ks else max(sc.metrics.k_values)
-    return [f"true_recall@{k}", f"logged_recall@{k}", "exposure_gini", "exposure_top1_share"]
+    """The headline metrics: the truth against the offline estimate at the headline K, then concentration."""
+    k = headline_k(sc)
+    offline = f"offline_holdout_recall@{k}" if sc.evaluation.holdout_share > 0 else f"offline_shared_recall@{k}"
+    return [f"true_recall@{k}", offline, f"true_holdout_recall@{k}", "exposure_gini", "exposure_top1_share"]
 
 
 def agent_catalogue() -> dict[str, str]:
@@ -151,7 +160,27 @@ def checkpoint_path(out: Path, agent: str, seed: int) -> Path:
     return out / "checkpoints" / f"{agent}__seed{seed}.pt"
 
 
-def run_loop(exp: Experiment, agent: str, seed: int, out: Path | None, warm: Callable[[], ClosedLoop], tick: Callable[[], None]) -> ClosedLoop:
+class SeedStart:
+    """What every agent of a seed starts from, built once on first use: the warm-started loop and the shared log."""
+
+    def __init__(self, sc: Scenario, seed: int, device: torch.device) -> None:
+        self.sc, self.seed, self.device = sc, seed, device
+        self._warm: ClosedLoop | None = None
+        self._shared: SharedLog | None = None
+
+    def warm(self) -> ClosedLoop:
+        if self._warm is None:
+            self._warm = warm_started_loop(self.sc, self.seed, self.device)
+        return self._warm
+
+    def shared_log(self) -> SharedLog | None:
+        """The seed's common log (None when ``evaluation.shared_log`` is off)."""
+        if self._shared is None and self.sc.evaluation.shared_log:
+            self._shared = SharedLog(self.warm())
+        return self._shared
+
+
+def run_loop(exp: Experiment, agent: str, seed: int, out: Path | None, start: SeedStart, tick: Callable[[], None]) -> ClosedLoop:
     """Run (or continue) one closed loop to the last round, checkpointing each round."""
     ckpt = checkpoint_path(out, agent, seed) if out is not None else None
     if ckpt is not None and ckpt.exists():
@@ -160,9 +189,10 @@ def run_loop(exp: Experiment, agent: str, seed: int, out: Path | None, warm: Cal
         for _ in range(done):
             tick()
     else:
-        loop = warm().copy()
+        loop = start.warm().copy()
         attach_agent(loop, agent_factory(agent, exp.scenario, seed, exp.device), agent)
         done = 0
+    loop.shared_log = start.shared_log()
     for r in range(done, exp.scenario.timeline.rounds):
         run_round(loop, r)
         if out is not None and exp.save_logs:
@@ -217,19 +247,15 @@ def run_experiment(exp: Experiment, out: str | Path | None = None, resume: bool 
     tick = progress(len(exp.agents) * len(exp.seeds) * exp.scenario.timeline.rounds) if progress else (lambda: None)
     frames, timings = [], []
     for seed in exp.seeds:
-        shared: list[ClosedLoop] = []
-
-        def warm(seed: int = seed) -> ClosedLoop:
-            if not shared:
-                shared.append(warm_started_loop(exp.scenario, seed, exp.device))
-            return shared[0]
-
+        start = SeedStart(exp.scenario, seed, exp.device)
         for agent in exp.agents:
-            loop = run_loop(exp, agent, seed, out_path, warm, tick)
+            loop = run_loop(exp, agent, seed, out_path, start, tick)
             frames.append(loop_frame(loop, exp.scenario.name, agent, seed))
             timings.append(loop_timings(loop, agent, seed))
             if out_path is not None:  # results so far are on disk after every finished loop
-                atomic_write_parquet(add_popularity_index(pd.concat(frames, ignore_index=True)), out_path / "metrics.parquet")
+                metrics = add_popularity_index(pd.concat(frames, ignore_index=True))
+                atomic_write_parquet(metrics, out_path / "metrics.parquet")
+                atomic_write_parquet(leaderboard(metrics, headline_k(exp.scenario)), out_path / "leaderboard.parquet")
                 atomic_write_parquet(pd.concat(timings, ignore_index=True), out_path / "timings.parquet")
     return add_popularity_index(pd.concat(frames, ignore_index=True))
 

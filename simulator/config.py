@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from simulator.evaluation_config import EvaluationConfig, check_estimators
+
 
 class ConfigError(ValueError):
     """A one-line, user-facing configuration error naming the field."""
@@ -180,6 +182,7 @@ class Scenario(_Section):
     timeline: TimelineConfig = TimelineConfig()
     training: TrainingConfig = TrainingConfig()
     metrics: MetricsConfig = MetricsConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     agents: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-agent config overrides")
 
     @model_validator(mode="after")
@@ -195,6 +198,7 @@ class Scenario(_Section):
             raise ValueError(f"metrics.panel_size: must be <= world.n_users ({self.world.n_users}), got {self.metrics.panel_size}")
         if self.world.n_creators > self.world.n_items:
             raise ValueError(f"world.n_creators: must be <= world.n_items ({self.world.n_items}), got {self.world.n_creators}")
+        check_estimators(self)
         return self
 
     # --- derived sizes (capacities fix the id space for the whole run) ---

@@ -10,7 +10,7 @@ Everything a loop carries between rounds is an attribute here, so a run resumed 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -23,10 +23,17 @@ from simulator.config import Scenario
 from simulator.log.store import LogStore, TruthStore
 from simulator.log.view import TrainingView
 from simulator.metrics.measure import MetricState
+from simulator.metrics.offline import SharedRound
 from simulator.oracle import IntentLookup, NoisyOracleRanker
 from simulator.world.state import WorldState, generate_world
 
 MetricRow = dict[str, Any]  # {"round": int, "metric": str, "value": float}
+
+
+class SharedRounds(Protocol):
+    """The seed's shared log (:class:`simulator.shared_log.SharedLog`): round ``r`` on demand."""
+
+    def round(self, r: int) -> SharedRound: ...
 
 
 class ClosedLoop:
@@ -42,6 +49,7 @@ class ClosedLoop:
         learner, retriever: the agent being trained and its serving copy (the legacy retriever before one is attached).
         rows: metric rows measured so far; ``timings``: wall seconds per fit (machine-dependent, kept apart).
         last_view: the training view of the last retrain, kept only when ``keep_last_view`` (the gym reads it).
+        shared_log: the seed's common log the offline ``shared`` protocol scores candidates on (None: not run).
     """
 
     def __init__(self, sc: Scenario, seed: int, device: torch.device | str = "cpu") -> None:
@@ -66,6 +74,13 @@ class ClosedLoop:
         self.timings: list[dict[str, Any]] = []
         self.keep_last_view = False
         self.last_view: TrainingView | None = None
+        self.logging_only = False  # a shared-log logger: served by the legacy system, never measured or retrained
+        self.shared_log: SharedRounds | None = None  # the seed's common log (not saved: regenerated from the warm start)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["shared_log"] = None  # shared by every agent of the seed: neither copied nor checkpointed
+        return state
 
     def copy(self) -> ClosedLoop:
         """An independent copy (the warm-started loop is copied once per agent)."""

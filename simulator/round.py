@@ -14,9 +14,11 @@ import time
 from collections.abc import Callable
 
 from simulator.agent_api import RetrievalAgent
+from simulator.log.split import holdout_flags
 from simulator.log.view import TrainingView, build_view
 from simulator.loop import ClosedLoop, MetricRow
 from simulator.metrics.measure import MetricInput, measure_external, measure_round
+from simulator.metrics.offline import OfflineInput, offline_metrics
 from simulator.world import dynamics
 from simulator.world.state import observe
 
@@ -60,12 +62,14 @@ def deploy(loop: ClosedLoop, r: int) -> None:
 
 def end_round(loop: ClosedLoop, r: int) -> None:
     """Measure, run end-of-round dynamics, publish, retrain, prune the log window and the registry."""
-    if r >= 0:
+    if r >= 0 and not loop.logging_only:
         loop.rows.extend(measure(loop, r))
     dynamics.end_round(loop.world, loop.sc, loop.seed, r)
     catalogue, users = observe(loop.world)
     loop.log.users[r], loop.log.catalogue[r] = users, catalogue
-    retrain(loop, r)
+    if not loop.logging_only:
+        retrain(loop, r)
+        loop.rows.extend(evaluate_candidate(loop, r))
     keep_from = r - loop.sc.training.window_rounds + 1
     loop.log.prune(keep_from)
     loop.truth.prune(r)  # metrics need only the round just measured
@@ -94,11 +98,36 @@ def _timed(loop: ClosedLoop, r: int, phase: str, fit: Callable[[], dict[str, flo
     return info
 
 
+def evaluate_candidate(loop: ClosedLoop, r: int) -> list[MetricRow]:
+    """The offline protocols on the model just trained (the one that will serve next), each against the truth."""
+    if r < 0 or loop.learner is None or not getattr(loop.learner, "queryable", True):
+        return []
+    req, imp = loop.log.concat("requests", r, r), loop.log.concat("impressions", r, r)
+    if not req:
+        return []
+    inp = OfflineInput(
+        sc=loop.sc, seed=loop.seed, round=r, world=loop.world, candidate=_candidate(loop, r), ranker=loop.next_ranker,
+        set_intents=loop.intents.set, requests=req, impressions=imp, truth_requests=loop.truth.concat("truth_requests", r, r),
+        shared=loop.shared_log.round(r) if loop.shared_log is not None and loop.sc.evaluation.shared_log else None,
+    )
+    return [{"round": r, "metric": k, "value": float(v)} for k, v in offline_metrics(inp).items()]
+
+
+def _candidate(loop: ClosedLoop, r: int) -> RetrievalAgent:
+    """A copy of the learner indexed on the round-end catalogue (sharing the world with privileged agents)."""
+    candidate = copy.deepcopy(loop.learner, {id(loop.world): loop.world, id(loop.intents): loop.intents})
+    assert candidate is not None
+    candidate.index(loop.log.catalogue[r])
+    return candidate
+
+
 def training_view(loop: ClosedLoop, r: int) -> TrainingView:
     """The training view of the window ending at round ``r``; its ``ranker`` is the snapshot serving now."""
     first = max(min(loop.log.rounds()), r - loop.sc.training.window_rounds + 1)
     teacher = loop.next_ranker if loop.serving_ranker is loop.legacy_ranker else loop.serving_ranker
-    view = build_view(loop.log, first, r, teacher, dict(loop.rankers), dict(loop.retrievers))
+    share = loop.sc.evaluation.holdout_share
+    withhold = (lambda users, rounds: holdout_flags(loop.seed, users, rounds, share)) if share > 0 else None
+    view = build_view(loop.log, first, r, teacher, dict(loop.rankers), dict(loop.retrievers), withhold)
     if loop.keep_last_view:  # the gym hands the last view to an agent acting from outside
         loop.last_view = view
     return view

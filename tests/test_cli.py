@@ -34,7 +34,7 @@ def tiny_toml(tmp_path: Path) -> Path:
 def test_list_shows_scenarios_agents_and_metric_definitions() -> None:
     out = _cli("list")
     assert out.returncode == 0, out.stderr
-    for name in ("default", "popularity-trap", "heavy-ssb", "bc", "oracle", "random", "popular", "true_recall@K", "exposure_gini", "evaluation_bias@K"):
+    for name in ("default", "popularity-trap", "heavy-ssb", "bc", "oracle", "random", "popular", "true_recall@K", "exposure_gini", "offline_holdout_recall@K", "bias_ope_<estimator>_<target>"):
         assert name in out.stdout
 
 
@@ -42,7 +42,7 @@ def test_run_writes_manifest_and_long_metrics_and_prints_a_summary(tiny_toml: Pa
     out_dir = tmp_path / "run"
     res = _cli("run", "--scenario", str(tiny_toml), "--agents", "random,oracle", "--rounds", "2", "--out", str(out_dir))
     assert res.returncode == 0, res.stderr
-    for col in ("true_recall@50", "logged_recall@50", "exposure_gini", "exposure_top1_share"):
+    for col in ("true_recall@20", "offline_holdout_recall@20", "exposure_gini", "exposure_top1_share"):  # K: the largest below K_r
         assert col in res.stdout
     manifest = json.loads((out_dir / "manifest.json").read_text())
     assert manifest["agents"] == ["random", "oracle"] and manifest["seeds"] == [0]

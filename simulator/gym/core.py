@@ -28,6 +28,7 @@ from simulator.config import Scenario
 from simulator.cascade.step import exploration_flags
 from simulator.gym.driver import EXTERNAL, RoundDriver, attach, serve_given, warm_loop
 from simulator.loop import ClosedLoop
+from simulator.shared_log import SharedLog
 from simulator.gym.spaces import Chunk, Codec, popular_fallback, repair
 from simulator.log.view import TrainingView
 from simulator.types import Catalogue
@@ -64,7 +65,7 @@ class CascadeCore:
         self.agent_name = EXTERNAL
         self.loop: ClosedLoop | None = None
         self.chunk: Chunk | None = None
-        self._warm: OrderedDict[int, ClosedLoop] = OrderedDict()
+        self._warm: OrderedDict[int, tuple[ClosedLoop, SharedLog | None]] = OrderedDict()
         self._warm_size = warm_cache
         self._driver: RoundDriver | None = None
         self._slice: tuple[Any, torch.Tensor] | None = None
@@ -85,7 +86,9 @@ class CascadeCore:
     # ----- episode -------------------------------------------------------------
     def reset(self, seed: int) -> tuple[Any, dict[str, Any]]:
         """A new episode on the world of ``seed``: warm start, attach the agent, run to the first requests."""
-        loop = self._warm_loop(int(seed)).copy()
+        warm, shared = self._warm_start(int(seed))
+        loop = warm.copy()
+        loop.shared_log = shared  # the offline shared-log protocol scores candidates as in `cascadesim run`
         attach(loop, self.agent, self.agent_name)
         self.loop, self._driver = loop, RoundDriver(loop)
         self._slice, self._offset, self._host = None, 0, None
@@ -123,13 +126,15 @@ class CascadeCore:
 
     def warm_world(self, seed: int) -> ClosedLoop:
         """The loop of ``seed`` after the warm start (cached; copy it before changing it)."""
-        return self._warm_loop(int(seed))
+        return self._warm_start(int(seed))[0]
 
-    def _warm_loop(self, seed: int) -> ClosedLoop:
+    def _warm_start(self, seed: int) -> tuple[ClosedLoop, SharedLog | None]:
+        """The warm-started loop of ``seed`` and its shared log (cached by seed)."""
         if seed in self._warm:
             self._warm.move_to_end(seed)
         else:
-            self._warm[seed] = warm_loop(self.sc, seed, self.device)
+            loop = warm_loop(self.sc, seed, self.device)
+            self._warm[seed] = (loop, SharedLog(loop) if self.sc.evaluation.shared_log else None)
             while len(self._warm) > self._warm_size:
                 self._warm.popitem(last=False)
         return self._warm[seed]

@@ -122,26 +122,38 @@ def _records(cls, data: dict[str, torch.Tensor], row: torch.Tensor):
     return cls(row=row, **{f.name: data[f.name] for f in fields(cls) if f.name != "row"})
 
 
-def build_view(log: LogStore, first_round: int, last_round: int, ranker: FrozenScorer, rankers: dict[int, FrozenScorer], retrievers: dict[int, dict] | None = None) -> TrainingView:
-    """Assemble the training view of rounds ``first_round..last_round`` from the log."""
+Withhold = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (user_id [R], round [R]) -> [R] bool: keep out of training
+
+
+def build_view(
+    log: LogStore, first_round: int, last_round: int, ranker: FrozenScorer, rankers: dict[int, FrozenScorer],
+    retrievers: dict[int, dict] | None = None, withhold: Withhold | None = None,
+) -> TrainingView:
+    """Assemble the training view of rounds ``first_round..last_round`` from the log.
+
+    ``withhold`` names requests kept out of the view (the offline hold-out): their rows, impressions,
+    sessions and candidates never reach it.
+    """
     req = log.concat("requests", first_round, last_round)
     imp = log.concat("impressions", first_round, last_round)
     ses = log.concat("sessions", first_round, last_round)
     users = log.users[last_round]
-    first_id = req["request_id"][0]
+    rows = _Rows(req["request_id"], None if withhold is None else ~withhold(req["user_id"], req["round"]))
+    req = rows.requests(req)
+    imp = rows.select({**imp, "dwell": ses["dwell"], "portal_only": ses["portal_only"]})
     requests = RequestBatch(
         request_id=req["request_id"], user_id=req["user_id"], domain=req["domain"], entry=req["entry"],
         hour=req["time"] % 168.0, profile=users.profile[req["user_id"]], history=req["history"], round=last_round,
         history_time=req.get("history_time"),
     )
-    # request ids are contiguous within the window, so a row is an offset
-    impressions = _records(Impressions, {**imp, "dwell": ses["dwell"], "portal_only": ses["portal_only"]}, imp["request_id"] - first_id)
+    impressions = _records(Impressions, imp, rows.row(imp["request_id"]))
     chunks = {r: list(log.tables.get("candidates", {}).get(r, [])) for r in range(first_round, last_round + 1)}
 
     def load_candidates() -> Candidates:
         cols = {k: torch.cat([c[k] for r in sorted(chunks) for c in chunks[r]]) for k in next(c for cs in chunks.values() for c in cs)}
+        cols = rows.select(cols)
         cols.update(item_id=cols["item_id"].long(), retrieval_rank=cols["retrieval_rank"].long())  # stored compact
-        return _records(Candidates, cols, cols["request_id"] - first_id)
+        return _records(Candidates, cols, rows.row(cols["request_id"]))
 
     catalogue = log.catalogue[last_round]
     return TrainingView(
@@ -150,3 +162,25 @@ def build_view(log: LogStore, first_round: int, last_round: int, ranker: FrozenS
         catalogue=catalogue, users=users, ranker=ranker, rankers=rankers, retrievers=dict(retrievers or {}),
         n_users=int(users.alive.shape[0]), n_items=catalogue.capacity, candidate_source=load_candidates,
     )
+
+
+class _Rows:
+    """Request ids of the window -> rows of the view (request ids are contiguous in a window, so a row is an offset)."""
+
+    def __init__(self, request_id: torch.Tensor, keep: torch.Tensor | None) -> None:
+        self.first_id, self.keep = request_id[0], keep
+        self.new_row = None if keep is None else keep.long().cumsum(0) - 1
+
+    def requests(self, req: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return req if self.keep is None else {k: v[self.keep] for k, v in req.items()}
+
+    def select(self, table: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The rows of a per-request table whose request is kept."""
+        if self.keep is None:
+            return table
+        mask = self.keep[table["request_id"] - self.first_id]
+        return {k: v[mask] for k, v in table.items()}
+
+    def row(self, request_id: torch.Tensor) -> torch.Tensor:
+        offset = request_id - self.first_id
+        return offset if self.new_row is None else self.new_row[offset]

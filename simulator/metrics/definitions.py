@@ -30,12 +30,34 @@ METRICS: dict[str, str] = {
     "preference_drift": "mean over live users of 1 - cos(current true latent, latent at start)",
     "true_exposed_relevance": "mean true relevance of the round's exposed items (truth store)",
     "true_attention_rate": "share of the round's exposures the user examined (truth store)",
-    # logged (what a practitioner computes offline, biased by construction)
-    "logged_recall@K": "mean over requests with clicks of |clicked ∩ agent top-K| / |clicked|, on the round's held-out clicks",
-    "logged_precision@K": "mean of |clicked ∩ agent top-K| / K over the same requests",
-    "logged_f1@K": "harmonic mean of logged_precision@K and logged_recall@K (of the means, as DAMCAR reports F)",
-    "logged_hitrate@K": "share of those requests with at least one clicked item in the agent's top-K",
-    "evaluation_bias@K": "logged_recall@K - true_recall@K: how much the offline metric lies",
+    # offline evaluation of the freshly trained candidate (simulator/metrics/offline.py), each held against the truth
+    "offline_holdout_recall@K": "hold-out protocol: mean over the round's held-out requests with a click (a share of users withheld from training) of |clicked ∩ candidate top-K| / |clicked|; the candidate ranks the whole live catalogue, items in the request's history excluded",
+    "offline_holdout_precision@K": "hold-out protocol: |clicked ∩ candidate top-K| / K, same requests",
+    "offline_holdout_ndcg@K": "hold-out protocol: NDCG@K with binary gains (clicked), ideal = min(|clicked|, K) hits, same requests",
+    "offline_holdout_hitrate@K": "hold-out protocol: share of the same requests with a clicked item in the candidate's top-K",
+    "offline_holdout_requests": "number of held-out requests with a click the hold-out metrics average over",
+    "true_holdout_recall@K": "truth of offline_holdout_recall@K on the same requests: candidate top-K's true relevance / the total over live items outside the history (the expected recall if every live item were examined)",
+    "true_holdout_precision@K": "truth of offline_holdout_precision@K: mean true relevance of the candidate's top-K",
+    "true_holdout_ndcg@K": "truth of offline_holdout_ndcg@K: NDCG@K with true relevance as gains, ideal = true top-K outside the history",
+    "true_holdout_hitrate@K": "truth of offline_holdout_hitrate@K: 1 - prod over the candidate's top-K of (1 - true relevance)",
+    "bias_holdout_<metric>@K": "offline_holdout_<metric>@K - true_holdout_<metric>@K: how far the hold-out protocol misleads",
+    "offline_shared_<metric>@K": "shared-log protocol: the same four metrics on ONE common log per seed (legacy serving + a uniform slice, identical for every agent)",
+    "true_shared_<metric>@K": "truth of offline_shared_<metric>@K on the shared log's requests (the logging world's users and intents)",
+    "bias_shared_<metric>@K": "offline_shared_<metric>@K - true_shared_<metric>@K",
+    "offline_shared_requests": "number of shared-log requests with a click the shared metrics average over",
+    "ope_<estimator>_clicks": "off-policy estimate of the candidate policy's clicks per request (candidate top-K_r -> ranker -> top-S) from the round's logged rows with propensities; estimators ips, snips, dr, dm, ips_pos (simulator/metrics/estimators.py)",
+    "ope_<estimator>_finished": "the same for finished items per request (dr/dm: the ranker's click model x the logged finish rate per click)",
+    "true_clicks": "the candidate policy's expected clicks per request on the same requests, from the user model in the world it will serve in",
+    "true_finished": "the candidate policy's expected finished items per request on the same requests",
+    "bias_ope_<estimator>_<target>": "ope_<estimator>_<target> - true_<target>",
+    "ope_requests": "logged requests the estimators read (exploration slice or stochastic serving, evaluation.ope_logs)",
+    "leaderboard_tau_<protocol>": "(leaderboard.parquet) Kendall's tau-b between the agents' ranking by a protocol's estimate and by its truth, per seed and round",
+    "leaderboard_top1_<protocol>": "(leaderboard.parquet) 1 when the protocol's best agent is the truth's best agent, else 0",
+    # the serving model replayed on its own clicks: ~1 by construction for K >= K_r
+    "onpolicy_replay_recall@K": "CAUTION, biased by construction: the SERVING model replayed on the clicks its own recall produced (mean over up to panel_size clicked requests of |clicked ∩ top-K| / |clicked|); ~1 for K >= K_r whatever the model; use offline_holdout/shared instead",
+    "onpolicy_replay_precision@K": "CAUTION (see onpolicy_replay_recall@K): |clicked ∩ serving top-K| / K over the same requests",
+    "onpolicy_replay_f1@K": "CAUTION (see onpolicy_replay_recall@K): harmonic mean of the two means (as DAMCAR reports F)",
+    "onpolicy_replay_hitrate@K": "CAUTION (see onpolicy_replay_recall@K): share of those requests with a clicked item in the serving top-K",
     "logged_ctr": "clicks / exposures in the round",
     "logged_finish_rate": "finished / exposures in the round",
     # popularity, diversity, homogenisation
@@ -59,4 +81,22 @@ METRICS: dict[str, str] = {
     "active_users": "registered, not churned users at the round's end",
     # training diagnostics of the serving models
     "fit_<name>": "diagnostics returned by the agent's and ranker's last fit (e.g. fit_loss, fit_ranker_loss)",
+}
+
+# Which way is better, for `cascadesim list metrics` and the dashboards ("higher", "lower", "zero": closer to 0 is better;
+# "none": descriptive, no better side). Metrics not listed here are descriptive.
+_HIGHER = (
+    "true_recall@K", "unbiased_recall@K", "unbiased_precision@K", "unbiased_hitrate@K", "true_ndcg@K", "retrieval_slate_utility",
+    "slate_utility", "ranked_true_recall@S", "ranked_true_ndcg@N", "ranked_true_map@N", "ranked_true_hr@N", "score_gap_unexposed",
+    "true_top_ever_exposed", "true_exposed_relevance", "logged_ctr", "logged_finish_rate", "aggregate_diversity", "coverage",
+    "long_tail_coverage", "novelty", "true_holdout_recall@K", "true_holdout_precision@K", "true_holdout_ndcg@K", "true_holdout_hitrate@K",
+    "true_shared_<metric>@K", "true_clicks", "true_finished", "leaderboard_tau_<protocol>", "leaderboard_top1_<protocol>",
+)
+_LOWER = (
+    "retrieval_slate_regret", "slate_regret", "exposure_gini", "exposure_top1_share", "mean_exposed_popularity", "popularity_index",
+    "homogenisation", "ssb_divergence",
+)
+_ZERO = ("bias_holdout_<metric>@K", "bias_shared_<metric>@K", "bias_ope_<estimator>_<target>")
+BETTER: dict[str, str] = {
+    **{name: "none" for name in METRICS}, **{n: "higher" for n in _HIGHER}, **{n: "lower" for n in _LOWER}, **{n: "zero" for n in _ZERO},
 }

@@ -2,8 +2,10 @@
 
 Truth metrics run on a fixed panel of evaluation users, in blocks of
 ``metrics.block_size`` users against the whole live catalogue (never a users x
-items matrix). Logged metrics replay the round's held-out clicks, exactly as
-a practitioner would offline. Exposure metrics read the round's log.
+items matrix). The on-policy replay scores the serving model on the clicks its own
+recall produced (~1 by construction for K >= K_r: kept only as the cautionary
+baseline; the real offline protocols are in :mod:`simulator.metrics.offline`).
+Exposure metrics read the round's log.
 Definitions: :data:`simulator.metrics.definitions.METRICS`.
 """
 
@@ -67,9 +69,7 @@ def measure_round(inp: MetricInput) -> dict[str, float]:
     """All metrics of one round, by name."""
     out = exposure_metrics(inp)
     out.update(truth_metrics(inp))
-    out.update(logged_metrics(inp))
-    for k in inp.sc.eval_ks:
-        out[f"evaluation_bias@{k}"] = out[f"logged_recall@{k}"] - out[f"true_recall@{k}"]
+    out.update(onpolicy_replay_metrics(inp))
     out["preference_drift"] = preference_drift(inp.world)
     _update_ever_exposed(inp)
     return out
@@ -272,8 +272,8 @@ def _gap_block(inp: MetricInput, batch: RequestBatch, top_ids: torch.Tensor, gen
     return inp.retriever.score(batch, pos)[pos_ok], inp.retriever.score(batch, neg)[neg_ok]
 
 
-# ----- logged (offline) metrics on the round's held-out clicks ----------------
-def logged_metrics(inp: MetricInput) -> dict[str, float]:
+# ----- on-policy replay: the serving model on the clicks its own recall produced -----------
+def onpolicy_replay_metrics(inp: MetricInput) -> dict[str, float]:
     sc, imp, req = inp.sc, inp.impressions, inp.requests
     clicked_req = torch.unique(imp["request_id"][imp["clicked"]])
     gen = torch_stream(inp.seed, "logged-eval", inp.round, device=clicked_req.device)
@@ -296,7 +296,8 @@ def logged_metrics(inp: MetricInput) -> dict[str, float]:
     for k in sc.eval_ks:
         hits = F.hits_at_k(ret_ids[:, :k], relevant, mask)
         p, r, f1 = F.precision_recall_f1(hits, n_rel, k)
-        out.update({f"logged_recall@{k}": r, f"logged_precision@{k}": p, f"logged_f1@{k}": f1, f"logged_hitrate@{k}": F.hit_rate(hits)})
+        prefix = "onpolicy_replay"
+        out.update({f"{prefix}_recall@{k}": r, f"{prefix}_precision@{k}": p, f"{prefix}_f1@{k}": f1, f"{prefix}_hitrate@{k}": F.hit_rate(hits)})
     return out
 
 

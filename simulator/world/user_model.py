@@ -77,3 +77,22 @@ def respond(world: WorldState, sc: Scenario, users: torch.Tensor, entry: torch.T
     watch = torch.where(finished, duration, torch.where(engaged, 0.5 * u[..., 5] * duration, 0.0))
     dwell = torch.where(examined, 0.5 + 2.0 * u[..., 6], 0.1 * u[..., 6])
     return Feedback(clicked, finished, watch, dwell, clicked & ~engaged, examined, motive, relevance)
+
+
+def expected_response(
+    world: WorldState, sc: Scenario, users: torch.Tensor, entry: torch.Tensor, slate: torch.Tensor, relevance: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(P(click), P(finished))``, each ``[B, S]``: :func:`respond`'s probabilities, in closed form.
+
+    The motives are independent coins, so given examination a click happens unless interest (r), conformity
+    (conformity x popularity) and the portal all fail; a finish needs an engaged click (interest or conformity)
+    and a second coin of r.
+    """
+    s = slate.shape[1]
+    exam_p = (examination_curve(sc, s, slate.device) * world.user_attention[users].unsqueeze(1)).clamp(max=1.0)
+    conform = (world.user_conformity[users].unsqueeze(1) * popularity_signal(world, slate)).clamp(0.0, 1.0)
+    portal_p = (sc.user_model.promo_click_prob * torch.where(entry == ENTRY_PORTAL, 2.0, 1.0).unsqueeze(1)).clamp(max=1.0)
+    portal = world.item_promoted[slate].float() * portal_p
+    engaged = 1 - (1 - relevance) * (1 - conform)
+    click = exam_p * (1 - (1 - engaged) * (1 - portal))
+    return click, exam_p * engaged * relevance
