@@ -11,7 +11,23 @@ dataclass, the loss as a function, then the class decorated with
 ``@register("<paper_name>")``; import the module below; run ``check_agent``.
 """
 
-from agents import ar, bc, clrec, damcar, ipw, kd, muda, multi_clrec, popular, random, sampled_softmax, sampling_strategies, tl, uma2, youtube_dnn  # noqa: F401  (import registers the agents)
+from agents import (  # noqa: F401  (import registers the agents)
+    ar,
+    bc,
+    clrec,
+    damcar,
+    ipw,
+    kd,
+    muda,
+    multi_clrec,
+    popular,
+    random,
+    sampled_softmax,
+    sampling_strategies,
+    tl,
+    uma2,
+    youtube_dnn,
+)
 from agents.check import check_agent
 from agents.registry import agent_class, agent_config, list_agents, make_agent, register
 

@@ -19,12 +19,12 @@ rule. What it checks, in order:
 from __future__ import annotations
 
 from collections.abc import Callable
-
 from dataclasses import fields, is_dataclass
 from typing import Any
 
 import torch
 
+from agents import registry
 from simulator.agent_api import RetrievalAgent
 from simulator.log.view import TrainingView
 from simulator.types import RequestBatch
@@ -148,7 +148,7 @@ def check_agent(agent: RetrievalAgent, view: TrainingView, requests: RequestBatc
         requests: ``[B]`` requests to retrieve for, on the agent's device.
         k: items per request (``<=`` live items).
         check_resume: also fit the original and the restored agent once more and compare.
-        rebuild: builds a fresh agent of the same kind (default ``type(agent)(agent.ctx, agent.config)``);
+        rebuild: builds a fresh agent of the same kind (default :func:`agents.registry.rebuild`: its registered class, config and name);
             needed for agents built by the simulator, such as ``oracle``.
 
     Raises:
@@ -158,7 +158,7 @@ def check_agent(agent: RetrievalAgent, view: TrainingView, requests: RequestBatc
     _fail_unless(isinstance(agent, RetrievalAgent), who, "does not implement the RetrievalAgent protocol")
     if rebuild is None:
         _fail_unless(hasattr(agent, "ctx") and hasattr(agent, "config"), who, "needs .ctx and .config attributes (or pass rebuild)")
-        rebuild = lambda: type(agent)(agent.ctx, agent.config)  # type: ignore[attr-defined]  # noqa: E731
+        rebuild = lambda: registry.rebuild(agent)  # noqa: E731
     _check_fit(agent, view, who)
     agent.index(view.catalogue)
     ids, scores = _check_retrieval(agent, view, requests, k, who)

@@ -33,18 +33,18 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from agents.backbone.retriever import TwoTowerRetriever
-from agents.bc import Config as BCConfig
 from agents.backbone.softmax import sampled_softmax_loss
 from agents.backbone.spaces import Draw, Spaces, build_spaces, sample_a, sample_b, sample_c, sample_random
-from agents.backbone.training import fit_generator, make_optimiser, run_epochs
+from agents.backbone.training import TrainConfig, check_ranges, fit_generator, run_epochs
 from agents.backbone.two_tower import TowerConfig
-from agents.registry import register
+from agents.bc import BC_TOWER
+from agents.registry import register, register_variant
 from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
 from simulator.types import Catalogue, RequestBatch
@@ -55,11 +55,15 @@ STREAM = "gmm"
 Space = Literal["A", "B", "C", "random"]
 SPACES: tuple[str, ...] = ("A", "B", "C", "random")
 
+GMM_TRAIN = TrainConfig(batch_size=64)
+"""64 positives per minibatch (UMA²: 512). Each brings 25 negatives, so 64 positives score ~1.7k pairs per
+step, the order of ``bc``'s 1024 exposures per step; with 256 the GMM family took a quarter of bc's
+optimiser steps per fit and lagged it already at round 0 (pilot, uma2-testbed)."""
+
 
 @dataclass(frozen=True)
-class Config(BCConfig):
-    """Sampling-strategy GMM hyperparameters: BC's (label, L2, optimiser, towers) plus the negative spaces;
-    ``None`` means "take it from the scenario's ``training`` section"."""
+class NegativesConfig:
+    """Which negatives each positive gets, and the loss over them."""
 
     spaces: tuple[Space, ...] = ("A", "B", "C")
     """Negative spaces: ``A`` exposed-unclicked, ``B`` recalled-unexposed, ``C`` never recalled
@@ -73,13 +77,8 @@ class Config(BCConfig):
     each positive against its negatives (§9; uniform sampler, so the logQ term is constant and dropped)."""
     c_tries: int = 4
     """Rejection rounds of the space-C sampler before the exact (masked) fallback."""
-    batch_size: int | None = 64
-    """Positives per minibatch (UMA²: 512). Each brings 25 negatives, so 64 positives score ~1.7k pairs
-    per step, the order of ``bc``'s 1024 exposures per step; with 256 the GMM family took a quarter of
-    bc's optimiser steps per fit and lagged it already at round 0 (pilot, uma2-testbed)."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if not self.spaces or len(set(self.spaces)) != len(self.spaces):
             raise ValueError(f"spaces: must be distinct, non-empty, got {self.spaces!r}")
         if len(self.ratio) != len(self.spaces) or any(n < 1 for n in self.ratio):
@@ -88,6 +87,41 @@ class Config(BCConfig):
             raise ValueError(f"space_weights: must give a weight >= 0 for each of {len(self.spaces)} spaces, got {self.space_weights!r}")
         if self.c_tries < 0:
             raise ValueError(f"c_tries: must be >= 0, got {self.c_tries!r}")
+
+
+@dataclass(frozen=True)
+class SSConfig:
+    """Sampling-strategy GMM hyperparameters: label, L2, towers, optimiser and the negative spaces
+    (``None`` in ``train`` / ``tower``: take it from the scenario's ``training`` section)."""
+
+    label: Literal["clicked", "finished"] = "clicked"
+    """Positive label: ``clicked`` or ``finished``."""
+    l2: float = 1e-5
+    """L2 weight on the embedding rows of each batch's users and positives."""
+    tower: TowerConfig = BC_TOWER
+    """BC's towers (override keys ``hidden``, ``gamma``, ...)."""
+    train: TrainConfig = GMM_TRAIN
+    """Optimiser and epochs (override keys ``lr``, ``epochs``, ``batch_size`` (64), ...)."""
+    negatives: NegativesConfig = NegativesConfig()
+    """The negatives (override keys ``spaces``, ``ratio``, ``space_weights``, ``loss``, ``c_tries``)."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+class GMMSettings(Protocol):
+    """What the GMM trainer reads from a config (:class:`SSConfig` and UMA²'s config)."""
+
+    @property
+    def label(self) -> Literal["clicked", "finished"]: ...
+    @property
+    def l2(self) -> float: ...
+    @property
+    def tower(self) -> TowerConfig: ...
+    @property
+    def train(self) -> TrainConfig: ...
+    @property
+    def negatives(self) -> NegativesConfig: ...
 
 
 def gmm_loss(
@@ -151,29 +185,32 @@ class Batch:
     neg_items: torch.Tensor  # [P, N]
     neg_valid: torch.Tensor  # [P, N]
     neg_slot: torch.Tensor  # [P, N] slot in the request's recalled row (-1: not recalled / random)
-    neg_space: torch.Tensor  # [N] index into config.spaces
+    neg_space: torch.Tensor  # [N] index into config.negatives.spaces
 
 
+@register("ss-abc-fixed", config=SSConfig, doc="SS-ABC(fixed): GMM with A:B:C = 1:4:20 negatives per click from the click's own request.")
 class SamplingStrategy:
-    """GMM two-tower trained with BCE on clicks vs negatives sampled from UMA²'s spaces (base class).
+    """GMM two-tower trained with BCE on clicks vs negatives sampled from UMA²'s spaces.
+
+    The strategies (``ss-*``, ``youtube-dnn*``) are this class with preset negatives (:class:`NegativesConfig`).
 
     Args:
         ctx: sizes, device and seed.
-        config: hyperparameters (default: the subclass's ``Config``).
+        config: hyperparameters (default: SS-ABC(fixed)).
+        name: the registered name (the init and minibatch streams use :data:`STREAM`).
     """
 
-    name = "sampling-strategy"
-    Config = Config
+    config: GMMSettings
+    _space_loss: torch.Tensor  # [S] per-space mean BCE summed over the fit's steps (set by fit)
 
-    def __init__(self, ctx: AgentContext, config: Config | None = None) -> None:
-        self.ctx = ctx
-        self.config = config or type(self).Config()
-        self.retriever = TwoTowerRetriever(ctx, TowerConfig.from_config(self.config, ctx), STREAM)
-        self.retriever.name = self.name
+    def __init__(self, ctx: AgentContext, config: GMMSettings | None = None, name: str = "ss-abc-fixed") -> None:
+        self.ctx, self.name = ctx, name
+        self.config = config or SSConfig()
+        self.retriever = TwoTowerRetriever(ctx, self.config.tower.resolved(ctx), STREAM)
+        self.retriever.name = name
         self.fits = 0
         self._build_extra()
-        lr = self.config.lr if self.config.lr is not None else ctx.training.lr
-        self.optimiser = make_optimiser(self.parameters(), self.config.optimizer, lr, self.config.weight_decay)
+        self.optimiser = self.config.train.optimiser(self.parameters(), ctx)
 
     # --- hooks for subclasses (UMA²) ---------------------------------------------------------
 
@@ -194,10 +231,10 @@ class SamplingStrategy:
         items = torch.cat([batch.pos_items.unsqueeze(1), batch.neg_items], dim=1)  # [P, 1+N]
         logits = model.score_pairs(f, model.item_embedding(catalogue, items)) + model.bias_terms(batch.requests.user_id, items)
         l2 = model.id_l2(batch.requests.user_id, batch.pos_items, catalogue) if cfg.l2 > 0 else 0.0
-        if cfg.loss == "softmax":
+        if cfg.negatives.loss == "softmax":
             mask = ~batch.neg_valid | (batch.neg_items == batch.pos_items.unsqueeze(1))
             return sampled_softmax_loss(logits[:, 0], logits[:, 1:], neg_mask=mask) + cfg.l2 * l2
-        weights = torch.tensor(cfg.space_weights, device=logits.device)
+        weights = torch.tensor(cfg.negatives.space_weights, device=logits.device)
         loss, means = gmm_loss(logits[:, 0], logits[:, 1:], batch.neg_space, batch.neg_valid, weights)
         self._space_loss = self._space_loss + means
         return loss + cfg.l2 * l2
@@ -209,7 +246,7 @@ class SamplingStrategy:
 
     def sample(self, spaces: Spaces, requests: RequestBatch, idx: torch.Tensor, gen: torch.Generator) -> Batch:
         """The positives ``idx`` with ``ratio`` negatives each from every configured space."""
-        cfg = self.config
+        cfg = self.config.negatives
         rows, items = spaces.pos_row[idx], spaces.pos_item[idx]
         draws: list[Draw] = []
         space_ids: list[int] = []
@@ -241,40 +278,43 @@ class SamplingStrategy:
             ``valid_<space>`` (share of negative draws whose space was non-empty), and
             the subclass's diagnostics.
         """
-        cfg, tr, device = self.config, self.ctx.training, self.ctx.device
-        spaces = build_spaces(view, cfg.label, device)
-        requests = view.requests.to(device)
-        catalogue = view.catalogue.to(device)
+        device, neg = self.ctx.device, self.config.negatives
+        spaces = build_spaces(view, self.config.label, device)
         self.fits += 1
         n = int(spaces.pos_row.shape[0])
-        self._space_loss = torch.zeros(len(cfg.spaces), device=device)
+        self._space_loss = torch.zeros(len(neg.spaces), device=device)
         self._begin_fit(view, spaces)
-        nan = {"loss": math.nan, "loss_first_epoch": math.nan, "examples": float(n)}
         if n < 2:  # BatchNorm cannot train on a single example
-            return {**nan, **self._extra_diagnostics()}
-        gen = fit_generator(self.ctx, STREAM, view.round)
-        valid_sum = torch.zeros(len(cfg.spaces), device=device)
+            return {"loss": math.nan, "loss_first_epoch": math.nan, "examples": float(n), **self._extra_diagnostics()}
+        valid_sum = torch.zeros(len(neg.spaces), device=device)
         steps = {"n": 0}
+        epochs = self.config.train.epochs_for(self.ctx)
+        size = batch_size_without_singletons(n, self.config.train.batch_size_for(self.ctx))
+        losses = self._train(view, spaces, n, epochs, size, valid_sum, steps)
+        out = {"loss": losses[-1] if losses else math.nan, "loss_first_epoch": losses[0] if losses else math.nan, "examples": float(n)}
+        for s, space in enumerate(neg.spaces):
+            if neg.loss == "bce" and epochs:
+                out[f"loss_{space.lower()}"] = float(self._space_loss[s]) / (-(-n // size) * epochs)
+            out[f"valid_{space.lower()}"] = float(valid_sum[s]) / max(steps["n"], 1)
+        return {**out, **self._extra_diagnostics()}
+
+    def _train(self, view: TrainingView, spaces: Spaces, n: int, epochs: int, size: int, valid_sum: torch.Tensor, steps: dict[str, int]) -> list[float]:
+        """The epochs over the ``n`` positives; ``valid_sum`` / ``steps`` collect the valid-draw shares."""
+        device, n_spaces = self.ctx.device, len(self.config.negatives.spaces)
+        requests, catalogue = view.requests.to(device), view.catalogue.to(device)
+        gen = fit_generator(self.ctx, STREAM, view.round)
 
         def loss_fn(idx: torch.Tensor) -> torch.Tensor:
             batch = self.sample(spaces, requests, idx, gen)
-            onehot = F.one_hot(batch.neg_space, len(cfg.spaces)).float()
+            onehot = F.one_hot(batch.neg_space, n_spaces).float()
             valid_sum.add_((batch.neg_valid.float().sum(0) @ onehot) / (onehot.sum(0) * len(idx)))
             steps["n"] += 1
             return self._batch_loss(batch, catalogue)
 
         self.retriever.model.train()
-        epochs = cfg.epochs if cfg.epochs is not None else tr.epochs
-        size = batch_size_without_singletons(n, cfg.batch_size or tr.batch_size)
-        batches_per_epoch = -(-n // size)
         losses = run_epochs(n, epochs, size, gen, device, self.optimiser, loss_fn, self.name)
         self.retriever.invalidate()
-        out = {"loss": losses[-1] if losses else math.nan, "loss_first_epoch": losses[0] if losses else math.nan, "examples": float(n)}
-        for s, space in enumerate(cfg.spaces):
-            if cfg.loss == "bce" and epochs:
-                out[f"loss_{space.lower()}"] = float(self._space_loss[s]) / (batches_per_epoch * epochs)
-            out[f"valid_{space.lower()}"] = float(valid_sum[s]) / max(steps["n"], 1)
-        return {**out, **self._extra_diagnostics()}
+        return losses
 
     def index(self, catalogue: Catalogue) -> None:
         """Embed all live items once (normalised for cosine)."""
@@ -308,69 +348,15 @@ class SamplingStrategy:
         self.fits = int(state["fits"])
 
 
-@dataclass(frozen=True)
-class SSAConfig(Config):
-    """SS-A: 25 space-A negatives per positive (with replacement)."""
-
-    spaces: tuple[Space, ...] = ("A",)
-    """Only space A (exposed, unclicked)."""
-    ratio: tuple[int, ...] = (25,)
-    """25 negatives per positive."""
-    space_weights: tuple[float, ...] = (1.0,)
-    """``λ_A``."""
-
-
-@dataclass(frozen=True)
-class SSABConfig(Config):
-    """SS-AB: A:B = 5:20 per positive (the paper gives no ratio; the spec's DEFAULT)."""
-
-    spaces: tuple[Space, ...] = ("A", "B")
-    """Spaces A and B of the positive's request."""
-    ratio: tuple[int, ...] = (5, 20)
-    """5 from A, 20 from B."""
-    space_weights: tuple[float, ...] = (1.0, 1.0)
-    """``λ_A, λ_B``."""
-
-
-@dataclass(frozen=True)
-class RandomConfig(Config):
-    """SS-ABC(random): 25 uniform negatives from the whole live catalogue."""
-
-    spaces: tuple[Space, ...] = ("random",)
-    """Uniform over the live catalogue, spaces ignored."""
-    ratio: tuple[int, ...] = (25,)
-    """25 negatives per positive."""
-    space_weights: tuple[float, ...] = (1.0,)
-    """``λ`` of the random negatives."""
-
-
-@register("ss-a")
-class SSA(SamplingStrategy):
-    """SS-A: GMM with 25 negatives per click from space A (exposed, unclicked); the same method as bc."""
-
-    name = "ss-a"
-    Config = SSAConfig
-
-
-@register("ss-ab")
-class SSAB(SamplingStrategy):
-    """SS-AB: GMM with 5 space-A and 20 space-B (recalled, unexposed) negatives per click."""
-
-    name = "ss-ab"
-    Config = SSABConfig
-
-
-@register("ss-abc-random")
-class SSABCRandom(SamplingStrategy):
-    """SS-ABC(random): GMM with 25 negatives per click uniformly from the whole live catalogue."""
-
-    name = "ss-abc-random"
-    Config = RandomConfig
-
-
-@register("ss-abc-fixed")
-class SSABCFixed(SamplingStrategy):
-    """SS-ABC(fixed): GMM with A:B:C = 1:4:20 negatives per click from the click's own request."""
-
-    name = "ss-abc-fixed"
-    Config = Config
+register_variant(
+    "ss-a", SamplingStrategy, SSConfig(negatives=NegativesConfig(spaces=("A",), ratio=(25,), space_weights=(1.0,))),
+    "SS-A: GMM with 25 negatives per click from space A (exposed, unclicked); the same method as bc.",
+)  # fmt: skip
+register_variant(
+    "ss-ab", SamplingStrategy, SSConfig(negatives=NegativesConfig(spaces=("A", "B"), ratio=(5, 20), space_weights=(1.0, 1.0))),
+    "SS-AB: GMM with 5 space-A and 20 space-B (recalled, unexposed) negatives per click.",
+)  # fmt: skip
+register_variant(
+    "ss-abc-random", SamplingStrategy, SSConfig(negatives=NegativesConfig(spaces=("random",), ratio=(25,), space_weights=(1.0,))),
+    "SS-ABC(random): GMM with 25 negatives per click uniformly from the whole live catalogue.",
+)  # fmt: skip

@@ -332,7 +332,7 @@ def test_uma2_rejects_other_spaces():
         make_agent("uma2", ctx, spaces=["A", "C"], ratio=[1, 20], space_weights=[1.0, 1.0])
     with pytest.raises(ValueError, match="ratio"):
         make_agent("ss-abc-fixed", ctx, ratio=[1, 4])
-    assert dataclasses.asdict(make_agent("ss-abc-fixed", ctx).config)["ratio"] == (1, 4, 20)
+    assert make_agent("ss-abc-fixed", ctx).config.negatives.ratio == (1, 4, 20)
 
 
 def test_fit_never_trains_on_a_single_example_batch():
