@@ -11,7 +11,7 @@ rule. What it checks, in order:
    finite scores, non-increasing along each row, the same output twice;
 4. ``score`` on the retrieved ids agrees with the retrieved scores (atol 1e-4);
 5. ``k`` above the number of live items raises ``ValueError``;
-6. ``state_dict`` -> a fresh ``type(agent)(agent.ctx, agent.config)`` ->
+6. ``state_dict`` -> a fresh agent of the same registered class, config and name ->
    ``load_state_dict`` -> ``index`` gives identical ``retrieve`` output, and
    (``check_resume``) one more ``fit`` of both gives identical output too.
 """

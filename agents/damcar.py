@@ -34,8 +34,8 @@ never-exposed pairs, same count per user), ``damcar-no-ema`` (no teacher, ``λ1 
 from __future__ import annotations
 
 import math
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -79,7 +79,8 @@ class DAMCARConfig:
     train: TrainConfig = TrainConfig()
     """Optimiser and epochs (override keys ``lr``, ``epochs``, ...)."""
     target: TargetDomainConfig = TargetDomainConfig(sampler="walk")
-    """The target domain: TDG's walk (``sampler = "uniform"``: the ``w/o TDG`` ablation) (override keys ``sampler``, ``radius``, ``visits``, ``walk_mode``, ``teacher_block``)."""
+    """The target domain: TDG's walk (``sampler = "uniform"``: the ``w/o TDG`` ablation); override keys
+    ``sampler``, ``radius``, ``visits``, ``walk_mode``, ``teacher_block``."""
     lambda_sup: float = 0.5
     """``λ1`` on the EMA self-distillation ``L_sup`` (paper grid 0.5-0.9; code 0.5). 0: no teacher (``w/o EMA``)."""
     lambda_dom: float = 0.2

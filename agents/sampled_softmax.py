@@ -167,7 +167,10 @@ class SampledSoftmax:
     def _train(
         self, data: Exposures, catalogue: Catalogue, log_q: torch.Tensor, gen: torch.Generator, stats: dict[str, torch.Tensor], epochs: int
     ) -> list[float]:
-        """The epochs of Eq. 2 / Eq. 3 over the clicks ``data``; ``stats`` collects masked slots and ``log Q`` of the positives."""
+        """The epochs of Eq. 2 / Eq. 3 over the clicks ``data``.
+
+        ``stats`` collects the masked slots and ``log Q`` of the positives.
+        """
         cfg, model, shared = self.config, self.model, self.config.negatives == "shared"
         sampler = log_q.exp()
 

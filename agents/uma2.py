@@ -55,14 +55,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agents.backbone.gmm import GMM_TRAIN, STREAM, Batch, GMMCore, NegativesConfig
+from agents.backbone.retriever import TwoTowerRetriever
 from agents.backbone.spaces import Spaces
 from agents.backbone.training import TrainConfig, check_ranges
 from agents.backbone.two_tower import TowerConfig, TwoTower, evaluating, init_parameters
 from agents.backbone.weighting import inverse_propensity_weights, weight_quantiles
 from agents.bc import BC_TOWER
 from agents.registry import register, register_variant
-from agents.sampling_strategies import GMM_TRAIN, STREAM, Batch, NegativesConfig, SamplingStrategy, gmm_loss
+from agents.sampling_strategies import gmm_loss
 from simulator.agent_api import AgentContext
+from simulator.log.view import TrainingView
 from simulator.nn import mlp
 from simulator.rng import stream_seed
 from simulator.types import Catalogue, RequestBatch
@@ -171,37 +174,49 @@ class DATTower(TwoTower):
 
 
 @register("uma2", config=UMA2Config)
-class UMA2(SamplingStrategy):
+class UMA2:
     """UMA² (YTB): SS-ABC(fixed) GMM with NSDN inverse-propensity weights, one multi-task step (Eq. 2).
 
-    The GMM trainer of :class:`~agents.sampling_strategies.SamplingStrategy` with its hooks filled in
-    (heads, weights, auxiliary losses); ``uma2-dat`` and ``uma2-oracle-p`` are presets of this class.
+    Composes the GMM trainer (:class:`~agents.backbone.gmm.GMMCore`) with its own minibatch loss
+    (IPW-weighted GMM + the NSDN heads' losses); ``uma2-dat`` and ``uma2-oracle-p`` are presets of this class.
+
+    Args:
+        ctx: sizes, device and seed.
+        config: hyperparameters (default :class:`UMA2Config`).
+        name: the registered name (seeds the NSDN heads' initialisation).
     """
 
-    config: UMA2Config
-
     def __init__(self, ctx: AgentContext, config: UMA2Config | None = None, name: str = "uma2") -> None:
-        super().__init__(ctx, config or UMA2Config(), name)
-
-    def _build_extra(self) -> None:
-        cfg, ctx = self.config, self.ctx
+        self.ctx, self.name = ctx, name
+        self.config = cfg = config or UMA2Config()
+        self.core = GMMCore(ctx, cfg, name)
         if cfg.dat:
-            self.retriever.model = DATTower(ctx, cfg.tower, seed=stream_seed(ctx.seed, f"{STREAM}/init"))
+            self.core.retriever.model = DATTower(ctx, cfg.tower, seed=stream_seed(ctx.seed, f"{STREAM}/init"))
         self.heads: nn.ModuleDict | None = None
         if cfg.propensity == "nsdn":
-            model = self.retriever.model
-            width = model.user_in + model.item_in
+            model = self.core.model
             with torch.device("meta"):
-                heads = nn.ModuleDict({k: mlp([width, *cfg.head_hidden, 1]) for k in ("er", "re")})
+                heads = nn.ModuleDict({k: mlp([model.user_in + model.item_in, *cfg.head_hidden, 1]) for k in ("er", "re")})
             heads.to_empty(device=ctx.device)
-            init_parameters(heads, torch.Generator().manual_seed(stream_seed(ctx.seed, f"{self.name}/nsdn/init")), cfg.tower.init_std)
+            init_parameters(heads, torch.Generator().manual_seed(stream_seed(ctx.seed, f"{name}/nsdn/init")), cfg.tower.init_std)
             self.heads = heads
+        # one optimiser over the GMM and the heads: Eq. 2 is one multi-task step
+        self.core.optimiser = cfg.train.optimiser(self.parameters(), ctx)
+
+    @property
+    def retriever(self) -> TwoTowerRetriever:
+        """The serving half (model and index)."""
+        return self.core.retriever
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """GMM parameters, then the NSDN heads'."""
-        return super().parameters() + (list(self.heads.parameters()) if self.heads is not None else [])
+        return list(self.core.model.parameters()) + (list(self.heads.parameters()) if self.heads is not None else [])
 
-    def _begin_fit(self, view: Any, spaces: Spaces) -> None:
+    def fit(self, view: TrainingView) -> dict[str, float]:
+        """The GMM fit with UMA²'s loss; returns its diagnostics plus the weights', heads' and DAT's."""
+        return {**self.core.fit(view, self._batch_loss, self._begin_fit), **self._extra_diagnostics()}
+
+    def _begin_fit(self, spaces: Spaces) -> None:
         self._spaces = spaces
         self._weights: dict[str, list[torch.Tensor]] = {"a": [], "b": []}
         self._clipped = torch.zeros(2)
@@ -221,7 +236,7 @@ class UMA2(SamplingStrategy):
         """``(p1, p2)``, each ``[B, K]``: the NSDN heads' P(recalled) and P(exposed | recalled) (eval mode, no grad)."""
         if self.heads is None:
             raise RuntimeError(f"{self.name}: no NSDN heads (propensity={self.config.propensity!r})")
-        model = self.retriever.model
+        model = self.core.model
         with evaluating(model), evaluating(self.heads):
             users = model.user_features(requests)
             items = model.item_features(catalogue, item_ids.reshape(-1)).view(*item_ids.shape, -1)
@@ -243,7 +258,7 @@ class UMA2(SamplingStrategy):
 
     def _batch_loss(self, batch: Batch, catalogue: Catalogue) -> torch.Tensor:
         """``L_GMM`` (Eq. 2 with IPW weights) + ``λ_ER·loss_ER + λ_RE·loss_RE`` (+ DAT's mimic MSE) of one minibatch."""
-        cfg, model = self.config, self.retriever.model
+        cfg, model = self.config, self.core.model
         users = model.user_features(batch.requests)  # [P, du]
         all_items = torch.cat([batch.pos_items.unsqueeze(1), batch.neg_items], dim=1)  # [P, 1+N]
         items = model.item_features(catalogue, all_items.reshape(-1)).view(*all_items.shape, -1)
@@ -254,7 +269,7 @@ class UMA2(SamplingStrategy):
         weights = self._weights_for(batch, p1, p2)
         lam = torch.tensor(cfg.negatives.space_weights, device=logits.device)
         loss, means = gmm_loss(logits[:, 0], logits[:, 1:], batch.neg_space, batch.neg_valid, lam, weights)
-        self._space_loss = self._space_loss + means
+        self.core.space_loss = self.core.space_loss + means
         if cfg.l2 > 0:
             loss = loss + cfg.l2 * model.id_l2(batch.requests.user_id, batch.pos_items, catalogue)
         if cfg.dat:
@@ -307,10 +322,27 @@ class UMA2(SamplingStrategy):
             out["loss_amm"] = float(self._aux[4]) / steps if self._steps else math.nan
         return out
 
-    def _extra_state(self) -> dict[str, Any]:
-        return {"heads": self.heads.state_dict()} if self.heads is not None else {}
+    def index(self, catalogue: Catalogue) -> None:
+        """Embed all live items once (normalised for cosine)."""
+        self.core.index(catalogue)
 
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
+    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
+        return self.core.retrieve(requests, k)
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` logits ``s_ui``."""
+        return self.core.score(requests, item_ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimiser state, the fit counter and the NSDN heads (deep copies)."""
+        return self.core.state_dict({"heads": self.heads.state_dict()} if self.heads is not None else {})
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
+        self.core.load_state_dict(state, self._load_heads)
+
+    def _load_heads(self, state: dict[str, Any]) -> None:
         if self.heads is not None:
             self.heads.load_state_dict(state["heads"])
 

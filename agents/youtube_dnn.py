@@ -16,8 +16,9 @@ accidental hit). Two losses, one name each:
 
 from __future__ import annotations
 
+from agents.backbone.gmm import NegativesConfig
 from agents.registry import register_variant
-from agents.sampling_strategies import NegativesConfig, SamplingStrategy, SSConfig
+from agents.sampling_strategies import SamplingStrategy, SSConfig
 
 register_variant(
     "youtube-dnn", SamplingStrategy,

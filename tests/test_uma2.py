@@ -337,7 +337,7 @@ def test_uma2_rejects_other_spaces():
 
 def test_fit_never_trains_on_a_single_example_batch():
     """BatchNorm cannot train on one example: a last minibatch of 1 would crash the closed loop."""
-    from agents.sampling_strategies import batch_size_without_singletons
+    from agents.backbone.gmm import batch_size_without_singletons
 
     assert batch_size_without_singletons(129, 64) == 65 and batch_size_without_singletons(128, 64) == 64
     ctx = tiny_context()

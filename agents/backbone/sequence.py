@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -275,7 +276,7 @@ class SequenceTwoTower(nn.Module):
             return self.user_embedding(requests, catalogue)
 
 
-def check_sequence_ranges(config: object) -> None:
+def check_sequence_ranges(config: Any) -> None:
     """Range checks of the encoder fields (``embedding_dim`` and ``block_users`` are in ``training.check_ranges``).
 
     Raises:
@@ -284,11 +285,11 @@ def check_sequence_ranges(config: object) -> None:
     for name in ("heads", "attention_hidden"):
         if hasattr(config, name) and getattr(config, name) < 1:
             raise ValueError(f"{name}: must be >= 1, got {getattr(config, name)!r}")
-    if hasattr(config, "rho") and not getattr(config, "rho") > 0:
-        raise ValueError(f"rho: must be > 0, got {getattr(config, 'rho')!r}")
-    if getattr(config, "embedding_std", None) is not None and not getattr(config, "embedding_std") > 0:
-        raise ValueError(f"embedding_std: must be > 0, got {getattr(config, 'embedding_std')!r}")
+    if hasattr(config, "rho") and not config.rho > 0:
+        raise ValueError(f"rho: must be > 0, got {config.rho!r}")
+    if getattr(config, "embedding_std", None) is not None and not config.embedding_std > 0:
+        raise ValueError(f"embedding_std: must be > 0, got {config.embedding_std!r}")
     if hasattr(config, "bucket_edges"):
-        edges = tuple(getattr(config, "bucket_edges"))
+        edges = tuple(config.bucket_edges)
         if list(edges) != sorted(edges) or any(e <= 0 or not math.isfinite(e) for e in edges):
             raise ValueError(f"bucket_edges: must be positive, finite and ascending, got {edges!r}")
