@@ -198,7 +198,10 @@ class SampledSoftmax:
         return losses
 
     def _in_batch(self, f: torch.Tensor, g_pos: torch.Tensor, items: torch.Tensor, log_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """In-batch negatives: ``(logits [B, B] (the diagonal: each row's positive), mask, log Q of the positives [B], of the negatives [B, B])``."""
+        """In-batch negatives: ``(logits [B, B], mask, log Q of the positives [B], of the negatives [B, B])``.
+
+        The diagonal of the logits is each row's positive.
+        """
         neg = self.model.logits(f, g_pos)
         dup = duplicate_mask(items, items)
         mask = dup if self.config.mask_accidental_hits else torch.eye(len(items), dtype=torch.bool, device=items.device)
