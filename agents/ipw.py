@@ -163,6 +163,10 @@ def ipw_weights(propensity: torch.Tensor, floor: float, self_normalise: bool = T
 # --- the agents ------------------------------------------------------------------------------
 
 
+EMPTY_FIT = {"loss": math.nan, "loss_first_epoch": math.nan, "examples": 0.0, "clipped_share": math.nan}
+"""The main-loss diagnostics of a window without clicks."""
+
+
 def _candidates(catalogue: Catalogue, targets: torch.Tensor) -> torch.Tensor:
     """``[C]`` sorted unique ids: every live item plus every target (a clicked item may have retired since)."""
     return torch.unique(torch.cat([catalogue.live_ids(), targets]))
@@ -268,14 +272,12 @@ class IPW:
         logged = imp.exposure_propensity.to(device)[pos].float()  # aligned with `data` (same impression order)
         if len(data) == 0:
             self.core.retriever.invalidate()
-            empty = {"loss": math.nan, "loss_first_epoch": math.nan, "examples": 0.0, "clipped_share": math.nan, **weight_quantiles(torch.zeros(0))}
-            return {**diag, **empty}
+            return {**diag, **EMPTY_FIT, **weight_quantiles(torch.zeros(0))}
         cand = _candidates(catalogue, data.item_ids)
+        q = logged
         if learned:
             q = self.learned_propensities(requests.select(data.row), data.item_ids, catalogue, cand)
             diag["prop_logcorr"] = _corr(q.clamp_min(1e-30).log(), logged.clamp_min(1e-30).log())
-        else:
-            q = logged
         floor = propensity_floor(q, cfg.clip_ratio)
         losses = self._train(view, data, catalogue, cand, q, floor)
         return {
