@@ -106,7 +106,12 @@ class AR:
             return {"loss": math.nan, "loss_first_epoch": math.nan, "examples": float(len(data)), "domain_accuracy": math.nan, **info}
         acc: list[torch.Tensor] = []
         losses = self._train(data, pairs, view.catalogue.to(device), gen, acc)
-        return {**loss_summary(losses), "examples": float(len(data)), "domain_accuracy": last_epoch_mean(acc, len(data), self.core.batch_size()), **info}
+        return {
+            **loss_summary(losses),
+            "examples": float(len(data)),
+            "domain_accuracy": last_epoch_mean(acc, len(data), self.core.batch_size()),
+            **info,
+        }
 
     def _train(self, data: Exposures, pairs: Exposures, catalogue: Catalogue, gen: torch.Generator, acc: list[torch.Tensor]) -> list[float]:
         """The epochs of ``L_AR``: each source minibatch with an equal-size batch of ``S_un`` (tiled); ``acc`` collects D's accuracy."""

@@ -53,9 +53,7 @@ class BCConfig:
         check_ranges(self)
 
 
-def bc_loss(
-    logits: torch.Tensor, labels: torch.Tensor, l2_term: torch.Tensor | None = None, l2: float = 0.0
-) -> torch.Tensor:
+def bc_loss(logits: torch.Tensor, labels: torch.Tensor, l2_term: torch.Tensor | None = None, l2: float = 0.0) -> torch.Tensor:
     """The BC objective on a batch of exposures.
 
     ``L_BC = (1/|S_exp|) Σ_{(u,i,y) ∈ S_exp} BCE(σ(s_ui), y) + λ·R``, with

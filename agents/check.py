@@ -116,7 +116,9 @@ def _check_too_large_k(agent: RetrievalAgent, view: TrainingView, requests: Requ
     raise AssertionError(f"check_agent[{who}]: retrieve(k={n_live + 1}) with {n_live} live items must raise ValueError")
 
 
-def _check_state(agent: RetrievalAgent, view: TrainingView, requests: RequestBatch, k: int, resume: bool, who: str, rebuild: Callable[[], RetrievalAgent]) -> None:
+def _check_state(
+    agent: RetrievalAgent, view: TrainingView, requests: RequestBatch, k: int, resume: bool, who: str, rebuild: Callable[[], RetrievalAgent]
+) -> None:
     fresh = rebuild()
     fresh.load_state_dict(agent.state_dict())
     fresh.index(view.catalogue)
@@ -139,7 +141,14 @@ def _check_state(agent: RetrievalAgent, view: TrainingView, requests: RequestBat
     _fail_unless(same, who, "a model restored from state_dict diverges from the original after one more fit")
 
 
-def check_agent(agent: RetrievalAgent, view: TrainingView, requests: RequestBatch, k: int, check_resume: bool = True, rebuild: Callable[[], RetrievalAgent] | None = None) -> None:
+def check_agent(
+    agent: RetrievalAgent,
+    view: TrainingView,
+    requests: RequestBatch,
+    k: int,
+    check_resume: bool = True,
+    rebuild: Callable[[], RetrievalAgent] | None = None,
+) -> None:
     """Check that ``agent`` honours the retrieval-agent contract (see the module docstring).
 
     Args:

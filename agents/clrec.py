@@ -212,7 +212,9 @@ class CLRec:
         model.train()
         gen = fit_generator(self.ctx, self.name, view.round)
         train = cfg.train
-        return run_epochs(len(data), train.epochs_for(self.ctx), train.batch_size_for(self.ctx), gen, device, self.core.optimiser, loss_fn, self.name)
+        return run_epochs(
+            len(data), train.epochs_for(self.ctx), train.batch_size_for(self.ctx), gen, device, self.core.optimiser, loss_fn, self.name
+        )
 
     def extra_state(self) -> dict[str, Any]:
         return {"queue": None if self.queue is None else self.queue.state_dict()}

@@ -158,8 +158,15 @@ class LabelGenerator(nn.Module):
 
 
 def ada_loss(
-    y_src: torch.Tensor, labels: torch.Tensor, y_tgt: torch.Tensor, y_teacher: torch.Tensor | None,
-    d_src: torch.Tensor, d_tgt: torch.Tensor, lambda_sup: float, lambda_dom: float, target_grad: bool = True,
+    y_src: torch.Tensor,
+    labels: torch.Tensor,
+    y_tgt: torch.Tensor,
+    y_teacher: torch.Tensor | None,
+    d_src: torch.Tensor,
+    d_tgt: torch.Tensor,
+    lambda_sup: float,
+    lambda_dom: float,
+    target_grad: bool = True,
 ) -> torch.Tensor:
     """``L_ce + λ1·L_sup + λ2·L_dom`` (paper Eq. 6, 8, 10, 11; the GRL supplies the minus sign of Eq. 11).
 

@@ -289,7 +289,9 @@ class IPW:
             **weight_quantiles(ipw_weights(q, floor, self_normalise=True)),
         }
 
-    def _train(self, view: TrainingView, data: Exposures, catalogue: Catalogue, cand: torch.Tensor, q: torch.Tensor, floor: float) -> list[float]:
+    def _train(
+        self, view: TrainingView, data: Exposures, catalogue: Catalogue, cand: torch.Tensor, q: torch.Tensor, floor: float
+    ) -> list[float]:
         """The epochs of ``L_IPW`` over the clicks ``data`` (full softmax over ``cand``, weights from ``q``)."""
         cfg, model = self.config, self.model
         col = torch.searchsorted(cand, data.item_ids)

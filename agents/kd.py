@@ -143,4 +143,6 @@ class KD:
         self.core.load_state_dict(state)
 
 
-register_variant("kd+b", KD, KDConfig(b_per_request=20), "KD+B: KD whose training set adds recalled-unexposed pairs (space B) with ranker targets.")
+register_variant(
+    "kd+b", KD, KDConfig(b_per_request=20), "KD+B: KD whose training set adds recalled-unexposed pairs (space B) with ranker targets."
+)

@@ -126,7 +126,11 @@ def flat_keys(config_cls: type) -> dict[str, tuple[str | None, Any]]:
     groups = _groups(config_cls)
     out: dict[str, tuple[str | None, Any]] = {}
     for f in dataclasses.fields(config_cls):
-        entries = [(k, (f.name, h)) for k, h in typing.get_type_hints(groups[f.name]).items()] if f.name in groups else [(f.name, (None, hints[f.name]))]
+        entries = (
+            [(k, (f.name, h)) for k, h in typing.get_type_hints(groups[f.name]).items()]
+            if f.name in groups
+            else [(f.name, (None, hints[f.name]))]
+        )
         for key, entry in entries:
             if key in out:
                 raise TypeError(f"{config_cls.__name__}: override key {key!r} is ambiguous")

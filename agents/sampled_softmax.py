@@ -190,14 +190,22 @@ class SampledSoftmax:
                 stats["masked"] += mask.sum() - (0 if shared else len(items))
                 stats["slots"] += mask.numel() - (0 if shared else len(items))
             stats["pos_log_q"] += pos_lq.detach().sum()
-            return sampled_softmax_logq_loss(pos, neg, pos_lq, neg_lq, mask) if cfg.logq else sampled_softmax_logq_loss(pos, neg, None, None, mask)
+            return (
+                sampled_softmax_logq_loss(pos, neg, pos_lq, neg_lq, mask)
+                if cfg.logq
+                else sampled_softmax_logq_loss(pos, neg, None, None, mask)
+            )
 
         model.train()
-        losses = run_epochs(len(data), epochs, cfg.train.batch_size_for(self.ctx), gen, self.ctx.device, self.core.optimiser, loss_fn, self.name)
+        losses = run_epochs(
+            len(data), epochs, cfg.train.batch_size_for(self.ctx), gen, self.ctx.device, self.core.optimiser, loss_fn, self.name
+        )
         self.core.retriever.invalidate()
         return losses
 
-    def _in_batch(self, f: torch.Tensor, g_pos: torch.Tensor, items: torch.Tensor, log_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _in_batch(
+        self, f: torch.Tensor, g_pos: torch.Tensor, items: torch.Tensor, log_q: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """In-batch negatives: ``(logits [B, B], mask, log Q of the positives [B], of the negatives [B, B])``.
 
         The diagonal of the logits is each row's positive.

@@ -69,7 +69,9 @@ class TLConfig:
             raise ValueError(f"finetune_epochs >= 0, finetune_lr > 0, pull >= 0 required, got {got}")
 
 
-def tl_loss(logits: torch.Tensor, rank: torch.Tensor, params: Sequence[torch.Tensor], anchor: Sequence[torch.Tensor], pull: float) -> torch.Tensor:
+def tl_loss(
+    logits: torch.Tensor, rank: torch.Tensor, params: Sequence[torch.Tensor], anchor: Sequence[torch.Tensor], pull: float
+) -> torch.Tensor:
     """``(1/n) Σ BCE(σ(s), Rank) + μ·Σ_p ||p − p^(1)||²`` over the item-side parameters ``params``."""
     drift = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
     return bc_loss(logits, rank) + pull * drift

@@ -118,8 +118,12 @@ class UMA2Config:
 
 
 def nsdn_loss(
-    er_logits: torch.Tensor, er_labels: torch.Tensor, er_valid: torch.Tensor,
-    re_logits: torch.Tensor, re_labels: torch.Tensor, re_valid: torch.Tensor,
+    er_logits: torch.Tensor,
+    er_labels: torch.Tensor,
+    er_valid: torch.Tensor,
+    re_logits: torch.Tensor,
+    re_labels: torch.Tensor,
+    re_valid: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The two auxiliary losses of Eq. 2.
 
@@ -282,7 +286,9 @@ class UMA2:
         self._steps += 1
         return loss + aux
 
-    def _propensities(self, batch: Batch, users: torch.Tensor, items: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _propensities(
+        self, batch: Batch, users: torch.Tensor, items: torch.Tensor, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(p1 [P, N], p2 [P, N], aux)``: the negatives' propensities and (``nsdn``) the heads' weighted losses."""
         cfg = self.config
         aux = torch.zeros((), device=logits.device)
@@ -347,7 +353,9 @@ class UMA2:
             self.heads.load_state_dict(state["heads"])
 
 
-register_variant("uma2-dat", UMA2, UMA2Config(dat=True), "UMA² (DAT): the dual augmented two tower as GMM, with NSDN inverse-propensity weights.")
+register_variant(
+    "uma2-dat", UMA2, UMA2Config(dat=True), "UMA² (DAT): the dual augmented two tower as GMM, with NSDN inverse-propensity weights."
+)
 register_variant(
     "uma2-oracle-p", UMA2, UMA2Config(propensity="logged"),
     "UMA²-oracle-p: UMA² weighted by the logged true propensities instead of the NSDN heads (evaluation device).",

@@ -198,7 +198,13 @@ class GMMCore:
         return out
 
     def _train(
-        self, view: TrainingView, spaces: Spaces, batch_loss: BatchLoss, sizes: tuple[int, int, int], valid_sum: torch.Tensor, steps: dict[str, int]
+        self,
+        view: TrainingView,
+        spaces: Spaces,
+        batch_loss: BatchLoss,
+        sizes: tuple[int, int, int],
+        valid_sum: torch.Tensor,
+        steps: dict[str, int],
     ) -> list[float]:
         """The epochs over the positives (``sizes``: count, epochs, minibatch size).
 

@@ -116,7 +116,9 @@ class SequenceCore:
 
     def state_dict(self, extra: dict[str, Any]) -> dict[str, Any]:
         """Weights, optimiser state, fit counter and the method's ``extra`` state (deep copies)."""
-        return copy.deepcopy({"model": self.retriever.state_dict(), "optimiser": self.optimiser.state_dict(), "fits": self.fits, "extra": extra})
+        return copy.deepcopy(
+            {"model": self.retriever.state_dict(), "optimiser": self.optimiser.state_dict(), "fits": self.fits, "extra": extra}
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> dict[str, Any]:
         """Restore :meth:`state_dict`; returns (a copy of) the method's extra state. Call ``index`` before serving."""

@@ -104,7 +104,12 @@ def _padded_candidates(view: TrainingView, device: torch.device) -> tuple[torch.
         out[row, slot] = values.to(device)[order]
         return out
 
-    return pad(cand.item_id.long(), -1), pad(cand.exposed.bool(), False), pad(cand.recall_prob.float(), 1.0), pad(cand.expose_prob.float(), 1.0)
+    return (
+        pad(cand.item_id.long(), -1),
+        pad(cand.exposed.bool(), False),
+        pad(cand.recall_prob.float(), 1.0),
+        pad(cand.expose_prob.float(), 1.0),
+    )
 
 
 def build_spaces(view: TrainingView, label: Literal["clicked", "finished"], device: torch.device) -> Spaces:

@@ -112,7 +112,9 @@ def make_optimiser(
     if kind == "adam":
         betas = (0.9, adam_beta2)  # 0.999: torch's default
         return (
-            torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay) if weight_decay > 0 else torch.optim.Adam(params, lr=lr, betas=betas)
+            torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+            if weight_decay > 0
+            else torch.optim.Adam(params, lr=lr, betas=betas)
         )
     if kind == "adagrad":
         return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
