@@ -144,7 +144,8 @@ def _gmm_line(sc) -> str:
     return (
         f"- GMM (all agents but `bc`): towers {'-'.join(map(str, tower.hidden))}-{dim}, logit {tower.similarity} x {tower.gamma} plus "
         f"user/item biases, {train.optimizer} lr {lr}, {train.batch_size} clicks per minibatch, {epochs} epoch(s) per fit, warm-started. "
-        f"UMA²: λ = {cfg.negatives.space_weights} for A, B, C; λ_ER = {cfg.lambda_er}, λ_RE = {cfg.lambda_re}; clip p >= {cfg.min_propensity}; "
+        f"UMA²: λ = {cfg.negatives.space_weights} for A, B, C; λ_ER = {cfg.lambda_er}, λ_RE = {cfg.lambda_re}; "
+        f"clip p >= {cfg.min_propensity}; "
         f"NSDN heads {'-'.join(map(str, cfg.head_hidden))}-1. The paper: inner product, towers 512-256-128-32, Adam lr 1e-3, batch 512; "
         "λ not reported."
     )

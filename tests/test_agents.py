@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from agents import agent_config, check_agent, list_agents, make_agent
-from agents.registry import agent_spec, flat_keys
 from agents.backbone.index import blocked_topk
 from agents.bc import bc_loss
+from agents.registry import agent_spec, flat_keys
 from simulator.config import TrainingConfig
 from tests.agent_fixtures import auc, click_prob, make_requests, random_slates, tiny_context, tiny_view
 
