@@ -6,12 +6,32 @@ Agents see observable data only: they may import ``simulator.types``,
 ``simulator.config``, ``simulator.rng``, ``simulator.nn``, ``simulator.log.view``,
 ``simulator.log.schema`` and ``simulator.agent_api`` (tested by an AST scan).
 
-Adding an agent: write ``agents/<paper_name>.py`` with a frozen ``Config``
-dataclass, the loss as a function, then the class decorated with
-``@register("<paper_name>")``; import the module below; run ``check_agent``.
+Adding an agent: write ``agents/<paper_name>.py`` with a flat, frozen config
+dataclass (embed the backbone's groups, e.g. ``tower: TowerConfig``, where it needs
+them), the loss as a function, then the class, built as ``cls(ctx, config, name)``
+and composing a backbone core (``ExposureCore``, ``SequenceCore``, ``GMMCore``),
+decorated with ``@register("<paper_name>", config=<PaperConfig>)``; register its
+ablations with ``register_variant(name, cls, preset, doc)``; import the module
+below; run ``check_agent``.
 """
 
-from agents import ar, bc, clrec, damcar, ipw, kd, muda, multi_clrec, popular, random, sampled_softmax, sampling_strategies, tl, uma2, youtube_dnn  # noqa: F401  (import registers the agents)
+from agents import (  # noqa: F401  (import registers the agents)
+    ar,
+    bc,
+    clrec,
+    damcar,
+    ipw,
+    kd,
+    muda,
+    multi_clrec,
+    popular,
+    random,
+    sampled_softmax,
+    sampling_strategies,
+    tl,
+    uma2,
+    youtube_dnn,
+)
 from agents.check import check_agent
 from agents.registry import agent_class, agent_config, list_agents, make_agent, register
 

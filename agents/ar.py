@@ -17,22 +17,38 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
 from agents.backbone.adapt import DomainClassifier, dann_kappa, domain_accuracy, domain_loss
-from agents.backbone.training import exposure_data, fit_generator, make_optimiser, run_epochs
-from agents.backbone.unexposed import ExposureFamily, UnexposedConfig, last_epoch_mean, loss_summary, target_domain, tiled
-from agents.bc import bc_loss
+from agents.backbone.exposure import ExposureCore
+from agents.backbone.retriever import TwoTowerRetriever
+from agents.backbone.training import Exposures, TrainConfig, check_ranges, exposure_data, fit_generator, run_epochs
+from agents.backbone.two_tower import TowerConfig
+from agents.backbone.unexposed import TargetDomainConfig, last_epoch_mean, loss_summary, target_domain, tiled
+from agents.bc import BC_TOWER, bc_loss
 from agents.registry import register
+from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
 from simulator.rng import stream_seed
+from simulator.types import Catalogue, RequestBatch
 
 
 @dataclass(frozen=True)
-class Config(UnexposedConfig):
+class ARConfig:
     """AR hyperparameters: BC's, the unexposed set's and the adversary's."""
 
+    label: Literal["clicked", "finished"] = "clicked"
+    """Positive label of the exposures: ``clicked`` or ``finished``."""
+    l2: float = 1e-5
+    """L2 weight on the embedding rows used in each batch."""
+    tower: TowerConfig = BC_TOWER
+    """BC's towers (override keys ``hidden``, ``gamma``, ...)."""
+    train: TrainConfig = TrainConfig()
+    """Optimiser and epochs (override keys ``lr``, ``epochs``, ...)."""
+    target: TargetDomainConfig = TargetDomainConfig()
+    """The unexposed pair set (override keys ``sampler``, ``radius``, ``visits``, ``walk_mode``, ``teacher_block``)."""
     adv_weight: float = 0.2
     """``λ`` on ``L_dom`` (DAMCAR's λ2 grid 0.1-0.5; code default 0.2)."""
     disc_hidden: tuple[int, ...] = (32,)
@@ -41,7 +57,7 @@ class Config(UnexposedConfig):
     """DANN warm-up ``κ(p) = 2/(1+exp(−10p)) − 1`` over the fit's steps instead of ``κ = 1``."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        check_ranges(self)
         if self.adv_weight < 0:
             raise ValueError(f"adv_weight: must be >= 0, got {self.adv_weight!r}")
 
@@ -53,26 +69,23 @@ def ar_loss(
     return bc_loss(logits, labels, l2_term, l2) + weight * domain_loss(d_src, d_tgt)
 
 
-@register("ar")
-class AR(ExposureFamily):
+@register("ar", config=ARConfig)
+class AR:
     """AR: BC with a GRL domain classifier aligning exposed and unexposed pair representations."""
 
-    name = "ar"
-    Config = Config
+    def __init__(self, ctx: AgentContext, config: ARConfig | None = None, name: str = "ar") -> None:
+        self.ctx, self.name = ctx, name
+        self.config = cfg = config or ARConfig()
+        self.core = ExposureCore(ctx, cfg.tower, cfg.train, name)
+        d = self.core.model.cfg.dim
+        gen = torch.Generator().manual_seed(stream_seed(ctx.seed, f"{name}/disc"))
+        self.disc = self.core.extra["disc"] = DomainClassifier(3 * d, cfg.disc_hidden, True, gen).to(ctx.device)
+        # one optimiser over the towers and D (the GRL makes it a min-max)
+        self.core.optimiser = cfg.train.optimiser([*self.core.model.parameters(), *self.disc.parameters()], ctx)
 
-    def __init__(self, ctx, config: Config | None = None) -> None:
-        super().__init__(ctx, config)
-        cfg = self.config
-        d = self.retriever.model.cfg.embedding_dim
-        gen = torch.Generator().manual_seed(stream_seed(ctx.seed, f"{self.name}/disc"))
-        self.extra["disc"] = DomainClassifier(3 * d, cfg.disc_hidden, True, gen).to(ctx.device)
-        lr = cfg.lr if cfg.lr is not None else ctx.training.lr
-        params = [*self.retriever.model.parameters(), *self.extra["disc"].parameters()]
-        self.optimiser = make_optimiser(params, cfg.optimizer, lr, cfg.weight_decay)
-
-    def pair_repr(self, requests, catalogue, items) -> tuple[torch.Tensor, torch.Tensor]:
+    def pair_repr(self, requests: RequestBatch, catalogue: Catalogue, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits [b], z [b, 3d])`` of pairs: the score and ``[f̂; ĝ; f̂ ⊙ ĝ]``."""
-        model = self.retriever.model
+        model = self.core.model
         f, g = model.user_embedding(requests), model.item_embedding(catalogue, items)
         logits = model.score_pairs(f, g) + model.bias_terms(requests.user_id, items)
         fn, gn = model.normalise(f), model.normalise(g)
@@ -84,19 +97,28 @@ class AR(ExposureFamily):
         Returns:
             ``loss``, ``loss_first_epoch``, ``examples``, ``domain_accuracy`` (last epoch), ``target_pairs``, ``target_users``.
         """
-        cfg, device, model = self.config, self.ctx.device, self.retriever.model
-        self.fits += 1
+        cfg, device = self.config, self.ctx.device
+        self.core.fits += 1
         gen = fit_generator(self.ctx, self.name, view.round)
         data = exposure_data(view, cfg.label, device)
-        pairs, info = target_domain(view, cfg, gen, device)
+        pairs, info = target_domain(view, cfg.target, gen, device)
         if len(data) == 0 or len(pairs) == 0:
             return {"loss": math.nan, "loss_first_epoch": math.nan, "examples": float(len(data)), "domain_accuracy": math.nan, **info}
-        catalogue = view.catalogue.to(device)
-        tgt_of = tiled(len(data), len(pairs), gen, device)
-        disc = self.extra["disc"]
-        epochs, bs = self.epochs(), self.batch_size()
-        total_steps = max(1, epochs * -(-len(data) // bs))
         acc: list[torch.Tensor] = []
+        losses = self._train(data, pairs, view.catalogue.to(device), gen, acc)
+        return {
+            **loss_summary(losses),
+            "examples": float(len(data)),
+            "domain_accuracy": last_epoch_mean(acc, len(data), self.core.batch_size()),
+            **info,
+        }
+
+    def _train(self, data: Exposures, pairs: Exposures, catalogue: Catalogue, gen: torch.Generator, acc: list[torch.Tensor]) -> list[float]:
+        """The epochs of ``L_AR``: each source minibatch with an equal-size batch of ``S_un`` (tiled); ``acc`` collects D's accuracy."""
+        cfg, model, disc = self.config, self.core.model, self.disc
+        tgt_of = tiled(len(data), len(pairs), gen, self.ctx.device)
+        epochs, bs = self.core.epochs(), self.core.batch_size()
+        total_steps = max(1, epochs * -(-len(data) // bs))
         step = [0]
 
         def step_loss(idx: torch.Tensor) -> torch.Tensor:
@@ -113,11 +135,31 @@ class AR(ExposureFamily):
 
         model.train()
         disc.train()
-        losses = run_epochs(len(data), epochs, bs, gen, device, self.optimiser, step_loss, self.name)
-        self.retriever.invalidate()
-        return {
-            **loss_summary(losses),
-            "examples": float(len(data)),
-            "domain_accuracy": last_epoch_mean(acc, len(data), bs),
-            **info,
-        }
+        losses = run_epochs(len(data), epochs, bs, gen, self.ctx.device, self.core.optimiser, step_loss, self.name)
+        self.core.retriever.invalidate()
+        return losses
+
+    @property
+    def retriever(self) -> TwoTowerRetriever:
+        """The serving half (model and index)."""
+        return self.core.retriever
+
+    def index(self, catalogue: Catalogue) -> None:
+        """Embed all live items once."""
+        self.core.index(catalogue)
+
+    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
+        return self.core.retrieve(requests, k)
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` logits ``s_ui``."""
+        return self.core.score(requests, item_ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The core's state: weights, optimisers, fit counter, extra modules (deep copies)."""
+        return self.core.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
+        self.core.load_state_dict(state)

@@ -11,7 +11,7 @@ rule. What it checks, in order:
    finite scores, non-increasing along each row, the same output twice;
 4. ``score`` on the retrieved ids agrees with the retrieved scores (atol 1e-4);
 5. ``k`` above the number of live items raises ``ValueError``;
-6. ``state_dict`` -> a fresh ``type(agent)(agent.ctx, agent.config)`` ->
+6. ``state_dict`` -> a fresh agent of the same registered class, config and name ->
    ``load_state_dict`` -> ``index`` gives identical ``retrieve`` output, and
    (``check_resume``) one more ``fit`` of both gives identical output too.
 """
@@ -19,12 +19,12 @@ rule. What it checks, in order:
 from __future__ import annotations
 
 from collections.abc import Callable
-
 from dataclasses import fields, is_dataclass
 from typing import Any
 
 import torch
 
+from agents import registry
 from simulator.agent_api import RetrievalAgent
 from simulator.log.view import TrainingView
 from simulator.types import RequestBatch
@@ -116,7 +116,9 @@ def _check_too_large_k(agent: RetrievalAgent, view: TrainingView, requests: Requ
     raise AssertionError(f"check_agent[{who}]: retrieve(k={n_live + 1}) with {n_live} live items must raise ValueError")
 
 
-def _check_state(agent: RetrievalAgent, view: TrainingView, requests: RequestBatch, k: int, resume: bool, who: str, rebuild: Callable[[], RetrievalAgent]) -> None:
+def _check_state(
+    agent: RetrievalAgent, view: TrainingView, requests: RequestBatch, k: int, resume: bool, who: str, rebuild: Callable[[], RetrievalAgent]
+) -> None:
     fresh = rebuild()
     fresh.load_state_dict(agent.state_dict())
     fresh.index(view.catalogue)
@@ -139,7 +141,14 @@ def _check_state(agent: RetrievalAgent, view: TrainingView, requests: RequestBat
     _fail_unless(same, who, "a model restored from state_dict diverges from the original after one more fit")
 
 
-def check_agent(agent: RetrievalAgent, view: TrainingView, requests: RequestBatch, k: int, check_resume: bool = True, rebuild: Callable[[], RetrievalAgent] | None = None) -> None:
+def check_agent(
+    agent: RetrievalAgent,
+    view: TrainingView,
+    requests: RequestBatch,
+    k: int,
+    check_resume: bool = True,
+    rebuild: Callable[[], RetrievalAgent] | None = None,
+) -> None:
     """Check that ``agent`` honours the retrieval-agent contract (see the module docstring).
 
     Args:
@@ -148,7 +157,7 @@ def check_agent(agent: RetrievalAgent, view: TrainingView, requests: RequestBatc
         requests: ``[B]`` requests to retrieve for, on the agent's device.
         k: items per request (``<=`` live items).
         check_resume: also fit the original and the restored agent once more and compare.
-        rebuild: builds a fresh agent of the same kind (default ``type(agent)(agent.ctx, agent.config)``);
+        rebuild: builds a fresh agent of the same kind (default :func:`agents.registry.rebuild`: its registered class, config and name);
             needed for agents built by the simulator, such as ``oracle``.
 
     Raises:
@@ -158,7 +167,7 @@ def check_agent(agent: RetrievalAgent, view: TrainingView, requests: RequestBatc
     _fail_unless(isinstance(agent, RetrievalAgent), who, "does not implement the RetrievalAgent protocol")
     if rebuild is None:
         _fail_unless(hasattr(agent, "ctx") and hasattr(agent, "config"), who, "needs .ctx and .config attributes (or pass rebuild)")
-        rebuild = lambda: type(agent)(agent.ctx, agent.config)  # type: ignore[attr-defined]  # noqa: E731
+        rebuild = lambda: registry.rebuild(agent)  # noqa: E731
     _check_fit(agent, view, who)
     agent.index(view.catalogue)
     ids, scores = _check_retrieval(agent, view, requests, k, who)

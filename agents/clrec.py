@@ -39,21 +39,27 @@ from typing import Any, Literal
 import torch
 
 from agents.backbone.queue import EmbeddingQueue, IdQueue
-from agents.backbone.sequence import (
-    SequenceAgent, SequenceAgentConfig, click_examples, click_impression_gap,
-)  # fmt: skip
+from agents.backbone.sequence import SequenceTowerConfig, SequenceTwoTower
+from agents.backbone.sequence_core import SEQ_TRAIN, SequenceCore, SequenceRetriever, click_examples, click_impression_gap
 from agents.backbone.softmax import sampled_softmax_loss
-from agents.backbone.training import fit_generator, run_epochs
-from agents.registry import register
+from agents.backbone.training import Exposures, TrainConfig, fit_generator, run_epochs
+from agents.registry import register, register_variant
 from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
 from simulator.rng import stream_seed
+from simulator.types import Catalogue, RequestBatch
 
 
 @dataclass(frozen=True)
-class Config(SequenceAgentConfig):
+class CLRecConfig:
     """CLRec hyperparameters (``None``: take it from the scenario's ``training`` section)."""
 
+    label: Literal["clicked", "finished"] = "clicked"
+    """Which impressions are the positives."""
+    encoder: SequenceTowerConfig = SequenceTowerConfig()
+    """The sequence encoder (override keys ``heads``, ``rho``, ``embedding_dim``, ``bucket_edges``, ...)."""
+    train: TrainConfig = SEQ_TRAIN
+    """Optimiser and epochs (override keys ``lr``, ``epochs``, ``batch_size`` (256), ``adam_beta2`` (0.98), ...)."""
     negatives: Literal["in-batch", "queue", "cached"] = "in-batch"
     """Fig. 1 variant: (a) in-batch, (b) FIFO of ids re-encoded each step, (c) FIFO of cached embeddings."""
     queue_size: int = 2560
@@ -64,25 +70,8 @@ class Config(SequenceAgentConfig):
     """Drop other copies of the row's positive from its negatives (switch of §10(c))."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.queue_size < 1:
             raise ValueError(f"queue_size: must be >= 1, got {self.queue_size}")
-
-
-@dataclass(frozen=True)
-class QueueConfig(Config):
-    """As :class:`Config`, variant (b)."""
-
-    negatives: Literal["in-batch", "queue", "cached"] = "queue"
-    """Fig. 1 variant (b): FIFO of ids re-encoded every step."""
-
-
-@dataclass(frozen=True)
-class CachedConfig(Config):
-    """As :class:`Config`, variant (c)."""
-
-    negatives: Literal["in-batch", "queue", "cached"] = "cached"
-    """Fig. 1 variant (c): FIFO of detached embeddings."""
 
 
 def contrastive_loss(logits: torch.Tensor, target: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
@@ -104,21 +93,20 @@ def contrastive_loss(logits: torch.Tensor, target: torch.Tensor, drop: torch.Ten
     return sampled_softmax_loss(pos, logits, neg_mask=mask)
 
 
-@register("clrec")
-class CLRec(SequenceAgent):
+@register("clrec", config=CLRecConfig)
+class CLRec:
     """CLRec, in-batch variant (a): contrastive loss with the batch's other clicks as negatives (no logQ).
 
     Args:
         ctx: sizes, device and seed.
-        config: hyperparameters (default :class:`Config`).
+        config: hyperparameters (default :class:`CLRecConfig`; ``clrec-queue`` / ``clrec-cached`` preset ``negatives``).
+        name: the registered name (seeds the init, queue and shuffling streams).
     """
 
-    name = "clrec"
-    Config = Config
-
-    def __init__(self, ctx: AgentContext, config: Config | None = None) -> None:
-        super().__init__(ctx, config or self.Config())
-        cfg = self.config
+    def __init__(self, ctx: AgentContext, config: CLRecConfig | None = None, name: str = "clrec") -> None:
+        self.ctx, self.name = ctx, name
+        self.config = cfg = config or CLRecConfig()
+        self.core = SequenceCore(ctx, cfg.encoder, cfg.train, name)
         d = self.model.item_encoder.item_id.embedding_dim
         self.queue: IdQueue | EmbeddingQueue | None = None
         if cfg.negatives == "queue":
@@ -184,14 +172,29 @@ class CLRec(SequenceAgent):
             ``queue_distinct_share`` (distinct ids / queue length after the fit: < 1 because the
             queue keeps duplicates), ``click_impression_tv``.
         """
-        cfg, tr, device = self.config, self.ctx.training, self.ctx.device
-        data = click_examples(view, cfg.label, device)
-        catalogue = view.catalogue.to(device)
-        model = self.model
-        self.fits += 1
+        device = self.ctx.device
+        data = click_examples(view, self.config.label, device)
+        self.core.fits += 1
         nan = math.nan
         self._init_queue(view)
-        stats = {"masked": torch.zeros((), device=device), "slots": torch.zeros((), device=device), "steps": 0}
+        stats: dict[str, Any] = {"masked": torch.zeros((), device=device), "slots": torch.zeros((), device=device), "steps": 0}
+        losses = self._train(data, view, stats) if len(data) else []
+        self.core.retriever.invalidate()
+        q_ids = None if self.queue is None else self.queue.ids
+        return {
+            "loss": losses[-1] if losses else nan,
+            "loss_first_epoch": losses[0] if losses else nan,
+            "examples": float(len(data)),
+            "negatives": float(stats["slots"]) / max(len(data) * max(len(losses), 1), 1),
+            "masked_share": float(stats["masked"] / stats["slots"]) if float(stats["slots"]) > 0 else 0.0,
+            "queue_distinct_share": nan if q_ids is None or len(q_ids) == 0 else float(torch.unique(q_ids).numel() / len(q_ids)),
+            "click_impression_tv": click_impression_gap(view),
+        }
+
+    def _train(self, data: Exposures, view: TrainingView, stats: dict[str, Any]) -> list[float]:
+        """The epochs of CLRec's loss over the clicks ``data``; ``stats`` collects the accidental-hit counts."""
+        cfg, device, model = self.config, self.ctx.device, self.model
+        catalogue = view.catalogue.to(device)
 
         def loss_fn(idx: torch.Tensor) -> torch.Tensor:
             requests, items, _ = data.batch(idx)
@@ -206,24 +209,12 @@ class CLRec(SequenceAgent):
             stats["steps"] += 1
             return contrastive_loss(logits, target, hits if cfg.mask_accidental_hits else None)
 
-        if len(data) == 0:
-            losses: list[float] = []
-        else:
-            model.train()
-            gen = fit_generator(self.ctx, self.name, view.round)
-            epochs = cfg.epochs if cfg.epochs is not None else tr.epochs
-            losses = run_epochs(len(data), epochs, cfg.batch_size or tr.batch_size, gen, device, self.optimiser, loss_fn, self.name)
-        self.retriever.invalidate()
-        q_ids = None if self.queue is None else self.queue.ids
-        return {
-            "loss": losses[-1] if losses else nan,
-            "loss_first_epoch": losses[0] if losses else nan,
-            "examples": float(len(data)),
-            "negatives": float(stats["slots"]) / max(len(data) * max(len(losses), 1), 1),
-            "masked_share": float(stats["masked"] / stats["slots"]) if float(stats["slots"]) > 0 else 0.0,
-            "queue_distinct_share": nan if q_ids is None or len(q_ids) == 0 else float(torch.unique(q_ids).numel() / len(q_ids)),
-            "click_impression_tv": click_impression_gap(view),
-        }
+        model.train()
+        gen = fit_generator(self.ctx, self.name, view.round)
+        train = cfg.train
+        return run_epochs(
+            len(data), train.epochs_for(self.ctx), train.batch_size_for(self.ctx), gen, device, self.core.optimiser, loss_fn, self.name
+        )
 
     def extra_state(self) -> dict[str, Any]:
         return {"queue": None if self.queue is None else self.queue.state_dict()}
@@ -232,28 +223,42 @@ class CLRec(SequenceAgent):
         if self.queue is not None and state.get("queue") is not None:
             self.queue.load_state_dict(state["queue"])
 
+    @property
+    def model(self) -> SequenceTwoTower:
+        """The trainable encoder."""
+        return self.core.model
 
-@register("clrec-queue")
-class CLRecQueue(CLRec):
-    """CLRec, queue variant (b): a FIFO of past clicked item ids, re-encoded every step, as negatives.
+    @property
+    def retriever(self) -> SequenceRetriever:
+        """The serving half (encoder and index)."""
+        return self.core.retriever
 
-    Args:
-        ctx: sizes, device and seed.
-        config: hyperparameters (default :class:`QueueConfig`).
-    """
+    def index(self, catalogue: Catalogue) -> None:
+        """Embed all live items once (normalised ``g``)."""
+        self.core.index(catalogue)
 
-    name = "clrec-queue"
-    Config = QueueConfig
+    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-``k`` by ``cos / ρ``: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
+        return self.core.retrieve(requests, k)
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` logits ``cos(f, g) / ρ``."""
+        return self.core.score(requests, item_ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimiser state, fit counter and :meth:`extra_state` (deep copies)."""
+        return self.core.state_dict(self.extra_state())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
+        self.load_extra_state(self.core.load_state_dict(state))
 
 
-@register("clrec-cached")
-class CLRecCached(CLRec):
-    """CLRec, cached variant (c): a FIFO of detached item embeddings of past clicks as negatives.
-
-    Args:
-        ctx: sizes, device and seed.
-        config: hyperparameters (default :class:`CachedConfig`).
-    """
-
-    name = "clrec-cached"
-    Config = CachedConfig
+register_variant(
+    "clrec-queue", CLRec, CLRecConfig(negatives="queue"),
+    "CLRec, queue variant (b): a FIFO of past clicked item ids, re-encoded every step, as negatives.",
+)  # fmt: skip
+register_variant(
+    "clrec-cached", CLRec, CLRecConfig(negatives="cached"),
+    "CLRec, cached variant (c): a FIFO of detached item embeddings of past clicks as negatives.",
+)  # fmt: skip

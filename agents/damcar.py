@@ -35,20 +35,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from functools import partial
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from agents.backbone.adapt import DomainClassifier, EMATeacher, domain_accuracy, domain_loss
-from agents.backbone.training import Exposures, exposure_data, fit_generator, make_optimiser, run_epochs
+from agents.backbone.exposure import ExposureCore
+from agents.backbone.retriever import TwoTowerRetriever
+from agents.backbone.training import Exposures, TrainConfig, check_ranges, exposure_data, fit_generator, run_epochs
 from agents.backbone.two_tower import TowerConfig, TwoTower, evaluating, init_parameters
 from agents.backbone.unexposed import (
-    ExposureFamily, UnexposedConfig, concat, last_epoch_mean, loss_summary, target_domain, teacher_scores, tiled, with_labels,
+    TargetDomainConfig,
+    concat,
+    last_epoch_mean,
+    loss_summary,
+    target_domain,
+    teacher_scores,
+    tiled,
+    with_labels,
 )  # fmt: skip
-from agents.bc import bc_loss
-from agents.registry import register
+from agents.bc import BC_TOWER, bc_loss
+from agents.registry import register, register_variant
 from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
 from simulator.nn import mlp
@@ -57,11 +67,20 @@ from simulator.types import Catalogue, RequestBatch
 
 
 @dataclass(frozen=True)
-class Config(UnexposedConfig):
+class DAMCARConfig:
     """DAMCAR hyperparameters: BC's (the retriever), the TDG walk's and the label generator's."""
 
-    sampler: Literal["walk", "uniform"] = "walk"
-    """Target domain: ``walk`` (TDG) or ``uniform`` (the ``w/o TDG`` ablation)."""
+    label: Literal["clicked", "finished"] = "clicked"
+    """Positive label of the exposures: ``clicked`` or ``finished``."""
+    l2: float = 1e-5
+    """L2 weight on the embedding rows used in each batch."""
+    tower: TowerConfig = BC_TOWER
+    """BC's towers (override keys ``hidden``, ``gamma``, ...)."""
+    train: TrainConfig = TrainConfig()
+    """Optimiser and epochs (override keys ``lr``, ``epochs``, ...)."""
+    target: TargetDomainConfig = TargetDomainConfig(sampler="walk")
+    """The target domain: TDG's walk (``sampler = "uniform"``: the ``w/o TDG`` ablation); override keys
+    ``sampler``, ``radius``, ``visits``, ``walk_mode``, ``teacher_block``."""
     lambda_sup: float = 0.5
     """``λ1`` on the EMA self-distillation ``L_sup`` (paper grid 0.5-0.9; code 0.5). 0: no teacher (``w/o EMA``)."""
     lambda_dom: float = 0.2
@@ -86,7 +105,7 @@ class Config(UnexposedConfig):
     """Label-generator epochs per round (None: as the retriever's; code: 3)."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        check_ranges(self)
         for name in ("lambda_sup", "lambda_dom", "lambda_con"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)!r}")
@@ -99,30 +118,6 @@ class Config(UnexposedConfig):
             raise ValueError("ada_id_dim must be >= 1 and ada_epochs >= 0")
 
 
-@dataclass(frozen=True)
-class ConfigNoTDG(Config):
-    """``w/o TDG``: the target domain is uniform never-exposed pairs (same count per user)."""
-
-    sampler: Literal["walk", "uniform"] = "uniform"
-    """Uniform target domain."""
-
-
-@dataclass(frozen=True)
-class ConfigNoEMA(Config):
-    """``w/o EMA``: no teacher and no ``L_sup``."""
-
-    lambda_sup: float = 0.0
-    """No self-distillation."""
-
-
-@dataclass(frozen=True)
-class ConfigNoMPL(Config):
-    """``w/o MPL``: the ADA labels replace every target, exposed positives included."""
-
-    mpl: bool = False
-    """No ground-truth override."""
-
-
 class LabelGenerator(nn.Module):
     """DAMCAR's ADA network: ``z = E([user features; item features])``, ``g``, ``Φ``, ``Ψ(GRL(·))``.
 
@@ -130,11 +125,11 @@ class LabelGenerator(nn.Module):
     modality and popularity features) are those of a :class:`TwoTower` whose own MLPs are dropped.
     """
 
-    def __init__(self, ctx: AgentContext, cfg: Config, seed: int) -> None:
+    def __init__(self, ctx: AgentContext, cfg: DAMCARConfig, seed: int) -> None:
         super().__init__()
-        tower = TowerConfig(embedding_dim=1, id_dim=cfg.ada_id_dim, context_dim=cfg.context_dim, hidden=(), bias=False)
+        tower = TowerConfig(embedding_dim=1, id_dim=cfg.ada_id_dim, context_dim=cfg.tower.context_dim, hidden=(), bias=False)
         self.features = TwoTower(ctx, tower, seed)
-        in_dim = self.features.user_mlp[0].in_features + self.features.item_mlp[0].in_features
+        in_dim = self.features.user_in + self.features.item_in
         self.features.user_mlp, self.features.item_mlp = nn.Identity(), nn.Identity()
         gen = torch.Generator().manual_seed(seed + 1)
         with torch.device("meta"):  # no global RNG draws; initialised from `gen` below
@@ -163,8 +158,15 @@ class LabelGenerator(nn.Module):
 
 
 def ada_loss(
-    y_src: torch.Tensor, labels: torch.Tensor, y_tgt: torch.Tensor, y_teacher: torch.Tensor | None,
-    d_src: torch.Tensor, d_tgt: torch.Tensor, lambda_sup: float, lambda_dom: float, target_grad: bool = True,
+    y_src: torch.Tensor,
+    labels: torch.Tensor,
+    y_tgt: torch.Tensor,
+    y_teacher: torch.Tensor | None,
+    d_src: torch.Tensor,
+    d_tgt: torch.Tensor,
+    lambda_sup: float,
+    lambda_dom: float,
+    target_grad: bool = True,
 ) -> torch.Tensor:
     """``L_ce + λ1·L_sup + λ2·L_dom`` (paper Eq. 6, 8, 10, 11; the GRL supplies the minus sign of Eq. 11).
 
@@ -192,20 +194,17 @@ def hybrid_loss(
     return bc_loss(logits, y_mpl, l2_term, l2) + lambda_con * (rank - torch.sigmoid(logits)).pow(2).mean()
 
 
-@register("damcar")
-class DAMCAR(ExposureFamily):
+@register("damcar", config=DAMCARConfig)
+class DAMCAR:
     """DAMCAR: random-walk target domain, adversarial EMA-teacher pseudo-labels, hybrid training with ranker distillation."""
 
-    name = "damcar"
-    Config = Config
-
-    def __init__(self, ctx: AgentContext, config: Config | None = None) -> None:
-        super().__init__(ctx, config)
-        cfg = self.config
-        self.ada = LabelGenerator(ctx, cfg, stream_seed(ctx.seed, f"{self.name}/ada"))
-        lr = cfg.lr if cfg.lr is not None else ctx.training.lr
-        self.extra["ada"] = self.ada
-        self.extra_optimisers["ada"] = make_optimiser(self.ada.parameters(), cfg.optimizer, lr, cfg.weight_decay)
+    def __init__(self, ctx: AgentContext, config: DAMCARConfig | None = None, name: str = "damcar") -> None:
+        self.ctx, self.name = ctx, name
+        self.config = cfg = config or DAMCARConfig()
+        self.core = ExposureCore(ctx, cfg.tower, cfg.train, name)
+        self.ada = LabelGenerator(ctx, cfg, stream_seed(ctx.seed, f"{name}/ada"))
+        self.core.extra["ada"] = self.ada
+        self.core.extra_optimisers["ada"] = cfg.train.optimiser(self.ada.parameters(), ctx)
         self.teacher = EMATeacher(self.ada, cfg.ema_alpha) if cfg.lambda_sup > 0 else None
 
     def fit(self, view: TrainingView) -> dict[str, float]:
@@ -217,10 +216,10 @@ class DAMCAR(ExposureFamily):
             ``target_pairs``, ``target_users``.
         """
         cfg, device = self.config, self.ctx.device
-        self.fits += 1
+        self.core.fits += 1
         gen = fit_generator(self.ctx, self.name, view.round)
         src = exposure_data(view, cfg.label, device)
-        tgt, info = target_domain(view, cfg, gen, device)
+        tgt, info = target_domain(view, cfg.target, gen, device)
         if len(src) == 0 or len(tgt) == 0:
             keys = ("loss", "loss_first_epoch", "ada_loss", "domain_accuracy", "pseudo_label_source", "pseudo_label_target", "teacher_mean")
             return {**dict.fromkeys(keys, math.nan), "examples": float(len(src)), **info}
@@ -229,8 +228,8 @@ class DAMCAR(ExposureFamily):
         y_src, y_tgt = self._pseudo_labels(src, tgt, catalogue)
         y_src = modified_pseudo_labels(y_src, src.labels > 0.5, cfg.mpl)
         train = concat(with_labels(src, y_src), with_labels(tgt, y_tgt))
-        rank = teacher_scores(view.ranker, train, cfg.teacher_block)
-        losses = self.train_pairs(
+        rank = teacher_scores(view.ranker, train, cfg.target.teacher_block)
+        losses = self.core.train_pairs(
             train, gen, lambda lg, t, l2t, idx: hybrid_loss(lg, t, rank[idx], cfg.lambda_con, l2t, cfg.l2), catalogue
         )
         return {
@@ -261,6 +260,7 @@ class DAMCAR(ExposureFamily):
             if self.teacher is not None:
                 with torch.no_grad():
                     tea = self.teacher.module
+                    assert isinstance(tea, LabelGenerator)
                     y_teacher = torch.sigmoid(tea.target_label(tea.encode(t_req, catalogue, t_items)))
             acc.append(domain_accuracy(d_s.detach(), d_t.detach()))
             return ada_loss(
@@ -269,18 +269,18 @@ class DAMCAR(ExposureFamily):
             )  # fmt: skip
 
         ada.train()
-        epochs = cfg.ada_epochs if cfg.ada_epochs is not None else self.epochs()
-        after = (lambda: self.teacher.update(ada)) if self.teacher is not None else None
-        optimiser = self.extra_optimisers["ada"]
-        losses = run_epochs(len(src), epochs, self.batch_size(), gen, self.ctx.device, optimiser, step_loss, f"{self.name}/ada", after)
+        epochs = cfg.ada_epochs if cfg.ada_epochs is not None else self.core.epochs()
+        after = partial(self.teacher.update, ada) if self.teacher is not None else None
+        optimiser = self.core.extra_optimisers["ada"]
+        losses = run_epochs(len(src), epochs, self.core.batch_size(), gen, self.ctx.device, optimiser, step_loss, f"{self.name}/ada", after)
         return {
             "ada_loss": losses[-1] if losses else math.nan,
-            "domain_accuracy": last_epoch_mean(acc, len(src), self.batch_size()),
+            "domain_accuracy": last_epoch_mean(acc, len(src), self.core.batch_size()),
         }
 
     def _pseudo_labels(self, src: Exposures, tgt: Exposures, catalogue: Catalogue) -> tuple[torch.Tensor, torch.Tensor]:
         """``(ŷ^s on S_exp via Φ(g(z)), ŷ^t on S_sam via Φ(z) (paper) or Φ(g(z)) (code))``, eval mode."""
-        ada, block = self.ada, self.config.teacher_block
+        ada, block = self.ada, self.config.target.teacher_block
         out = []
         with evaluating(ada):
             for data, path in ((src, "source"), (tgt, "source" if self.config.label_path == "code" else "target")):
@@ -293,26 +293,35 @@ class DAMCAR(ExposureFamily):
                 out.append(torch.cat(parts))
         return out[0], out[1]
 
+    @property
+    def retriever(self) -> TwoTowerRetriever:
+        """The serving half (model and index)."""
+        return self.core.retriever
 
-@register("damcar-no-tdg")
-class DAMCARNoTDG(DAMCAR):
-    """DAMCAR w/o TDG: uniform never-exposed pairs (same count per user) as the target domain."""
+    def index(self, catalogue: Catalogue) -> None:
+        """Embed all live items once."""
+        self.core.index(catalogue)
 
-    name = "damcar-no-tdg"
-    Config = ConfigNoTDG
+    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
+        return self.core.retrieve(requests, k)
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` logits ``s_ui``."""
+        return self.core.score(requests, item_ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The core's state: weights, optimisers, fit counter, extra modules (deep copies)."""
+        return self.core.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
+        self.core.load_state_dict(state)
 
 
-@register("damcar-no-ema")
-class DAMCARNoEMA(DAMCAR):
-    """DAMCAR w/o EMA: no teacher, no self-distillation term."""
-
-    name = "damcar-no-ema"
-    Config = ConfigNoEMA
-
-
-@register("damcar-no-mpl")
-class DAMCARNoMPL(DAMCAR):
-    """DAMCAR w/o MPL: pseudo-labels everywhere, exposed positives included."""
-
-    name = "damcar-no-mpl"
-    Config = ConfigNoMPL
+register_variant(
+    "damcar-no-tdg", DAMCAR, DAMCARConfig(target=TargetDomainConfig(sampler="uniform")),
+    "DAMCAR w/o TDG: uniform never-exposed pairs (same count per user) as the target domain.",
+)  # fmt: skip
+register_variant("damcar-no-ema", DAMCAR, DAMCARConfig(lambda_sup=0.0), "DAMCAR w/o EMA: no teacher, no self-distillation term.")
+register_variant("damcar-no-mpl", DAMCAR, DAMCARConfig(mpl=False), "DAMCAR w/o MPL: pseudo-labels everywhere, exposed positives included.")

@@ -43,12 +43,13 @@ from typing import Any, Literal
 
 import torch
 
-from agents.backbone.sequence import SequenceAgent, SequenceAgentConfig, click_examples
+from agents.backbone.sequence import SequenceTowerConfig, SequenceTwoTower
+from agents.backbone.sequence_core import SEQ_TRAIN, SequenceCore, SequenceRetriever, click_examples
 from agents.backbone.softmax import duplicate_mask, sampled_softmax_loss
-from agents.backbone.training import fit_generator, make_optimiser, run_epochs
+from agents.backbone.training import Exposures, TrainConfig, fit_generator, make_optimiser, run_epochs
 from agents.backbone.two_tower import TowerConfig, TwoTower, evaluating
 from agents.backbone.weighting import inverse_propensity_weights, weight_quantiles
-from agents.registry import register
+from agents.registry import register, register_variant
 from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
 from simulator.rng import stream_seed
@@ -56,9 +57,18 @@ from simulator.types import Catalogue, RequestBatch
 
 
 @dataclass(frozen=True)
-class Config(SequenceAgentConfig):
+class IPWConfig:
     """IPW hyperparameters; ``None`` means "take it from the scenario's ``training`` section"."""
 
+    label: Literal["clicked", "finished"] = "clicked"
+    """Which impressions are the positives."""
+    encoder: SequenceTowerConfig = SequenceTowerConfig()
+    """The sequence encoder (override keys ``heads``, ``rho``, ``embedding_dim``, ``bucket_edges``, ...)."""
+    train: TrainConfig = SEQ_TRAIN
+    """Optimiser and epochs (override keys ``lr``, ``epochs``, ``batch_size`` (256), ``adam_beta2`` (0.98), ...)."""
+    propensity: Literal["learned", "logged"] = "learned"
+    """``learned``: fit the propensity model ``q_ψ`` each round (``ipw``); ``logged``: the logged true
+    exposure propensities (``ipw-oracle``, an evaluation device; the ``prop_*`` fields are unused)."""
     clip_ratio: float = 100.0
     """Clip ``w`` at ``clip_ratio`` × the median weight of the fit's positives (§12(e): 10, 100 or 1000)."""
     self_normalise: bool = True
@@ -78,7 +88,6 @@ class Config(SequenceAgentConfig):
     """Cosine logit scale of the propensity model (it also has per-item biases)."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.prop_id_dim < 1:
             raise ValueError(f"prop_id_dim: must be >= 1, got {self.prop_id_dim!r}")
         if not self.clip_ratio >= 1.0:
@@ -154,6 +163,10 @@ def ipw_weights(propensity: torch.Tensor, floor: float, self_normalise: bool = T
 # --- the agents ------------------------------------------------------------------------------
 
 
+EMPTY_FIT = {"loss": math.nan, "loss_first_epoch": math.nan, "examples": 0.0, "clipped_share": math.nan}
+"""The main-loss diagnostics of a window without clicks."""
+
+
 def _candidates(catalogue: Catalogue, targets: torch.Tensor) -> torch.Tensor:
     """``[C]`` sorted unique ids: every live item plus every target (a clicked item may have retired since)."""
     return torch.unique(torch.cat([catalogue.live_ids(), targets]))
@@ -168,30 +181,29 @@ def _propensity_logits(model: TwoTower, requests: RequestBatch, item_emb: torch.
     return logits
 
 
-class _IPWBase(SequenceAgent):
-    """Shared body of ``ipw`` and ``ipw-oracle`` (only the source of the propensity differs).
+@register("ipw", config=IPWConfig)
+class IPW:
+    """IPW (CLRec Eq. 4): full-softmax loss on clicks weighted by 1/q from a separately trained propensity model.
 
-    The main model is ``clrec``'s sequence encoder (:class:`~agents.backbone.sequence.SequenceAgent`);
+    The main model is ``clrec``'s sequence encoder (:class:`~agents.backbone.sequence_core.SequenceCore`);
     the propensity model of ``ipw`` is a separate backbone :class:`TwoTower` with its own optimiser.
+    ``ipw-oracle`` is this class with ``propensity = "logged"``.
     """
 
-    name = "ipw"
-    Config = Config
-    learned_propensity = True
-
-    def __init__(self, ctx: AgentContext, config: Config | None = None) -> None:
-        super().__init__(ctx, config or Config())
-        cfg = self.config
+    def __init__(self, ctx: AgentContext, config: IPWConfig | None = None, name: str = "ipw") -> None:
+        self.ctx, self.name = ctx, name
+        self.config = cfg = config or IPWConfig()
+        self.core = SequenceCore(ctx, cfg.encoder, cfg.train, name)
         self.propensity: TwoTower | None = None
         self.prop_optimiser: torch.optim.Optimizer | None = None
-        if self.learned_propensity:
+        if cfg.propensity == "learned":
             tower = TowerConfig(
-                embedding_dim=cfg.embedding_dim or ctx.training.embedding_dim, id_dim=cfg.prop_id_dim, context_dim=4,
+                embedding_dim=cfg.encoder.embedding_dim or ctx.training.embedding_dim, id_dim=cfg.prop_id_dim, context_dim=4,
                 hidden=cfg.prop_hidden, gamma=cfg.prop_gamma, batch_norm=True, input_norm=True,
             )  # fmt: skip
-            self.propensity = TwoTower(ctx, tower, seed=stream_seed(ctx.seed, f"{self.name}/propensity/init"))
+            self.propensity = TwoTower(ctx, tower, seed=stream_seed(ctx.seed, f"{name}/propensity/init"))
             plr = cfg.prop_lr if cfg.prop_lr is not None else ctx.training.lr
-            self.prop_optimiser = make_optimiser(self.propensity.parameters(), cfg.optimizer, plr)
+            self.prop_optimiser = make_optimiser(self.propensity.parameters(), cfg.train.optimizer, plr)
 
     # --- stage 1 --------------------------------------------------------------------------
 
@@ -242,49 +254,32 @@ class _IPWBase(SequenceAgent):
         """Stage 1 (``ipw``: fit the propensity model), then warm-started IPW epochs on the window's positives.
 
         Returns:
-            ``loss`` / ``loss_first_epoch`` (main IPW loss), ``examples`` (positives), ``prop_loss``
-            (``ipw``: last epoch of stage 1), ``prop_logcorr`` (``ipw``: Pearson correlation of
-            ``log q_ψ`` with the logged ``log exposure_propensity`` of the positives, a check on the
-            learned model; NaN when the logged one is constant, e.g. deterministic serving),
-            ``clipped_share`` and ``weight_p50/p90/p99/max`` (clipped weights over the fit, divided by their mean).
+            ``loss`` / ``loss_first_epoch`` (main IPW loss), ``examples`` (positives), ``prop_loss`` (``ipw``: last
+            epoch of stage 1), ``prop_logcorr`` (``ipw``: Pearson correlation of ``log q_ψ`` with the logged
+            ``log exposure_propensity`` of the positives; NaN when the logged one is constant, e.g. deterministic
+            serving), ``clipped_share`` and ``weight_p50/p90/p99/max`` (clipped weights over the fit, divided by their mean).
         """
-        cfg, tr, device = self.config, self.ctx.training, self.ctx.device
+        cfg, device = self.config, self.ctx.device
         requests, catalogue = view.requests.to(device), view.catalogue.to(device)
         imp = view.impressions
-        self.fits += 1
+        self.core.fits += 1
+        learned = self.propensity is not None
         diag: dict[str, float] = {"prop_loss": math.nan, "prop_logcorr": math.nan}
-        if self.learned_propensity and len(imp) > 1:
+        if learned and len(imp) > 1:
             diag["prop_loss"] = self._fit_propensity(view, requests, catalogue)
         data = click_examples(view, cfg.label, device)
         pos = getattr(imp, cfg.label).to(device).bool()
         logged = imp.exposure_propensity.to(device)[pos].float()  # aligned with `data` (same impression order)
-        empty = {"loss": math.nan, "loss_first_epoch": math.nan, "examples": 0.0, "clipped_share": math.nan}
-        empty.update(weight_quantiles(torch.zeros(0)))
         if len(data) == 0:
-            self.retriever.invalidate()
-            return {**diag, **empty}
-        targets = data.item_ids
-        cand = _candidates(catalogue, targets)
-        if self.learned_propensity:
-            q = self.learned_propensities(requests.select(data.row), targets, catalogue, cand)
+            self.core.retriever.invalidate()
+            return {**diag, **EMPTY_FIT, **weight_quantiles(torch.zeros(0))}
+        cand = _candidates(catalogue, data.item_ids)
+        q = logged
+        if learned:
+            q = self.learned_propensities(requests.select(data.row), data.item_ids, catalogue, cand)
             diag["prop_logcorr"] = _corr(q.clamp_min(1e-30).log(), logged.clamp_min(1e-30).log())
-        else:
-            q = logged
         floor = propensity_floor(q, cfg.clip_ratio)
-        col = torch.searchsorted(cand, targets)
-        model = self.model
-
-        def loss_fn(idx: torch.Tensor) -> torch.Tensor:
-            batch, _, _ = data.batch(idx)
-            logits = model.logits(model.user_embedding(batch, catalogue), model.item_embedding(catalogue, cand))
-            return ipw_loss(logits, col[idx], ipw_weights(q[idx], floor, cfg.self_normalise))
-
-        model.train()
-        losses = run_epochs(
-            len(data), cfg.epochs if cfg.epochs is not None else tr.epochs, cfg.batch_size or tr.batch_size,
-            fit_generator(self.ctx, self.name, view.round), device, self.optimiser, loss_fn, self.name,
-        )  # fmt: skip
-        self.retriever.invalidate()
+        losses = self._train(view, data, catalogue, cand, q, floor)
         return {
             **diag,
             "loss": losses[-1] if losses else math.nan,
@@ -293,6 +288,26 @@ class _IPWBase(SequenceAgent):
             "clipped_share": float((q < floor).float().mean()),
             **weight_quantiles(ipw_weights(q, floor, self_normalise=True)),
         }
+
+    def _train(
+        self, view: TrainingView, data: Exposures, catalogue: Catalogue, cand: torch.Tensor, q: torch.Tensor, floor: float
+    ) -> list[float]:
+        """The epochs of ``L_IPW`` over the clicks ``data`` (full softmax over ``cand``, weights from ``q``)."""
+        cfg, model = self.config, self.model
+        col = torch.searchsorted(cand, data.item_ids)
+
+        def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+            batch, _, _ = data.batch(idx)
+            logits = model.logits(model.user_embedding(batch, catalogue), model.item_embedding(catalogue, cand))
+            return ipw_loss(logits, col[idx], ipw_weights(q[idx], floor, cfg.self_normalise))
+
+        model.train()
+        losses = run_epochs(
+            len(data), cfg.train.epochs_for(self.ctx), cfg.train.batch_size_for(self.ctx),
+            fit_generator(self.ctx, self.name, view.round), self.ctx.device, self.core.optimiser, loss_fn, self.name,
+        )  # fmt: skip
+        self.core.retriever.invalidate()
+        return losses
 
     # --- state ----------------------------------------------------------------------------
 
@@ -303,9 +318,40 @@ class _IPWBase(SequenceAgent):
         return {"propensity": self.propensity.state_dict(), "prop_optimiser": self.prop_optimiser.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state`."""
         if self.propensity is not None and self.prop_optimiser is not None:
             self.propensity.load_state_dict(state["propensity"])
             self.prop_optimiser.load_state_dict(state["prop_optimiser"])
+
+    @property
+    def model(self) -> SequenceTwoTower:
+        """The trainable encoder."""
+        return self.core.model
+
+    @property
+    def retriever(self) -> SequenceRetriever:
+        """The serving half (encoder and index)."""
+        return self.core.retriever
+
+    def index(self, catalogue: Catalogue) -> None:
+        """Embed all live items once (normalised ``g``)."""
+        self.core.index(catalogue)
+
+    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-``k`` by ``cos / ρ``: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
+        return self.core.retrieve(requests, k)
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` logits ``cos(f, g) / ρ``."""
+        return self.core.score(requests, item_ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimiser state, fit counter and :meth:`extra_state` (deep copies)."""
+        return self.core.state_dict(self.extra_state())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
+        self.load_extra_state(self.core.load_state_dict(state))
 
 
 def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -317,17 +363,7 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum()) / den if den > 0 else math.nan
 
 
-@register("ipw")
-class IPW(_IPWBase):
-    """IPW (CLRec Eq. 4): full-softmax loss on clicks weighted by 1/q from a separately trained propensity model."""
-
-    name = "ipw"
-    learned_propensity = True
-
-
-@register("ipw-oracle")
-class IPWOracle(_IPWBase):
-    """IPW-oracle: the IPW loss with the logged true exposure propensities (an evaluation device)."""
-
-    name = "ipw-oracle"
-    learned_propensity = False
+register_variant(
+    "ipw-oracle", IPW, IPWConfig(propensity="logged"),
+    "IPW-oracle: the IPW loss with the logged true exposure propensities (an evaluation device).",
+)  # fmt: skip

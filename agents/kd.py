@@ -20,38 +20,45 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
-from agents.backbone.training import Exposures, exposure_data, fit_generator
-from agents.backbone.unexposed import ExposureFamily, UnexposedConfig, concat, loss_summary, teacher_scores
-from agents.bc import bc_loss
-from agents.registry import register
+from agents.backbone.exposure import ExposureCore
+from agents.backbone.retriever import TwoTowerRetriever
+from agents.backbone.training import Exposures, TrainConfig, check_ranges, exposure_data, fit_generator
+from agents.backbone.two_tower import TowerConfig
+from agents.backbone.unexposed import TargetDomainConfig, concat, loss_summary, teacher_scores
+from agents.bc import BC_TOWER, bc_loss
+from agents.registry import register, register_variant
+from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
+from simulator.types import Catalogue, RequestBatch
 
 
 @dataclass(frozen=True)
-class Config(UnexposedConfig):
-    """KD hyperparameters: BC's plus the space-B options (the walk fields are unused)."""
+class KDConfig:
+    """KD hyperparameters: BC's, the space-B options, the teacher block (the walk fields are unused)."""
 
+    label: Literal["clicked", "finished"] = "clicked"
+    """Positive label of the exposures: ``clicked`` or ``finished``."""
+    l2: float = 1e-5
+    """L2 weight on the embedding rows used in each batch."""
+    tower: TowerConfig = BC_TOWER
+    """BC's towers (override keys ``hidden``, ``gamma``, ...)."""
+    train: TrainConfig = TrainConfig()
+    """Optimiser and epochs (override keys ``lr``, ``epochs``, ...)."""
+    target: TargetDomainConfig = TargetDomainConfig()
+    """The unexposed pair set (override keys ``sampler``, ``radius``, ``visits``, ``walk_mode``, ``teacher_block``)."""
     b_per_request: int = 0
-    """Recalled-unexposed pairs added per request (0: ``kd``; ``kd+b`` defaults to 20)."""
+    """Recalled-unexposed pairs added per request (0: ``kd``; ``kd+b`` presets 20)."""
     teacher: Literal["snapshot", "logged"] = "snapshot"
     """Targets of the space-B pairs: the serving snapshot's scores, or the logged ranking scores."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        check_ranges(self)
         if self.b_per_request < 0:
             raise ValueError(f"b_per_request: must be >= 0, got {self.b_per_request!r}")
-
-
-@dataclass(frozen=True)
-class ConfigB(Config):
-    """KD+B hyperparameters (KD's, with space B on)."""
-
-    b_per_request: int = 20
-    """Recalled-unexposed pairs added per request."""
 
 
 def space_b(view: TrainingView, per_request: int, gen: torch.Generator, device: torch.device) -> tuple[Exposures, torch.Tensor]:
@@ -73,12 +80,14 @@ def space_b(view: TrainingView, per_request: int, gen: torch.Generator, device: 
     return pairs, cand.ranking_score[keep].float().to(device)
 
 
-@register("kd")
-class KD(ExposureFamily):
+@register("kd", config=KDConfig)
+class KD:
     """KD: two-tower trained with soft BCE on the frozen ranker's predictions (exposures; +B for ``kd+b``)."""
 
-    name = "kd"
-    Config = Config
+    def __init__(self, ctx: AgentContext, config: KDConfig | None = None, name: str = "kd") -> None:
+        self.ctx, self.name = ctx, name
+        self.config = config or KDConfig()
+        self.core = ExposureCore(ctx, self.config.tower, self.config.train, name)
 
     def fit(self, view: TrainingView) -> dict[str, float]:
         """One warm-started fit on ``S`` with the ranker's scores as targets.
@@ -87,20 +96,20 @@ class KD(ExposureFamily):
             ``loss``, ``loss_first_epoch``, ``examples``, ``b_pairs``, ``teacher_mean``.
         """
         cfg, device = self.config, self.ctx.device
-        self.fits += 1
+        self.core.fits += 1
         gen = fit_generator(self.ctx, self.name, view.round)
         data = exposure_data(view, cfg.label, device)
         if len(data) == 0:
             return {"loss": math.nan, "loss_first_epoch": math.nan, "examples": 0.0, "b_pairs": 0.0, "teacher_mean": math.nan}
-        targets = teacher_scores(view.ranker, data, cfg.teacher_block)
+        targets = teacher_scores(view.ranker, data, cfg.target.teacher_block)
         n_b = 0
         if cfg.b_per_request > 0:
             b, logged = space_b(view, cfg.b_per_request, gen, device)
             n_b = len(b)
-            b_targets = logged if cfg.teacher == "logged" else teacher_scores(view.ranker, b, cfg.teacher_block)
+            b_targets = logged if cfg.teacher == "logged" else teacher_scores(view.ranker, b, cfg.target.teacher_block)
             data, targets = concat(data, b), torch.cat([targets, b_targets])
         data = Exposures(data.requests, data.row, data.item_ids, targets.clamp(0.0, 1.0))
-        losses = self.train_pairs(data, gen, lambda lg, t, l2t, idx: bc_loss(lg, t, l2t, cfg.l2), view.catalogue.to(device))
+        losses = self.core.train_pairs(data, gen, lambda lg, t, l2t, idx: bc_loss(lg, t, l2t, cfg.l2), view.catalogue.to(device))
         return {
             **loss_summary(losses),
             "examples": float(len(data)),
@@ -108,10 +117,32 @@ class KD(ExposureFamily):
             "teacher_mean": float(targets.mean()),
         }
 
+    @property
+    def retriever(self) -> TwoTowerRetriever:
+        """The serving half (model and index)."""
+        return self.core.retriever
 
-@register("kd+b")
-class KDB(KD):
-    """KD+B: KD whose training set adds recalled-unexposed pairs (space B) with ranker targets."""
+    def index(self, catalogue: Catalogue) -> None:
+        """Embed all live items once."""
+        self.core.index(catalogue)
 
-    name = "kd+b"
-    Config = ConfigB
+    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
+        return self.core.retrieve(requests, k)
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` logits ``s_ui``."""
+        return self.core.score(requests, item_ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The core's state: weights, optimisers, fit counter, extra modules (deep copies)."""
+        return self.core.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
+        self.core.load_state_dict(state)
+
+
+register_variant(
+    "kd+b", KD, KDConfig(b_per_request=20), "KD+B: KD whose training set adds recalled-unexposed pairs (space B) with ranker targets."
+)

@@ -17,37 +17,45 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
-from agents.backbone.training import exposure_data, fit_generator
-from agents.backbone.unexposed import ExposureFamily, UnexposedConfig, concat, loss_summary, target_domain, teacher_scores, with_labels
-from agents.bc import bc_loss
-from agents.registry import register
+from agents.backbone.exposure import ExposureCore
+from agents.backbone.retriever import TwoTowerRetriever
+from agents.backbone.training import TrainConfig, check_ranges, exposure_data, fit_generator
+from agents.backbone.two_tower import TowerConfig
+from agents.backbone.unexposed import TargetDomainConfig, concat, loss_summary, target_domain, teacher_scores, with_labels
+from agents.bc import BC_TOWER, bc_loss
+from agents.registry import register, register_variant
+from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
+from simulator.types import Catalogue, RequestBatch
 
 
 @dataclass(frozen=True)
-class Config(UnexposedConfig):
+class MUDAConfig:
     """MUDA hyperparameters: BC's, the unexposed set's and the pseudo-label threshold."""
 
+    label: Literal["clicked", "finished"] = "clicked"
+    """Positive label of the exposures: ``clicked`` or ``finished``."""
+    l2: float = 1e-5
+    """L2 weight on the embedding rows used in each batch."""
+    tower: TowerConfig = BC_TOWER
+    """BC's towers (override keys ``hidden``, ``gamma``, ...)."""
+    train: TrainConfig = TrainConfig()
+    """Optimiser and epochs (override keys ``lr``, ``epochs``, ...)."""
+    target: TargetDomainConfig = TargetDomainConfig()
+    """The unexposed pair set (override keys ``sampler``, ``radius``, ``visits``, ``walk_mode``, ``teacher_block``)."""
     threshold: float | None = None
     """``κ``; None: match the pseudo-positive rate on ``S_un`` to the label rate on ``S_exp``."""
     target_only: bool = False
     """Train on ``S_un`` alone (``muda-t``)."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        check_ranges(self)
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold: must be in [0, 1] or None, got {self.threshold!r}")
-
-
-@dataclass(frozen=True)
-class ConfigT(Config):
-    """MUDA-T hyperparameters (MUDA's, target domain only)."""
-
-    target_only: bool = True
-    """Train on ``S_un`` alone."""
 
 
 def pseudo_labels(rank: torch.Tensor, threshold: float | None, source_rate: float) -> tuple[torch.Tensor, float]:
@@ -59,12 +67,14 @@ def pseudo_labels(rank: torch.Tensor, threshold: float | None, source_rate: floa
     return (rank >= kappa).float(), kappa
 
 
-@register("muda")
-class MUDA(ExposureFamily):
+@register("muda", config=MUDAConfig)
+class MUDA:
     """MUDA: exposures plus unexposed pairs labelled by thresholding the ranker's scores."""
 
-    name = "muda"
-    Config = Config
+    def __init__(self, ctx: AgentContext, config: MUDAConfig | None = None, name: str = "muda") -> None:
+        self.ctx, self.name = ctx, name
+        self.config = config or MUDAConfig()
+        self.core = ExposureCore(ctx, self.config.tower, self.config.train, name)
 
     def fit(self, view: TrainingView) -> dict[str, float]:
         """Score ``S_un`` with the ranker, binarise, train on ``S_exp ∪ S_un`` (``S_un`` for ``muda-t``).
@@ -73,18 +83,18 @@ class MUDA(ExposureFamily):
             ``loss``, ``loss_first_epoch``, ``examples``, ``pseudo_positive_rate``, ``threshold``, ``target_pairs``, ``target_users``.
         """
         cfg, device = self.config, self.ctx.device
-        self.fits += 1
+        self.core.fits += 1
         gen = fit_generator(self.ctx, self.name, view.round)
         data = exposure_data(view, cfg.label, device)
-        pairs, info = target_domain(view, cfg, gen, device)
+        pairs, info = target_domain(view, cfg.target, gen, device)
         nan = {"loss": math.nan, "loss_first_epoch": math.nan, "pseudo_positive_rate": math.nan, "threshold": math.nan}
         if len(data) == 0 or len(pairs) == 0:
             return {**nan, "examples": 0.0, **info}
-        rank = teacher_scores(view.ranker, pairs, cfg.teacher_block)
+        rank = teacher_scores(view.ranker, pairs, cfg.target.teacher_block)
         y_tilde, kappa = pseudo_labels(rank, cfg.threshold, float(data.labels.mean()))
         target = with_labels(pairs, y_tilde)
         train = target if cfg.target_only else concat(data, target)
-        losses = self.train_pairs(train, gen, lambda lg, t, l2t, idx: bc_loss(lg, t, l2t, cfg.l2), view.catalogue.to(device))
+        losses = self.core.train_pairs(train, gen, lambda lg, t, l2t, idx: bc_loss(lg, t, l2t, cfg.l2), view.catalogue.to(device))
         return {
             **loss_summary(losses),
             "examples": float(len(train)),
@@ -93,10 +103,30 @@ class MUDA(ExposureFamily):
             **info,
         }
 
+    @property
+    def retriever(self) -> TwoTowerRetriever:
+        """The serving half (model and index)."""
+        return self.core.retriever
 
-@register("muda-t")
-class MUDAT(MUDA):
-    """MUDA-T: MUDA trained on the pseudo-labelled unexposed pairs only."""
+    def index(self, catalogue: Catalogue) -> None:
+        """Embed all live items once."""
+        self.core.index(catalogue)
 
-    name = "muda-t"
-    Config = ConfigT
+    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
+        return self.core.retrieve(requests, k)
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` logits ``s_ui``."""
+        return self.core.score(requests, item_ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The core's state: weights, optimisers, fit counter, extra modules (deep copies)."""
+        return self.core.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
+        self.core.load_state_dict(state)
+
+
+register_variant("muda-t", MUDA, MUDAConfig(target_only=True), "MUDA-T: MUDA trained on the pseudo-labelled unexposed pairs only.")

@@ -21,28 +21,25 @@ from simulator.types import Catalogue, RequestBatch
 
 
 @dataclass(frozen=True)
-class Config:
+class PopularConfig:
     """Popular-agent settings."""
 
     count: Literal["clicks", "exposures"] = "clicks"
     """Which observed counter ranks the items."""
 
 
-@register("popular")
+@register("popular", config=PopularConfig)
 class PopularAgent:
     """Most-clicked live items for everyone; score = log1p(observed clicks), ties by item id.
 
     Args:
         ctx: sizes, device and seed.
-        config: settings (default :class:`Config`).
+        config: settings (default :class:`PopularConfig`).
     """
 
-    name = "popular"
-    Config = Config
-
-    def __init__(self, ctx: AgentContext, config: Config | None = None) -> None:
-        self.ctx = ctx
-        self.config = config or Config()
+    def __init__(self, ctx: AgentContext, config: PopularConfig | None = None, name: str = "popular") -> None:
+        self.ctx, self.name = ctx, name
+        self.config = config or PopularConfig()
         self._scores: torch.Tensor | None = None  # [M] log1p(count) of every item id
         self._order: torch.Tensor | None = None  # [M_live] live ids, score descending, id ascending on ties
 

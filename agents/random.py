@@ -30,7 +30,7 @@ _M32 = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
-class Config:
+class RandomConfig:
     """Random-agent settings."""
 
     block_users: int = 1024
@@ -56,21 +56,18 @@ def pair_keys(salt: int, request_id: torch.Tensor, item_ids: torch.Tensor) -> to
     return _mix32(i ^ r.unsqueeze(1))
 
 
-@register("random")
+@register("random", config=RandomConfig)
 class RandomAgent:
     """Uniform random k live items per request (deterministic in the request id; scores carry no signal).
 
     Args:
         ctx: sizes, device and seed.
-        config: settings (default :class:`Config`).
+        config: settings (default :class:`RandomConfig`).
     """
 
-    name = "random"
-    Config = Config
-
-    def __init__(self, ctx: AgentContext, config: Config | None = None) -> None:
-        self.ctx = ctx
-        self.config = config or Config()
+    def __init__(self, ctx: AgentContext, config: RandomConfig | None = None, name: str = "random") -> None:
+        self.ctx, self.name = ctx, name
+        self.config = config or RandomConfig()
         self.salt = stream_seed(ctx.seed, "random-agent")
         self._live: torch.Tensor | None = None
 

@@ -1,10 +1,14 @@
-"""The agent registry: paper names -> agent classes, with validated config overrides.
+"""The agent registry: paper names -> (agent class, preset config), with validated config overrides.
 
-Every agent class is registered under the name its paper uses and carries a
-frozen ``Config`` dataclass (a default for every field, a comment under each).
-:func:`make_agent` builds an agent from an :class:`~simulator.agent_api.AgentContext`
-and keyword overrides, which are checked against ``Config`` so that a typo or a
-wrong type fails at once with a one-line error naming the field, e.g.
+Every agent class is registered under the name its paper uses together with its config type
+(a frozen dataclass, a default for every field, a docstring under each), e.g.
+``@register("bc", config=BCConfig)``. Ablations and variants are the same class with another
+preset config: ``register_variant("kd+b", KD, KDConfig(b_per_request=20), doc=...)``.
+A config may embed shared groups (a :class:`~agents.backbone.two_tower.TowerConfig`, a
+:class:`~agents.backbone.training.TrainConfig`, ...) as typed fields; override keys stay flat
+(``hidden = [64]`` goes into the ``tower`` group). :func:`make_agent` builds an agent from an
+:class:`~simulator.agent_api.AgentContext` and keyword overrides, checked against the config so
+that a typo or a wrong type fails at once with a one-line error naming the field, e.g.
 ``agents.bc.gamma: must be float, got 'x'``.
 
 Example:
@@ -18,89 +22,164 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from simulator.agent_api import AgentContext, RetrievalAgent
 
-_AGENTS: dict[str, type] = {}
 T = TypeVar("T", bound=type)
 
 
-def register(name: str) -> Callable[[T], T]:
-    """Class decorator registering an agent class under ``name``.
+@dataclass(frozen=True)
+class AgentSpec:
+    """One registered name: the class, its config type, the preset config and the listed description."""
 
-    The class must define a frozen dataclass ``Config`` and may define ``name``
-    (it must then equal ``name``); it is built as ``cls(ctx, config)``.
+    cls: type
+    config_cls: type
+    preset: Any
+    doc: str
+
+
+_AGENTS: dict[str, AgentSpec] = {}
+
+
+def _first_line(text: str | None) -> str:
+    return ((text or "").strip().splitlines() or [""])[0]
+
+
+def _add(name: str, spec: AgentSpec) -> None:
+    if not dataclasses.is_dataclass(spec.config_cls) or not isinstance(spec.preset, spec.config_cls):
+        raise TypeError(f"agent {name!r}: the preset must be an instance of the dataclass {spec.config_cls.__name__}")
+    if name in _AGENTS and _AGENTS[name].cls is not spec.cls:
+        raise ValueError(f"agent: name {name!r} is already registered by {_AGENTS[name].cls.__name__}")
+    flat_keys(spec.config_cls)  # fails at import on an ambiguous flat key
+    _AGENTS[name] = spec
+
+
+def register(name: str, config: type, doc: str | None = None) -> Callable[[T], T]:
+    """Class decorator registering an agent class under ``name`` with its config type.
+
+    The class is built as ``cls(ctx, config_instance, name)``; its listed description is its
+    docstring's first line.
 
     Args:
         name: the registry name (the paper's name, lower case).
+        config: the agent's config dataclass (its default instance is the preset).
+        doc: the listed description (default: the class docstring's first line).
 
     Returns:
-        The decorator, which returns the class unchanged (``name`` set).
+        The decorator, which returns the class unchanged.
     """
 
     def decorate(cls: T) -> T:
-        config_cls = getattr(cls, "Config", None)
-        if config_cls is None or not dataclasses.is_dataclass(config_cls):
-            raise TypeError(f"agent {name!r}: {cls.__name__} needs a dataclass attribute 'Config'")
-        if getattr(cls, "name", name) != name:
-            raise TypeError(f"agent {name!r}: {cls.__name__}.name is {cls.name!r}, expected {name!r}")
-        if name in _AGENTS and _AGENTS[name] is not cls:
-            raise ValueError(f"agent: name {name!r} is already registered by {_AGENTS[name].__name__}")
-        cls.name = name
-        _AGENTS[name] = cls
+        _add(name, AgentSpec(cls, config, config(), doc or _first_line(cls.__doc__)))
         return cls
 
     return decorate
 
 
-def agent_class(name: str) -> type:
-    """The class registered under ``name`` (``ValueError`` naming the allowed names if unknown)."""
+def register_variant(name: str, cls: type, preset: Any, doc: str) -> None:
+    """Register ``name`` as agent class ``cls`` with the preset config ``preset`` (an ablation or variant).
+
+    Args:
+        name: the registry name.
+        cls: an already registered agent class.
+        preset: an instance of that class's config type; overrides apply on top of it.
+        doc: the one-line description :func:`list_agents` shows.
+    """
+    config_cls = next((s.config_cls for s in _AGENTS.values() if s.cls is cls), None)
+    if config_cls is None:
+        raise TypeError(f"agent {name!r}: register {cls.__name__} under its own name first")
+    _add(name, AgentSpec(cls, config_cls, preset, doc))
+
+
+def agent_spec(name: str) -> AgentSpec:
+    """The registration of ``name`` (``ValueError`` naming the allowed names if unknown)."""
     if name not in _AGENTS:
         raise ValueError(f"agent: unknown name {name!r}; allowed: {', '.join(sorted(_AGENTS))}")
     return _AGENTS[name]
 
 
+def agent_class(name: str) -> type:
+    """The class registered under ``name`` (``ValueError`` naming the allowed names if unknown)."""
+    return agent_spec(name).cls
+
+
 def list_agents() -> dict[str, str]:
-    """Registered agents, sorted by name: name -> one-line description (the class docstring's first line)."""
-    return {n: ((c.__doc__ or "").strip().splitlines() or [""])[0] for n, c in sorted(_AGENTS.items())}
+    """Registered agents, sorted by name: name -> one-line description."""
+    return {n: s.doc for n, s in sorted(_AGENTS.items())}
+
+
+def _groups(config_cls: type) -> dict[str, type]:
+    """The fields of ``config_cls`` that are themselves config dataclasses (embedded groups): name -> type."""
+    hints = typing.get_type_hints(config_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls) if dataclasses.is_dataclass(hints[f.name])}
+
+
+def flat_keys(config_cls: type) -> dict[str, tuple[str | None, Any]]:
+    """Every override key of ``config_cls``: key -> ``(group field or None, type hint)``.
+
+    Raises:
+        TypeError: a key appears twice (top level and a group, or two groups).
+    """
+    hints = typing.get_type_hints(config_cls)
+    groups = _groups(config_cls)
+    out: dict[str, tuple[str | None, Any]] = {}
+    for f in dataclasses.fields(config_cls):
+        entries = (
+            [(k, (f.name, h)) for k, h in typing.get_type_hints(groups[f.name]).items()]
+            if f.name in groups
+            else [(f.name, (None, hints[f.name]))]
+        )
+        for key, entry in entries:
+            if key in out:
+                raise TypeError(f"{config_cls.__name__}: override key {key!r} is ambiguous")
+            out[key] = entry
+    return out
 
 
 def agent_config(name: str, overrides: Mapping[str, Any] | None = None) -> Any:
-    """The validated ``Config`` of agent ``name`` with ``overrides`` applied.
+    """The validated config of agent ``name``: its preset with ``overrides`` applied.
 
     Args:
         name: a registered agent name.
-        overrides: field -> value (values as read from TOML: lists become tuples,
-            ints are accepted for floats).
+        overrides: flat field -> value (values as read from TOML: lists become tuples, ints are
+            accepted for floats); a field of an embedded group is named by itself (``hidden``).
 
     Returns:
-        An instance of the agent's ``Config``.
+        An instance of the agent's config type.
 
     Raises:
         ValueError: one line naming ``agents.<name>.<field>`` and what is allowed.
     """
-    config_cls = agent_class(name).Config
-    hints = typing.get_type_hints(config_cls)
-    allowed = [f.name for f in dataclasses.fields(config_cls)]
-    values = {}
+    spec = agent_spec(name)
+    keys = flat_keys(spec.config_cls)
+    top: dict[str, Any] = {}
+    grouped: dict[str, dict[str, Any]] = {}
     for key, value in (overrides or {}).items():
-        if key not in allowed:
-            raise ValueError(f"agents.{name}.{key}: unknown option; allowed: {', '.join(allowed)}")
-        values[key] = _coerce(f"agents.{name}.{key}", value, hints[key])
-    try:
-        return config_cls(**values)
-    except ValueError as err:  # a Config.__post_init__ range check: "field: must be ..."
+        if key not in keys:
+            raise ValueError(f"agents.{name}.{key}: unknown option; allowed: {', '.join(keys)}")
+        group, hint = keys[key]
+        coerced = _coerce(f"agents.{name}.{key}", value, hint)
+        if group is None:
+            top[key] = coerced
+        else:
+            grouped.setdefault(group, {})[key] = coerced
+    try:  # replace() re-runs every __post_init__ range check: "field: must be ..."
+        for group, values in grouped.items():
+            top[group] = dataclasses.replace(getattr(spec.preset, group), **values)
+        return dataclasses.replace(spec.preset, **top)
+    except ValueError as err:
         raise ValueError(f"agents.{name}.{err}") from None
 
 
 def make_agent(name: str, ctx: AgentContext, **overrides: Any) -> RetrievalAgent:
-    """Build the agent registered as ``name`` with its ``Config`` overridden by ``overrides``.
+    """Build the agent registered as ``name`` with its preset config overridden by ``overrides``.
 
     Args:
         name: a registered agent name (see :func:`list_agents`).
         ctx: sizes, device and seed of the run.
-        **overrides: ``Config`` fields to change.
+        **overrides: config fields to change (flat names).
 
     Returns:
         The agent, satisfying :class:`~simulator.agent_api.RetrievalAgent`.
@@ -108,7 +187,17 @@ def make_agent(name: str, ctx: AgentContext, **overrides: Any) -> RetrievalAgent
     Raises:
         ValueError: unknown name or invalid override (one line naming the field).
     """
-    return agent_class(name)(ctx, agent_config(name, overrides))
+    agent: RetrievalAgent = agent_spec(name).cls(ctx, agent_config(name, overrides), name)
+    return agent
+
+
+def rebuild(agent: Any) -> Any:
+    """A fresh agent of the same registered kind, name and config as ``agent`` (``type(agent)(ctx, config)`` if unregistered)."""
+    ctx, config, name, cls = agent.ctx, agent.config, getattr(agent, "name", ""), type(agent)
+    spec = _AGENTS.get(name)
+    if spec is not None and spec.cls is cls:
+        return spec.cls(ctx, config, name)
+    return cls(ctx, config)
 
 
 # --- type checking of override values --------------------------------------------------------

@@ -36,22 +36,28 @@ from typing import Any, Literal
 import torch
 
 from agents.backbone.frequency import StreamingFrequency, unigram_q
-from agents.backbone.sequence import (
-    SequenceAgent, SequenceAgentConfig, click_examples, click_impression_gap,
-)  # fmt: skip
+from agents.backbone.sequence import SequenceTowerConfig, SequenceTwoTower
+from agents.backbone.sequence_core import SEQ_TRAIN, SequenceCore, SequenceRetriever, click_examples, click_impression_gap
 from agents.backbone.softmax import duplicate_mask, sampled_softmax_loss
-from agents.backbone.training import fit_generator, run_epochs
-from agents.registry import register
+from agents.backbone.training import Exposures, TrainConfig, fit_generator, run_epochs
+from agents.registry import register, register_variant
 from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
+from simulator.types import Catalogue, RequestBatch
 
 
 @dataclass(frozen=True)
-class Config(SequenceAgentConfig):
+class SampledSoftmaxConfig:
     """Sampled-softmax hyperparameters (``None``: take it from the scenario's ``training`` section)."""
 
+    label: Literal["clicked", "finished"] = "clicked"
+    """Which impressions are the positives."""
+    encoder: SequenceTowerConfig = SequenceTowerConfig()
+    """The sequence encoder (override keys ``heads``, ``rho``, ``embedding_dim``, ``bucket_edges``, ...)."""
+    train: TrainConfig = SEQ_TRAIN
+    """Optimiser and epochs (override keys ``lr``, ``epochs``, ``batch_size`` (256), ``adam_beta2`` (0.98), ...)."""
     logq: bool = False
-    """Subtract ``log Q`` from every logit (Eq. 2). ``sampled-softmax-logq`` defaults to True."""
+    """Subtract ``log Q`` from every logit (Eq. 2). ``sampled-softmax-logq`` presets True."""
     negatives: Literal["shared", "in-batch"] = "shared"
     """``shared``: ``num_negatives`` sampled items per batch; ``in-batch``: the batch's other positives."""
     q: Literal["unigram", "streaming", "uniform"] = "unigram"
@@ -69,7 +75,6 @@ class Config(SequenceAgentConfig):
     """Buckets per hash array of the streaming estimator."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.num_negatives < 1:
             raise ValueError(f"num_negatives: must be >= 1, got {self.num_negatives}")
         if self.smoothing <= 0:
@@ -80,14 +85,6 @@ class Config(SequenceAgentConfig):
             raise ValueError(f"streaming_size: must be >= 1, got {self.streaming_size}")
         if self.q == "streaming" and self.negatives != "in-batch":
             raise ValueError("q: 'streaming' needs negatives='in-batch' (shared negatives use the sampler's own pmf)")
-
-
-@dataclass(frozen=True)
-class LogQConfig(Config):
-    """As :class:`Config`, with the logQ correction on."""
-
-    logq: bool = True
-    """Subtract ``log Q`` from every logit (Eq. 2)."""
 
 
 def sampled_softmax_logq_loss(
@@ -110,21 +107,20 @@ def sampled_softmax_logq_loss(
     return sampled_softmax_loss(pos_logits, neg_logits, pos_log_q, neg_log_q, neg_mask)
 
 
-@register("sampled-softmax")
-class SampledSoftmax(SequenceAgent):
+@register("sampled-softmax", config=SampledSoftmaxConfig)
+class SampledSoftmax:
     """Sampled softmax without logQ (CLRec Eq. 3, explicit negatives ~ Q) on the CLRec sequence encoder.
 
     Args:
         ctx: sizes, device and seed.
-        config: hyperparameters (default :class:`Config`).
+        config: hyperparameters (default :class:`SampledSoftmaxConfig`; ``sampled-softmax-logq`` presets ``logq``).
+        name: the registered name (seeds the init and shuffling streams).
     """
 
-    name = "sampled-softmax"
-    Config = Config
-
-    def __init__(self, ctx: AgentContext, config: Config | None = None) -> None:
-        super().__init__(ctx, config or self.Config())
-        cfg = self.config
+    def __init__(self, ctx: AgentContext, config: SampledSoftmaxConfig | None = None, name: str = "sampled-softmax") -> None:
+        self.ctx, self.name = ctx, name
+        self.config = cfg = config or SampledSoftmaxConfig()
+        self.core = SequenceCore(ctx, cfg.encoder, cfg.train, name)
         self.frequency = StreamingFrequency(cfg.streaming_size, 2, cfg.streaming_rate, device=ctx.device) if cfg.q == "streaming" else None
 
     def _log_q_table(self, view: TrainingView, positives: torch.Tensor) -> torch.Tensor:
@@ -146,53 +142,18 @@ class SampledSoftmax(SequenceAgent):
             negative slots dropped as accidental hits / duplicates), ``log_q_mean`` (mean ``log Q``
             of the positives), ``click_impression_tv``.
         """
-        cfg, tr, device = self.config, self.ctx.training, self.ctx.device
+        cfg, device = self.config, self.ctx.device
         data = click_examples(view, cfg.label, device)
-        catalogue = view.catalogue.to(device)
-        model = self.model
-        self.fits += 1
+        self.core.fits += 1
         nan = math.nan
         if len(data) == 0:
             return {"loss": nan, "loss_first_epoch": nan, "examples": 0.0, "masked_share": nan, "log_q_mean": nan,
                     "click_impression_tv": click_impression_gap(view)}  # fmt: skip
         gen = fit_generator(self.ctx, self.name, view.round)
         log_q = self._log_q_table(view, data.item_ids)
-        sampler = log_q.exp()
         stats = {k: torch.zeros((), device=device) for k in ("masked", "slots", "pos_log_q")}
-
-        def loss_fn(idx: torch.Tensor) -> torch.Tensor:
-            requests, items, _ = data.batch(idx)
-            f = model.user_embedding(requests, catalogue)
-            g_pos = model.item_embedding(catalogue, items)
-            pos = model.logits(f, g_pos, pairwise=False)
-            if cfg.negatives == "shared":
-                negs = torch.multinomial(sampler.cpu(), cfg.num_negatives, replacement=True, generator=gen).to(device)
-                neg = model.logits(f, model.item_embedding(catalogue, negs))
-                mask = duplicate_mask(items, negs) if cfg.mask_accidental_hits else None
-                pos_lq, neg_lq = log_q[items], log_q[negs]
-            else:
-                neg = model.logits(f, g_pos)  # [B, B]; the diagonal is each row's positive
-                dup = duplicate_mask(items, items)
-                eye = torch.eye(len(items), dtype=torch.bool, device=device)
-                mask = dup if cfg.mask_accidental_hits else eye
-                if self.frequency is not None:
-                    self.frequency.update(items)  # Yi et al.: update the estimate before the loss
-                    pos_lq = self.frequency.probability(items).log()
-                else:
-                    pos_lq = log_q[items]
-                neg_lq = pos_lq.unsqueeze(0).expand(len(items), -1)
-            if mask is not None:
-                stats["masked"] += mask.sum() - (0 if cfg.negatives == "shared" else len(items))
-                stats["slots"] += mask.numel() - (0 if cfg.negatives == "shared" else len(items))
-            stats["pos_log_q"] += pos_lq.detach().sum()
-            if not cfg.logq:
-                pos_lq = neg_lq = None
-            return sampled_softmax_logq_loss(pos, neg, pos_lq, neg_lq, mask)
-
-        model.train()
-        epochs = cfg.epochs if cfg.epochs is not None else tr.epochs
-        losses = run_epochs(len(data), epochs, cfg.batch_size or tr.batch_size, gen, device, self.optimiser, loss_fn, self.name)
-        self.retriever.invalidate()
+        epochs = cfg.train.epochs_for(self.ctx)
+        losses = self._train(data, view.catalogue.to(device), log_q, gen, stats, epochs)
         seen = max(len(data) * epochs, 1)
         return {
             "loss": losses[-1] if losses else nan,
@@ -203,22 +164,103 @@ class SampledSoftmax(SequenceAgent):
             "click_impression_tv": click_impression_gap(view),
         }
 
+    def _train(
+        self, data: Exposures, catalogue: Catalogue, log_q: torch.Tensor, gen: torch.Generator, stats: dict[str, torch.Tensor], epochs: int
+    ) -> list[float]:
+        """The epochs of Eq. 2 / Eq. 3 over the clicks ``data``.
+
+        ``stats`` collects the masked slots and ``log Q`` of the positives.
+        """
+        cfg, model, shared = self.config, self.model, self.config.negatives == "shared"
+        sampler = log_q.exp()
+
+        def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+            requests, items, _ = data.batch(idx)
+            f = model.user_embedding(requests, catalogue)
+            g_pos = model.item_embedding(catalogue, items)
+            pos = model.logits(f, g_pos, pairwise=False)
+            if shared:
+                negs = torch.multinomial(sampler.cpu(), cfg.num_negatives, replacement=True, generator=gen).to(items.device)
+                neg = model.logits(f, model.item_embedding(catalogue, negs))
+                mask = duplicate_mask(items, negs) if cfg.mask_accidental_hits else None
+                pos_lq, neg_lq = log_q[items], log_q[negs]
+            else:
+                neg, mask, pos_lq, neg_lq = self._in_batch(f, g_pos, items, log_q)
+            if mask is not None:
+                stats["masked"] += mask.sum() - (0 if shared else len(items))
+                stats["slots"] += mask.numel() - (0 if shared else len(items))
+            stats["pos_log_q"] += pos_lq.detach().sum()
+            return (
+                sampled_softmax_logq_loss(pos, neg, pos_lq, neg_lq, mask)
+                if cfg.logq
+                else sampled_softmax_logq_loss(pos, neg, None, None, mask)
+            )
+
+        model.train()
+        losses = run_epochs(
+            len(data), epochs, cfg.train.batch_size_for(self.ctx), gen, self.ctx.device, self.core.optimiser, loss_fn, self.name
+        )
+        self.core.retriever.invalidate()
+        return losses
+
+    def _in_batch(
+        self, f: torch.Tensor, g_pos: torch.Tensor, items: torch.Tensor, log_q: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """In-batch negatives: ``(logits [B, B], mask, log Q of the positives [B], of the negatives [B, B])``.
+
+        The diagonal of the logits is each row's positive.
+        """
+        neg = self.model.logits(f, g_pos)
+        dup = duplicate_mask(items, items)
+        mask = dup if self.config.mask_accidental_hits else torch.eye(len(items), dtype=torch.bool, device=items.device)
+        if self.frequency is not None:
+            self.frequency.update(items)  # Yi et al.: update the estimate before the loss
+            pos_lq = self.frequency.probability(items).log()
+        else:
+            pos_lq = log_q[items]
+        return neg, mask, pos_lq, pos_lq.unsqueeze(0).expand(len(items), -1)
+
     def extra_state(self) -> dict[str, Any]:
+        """The streaming estimator (``q = "streaming"``)."""
         return {"frequency": None if self.frequency is None else self.frequency.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state`."""
         if self.frequency is not None and state.get("frequency") is not None:
             self.frequency.load_state_dict(state["frequency"])
 
+    @property
+    def model(self) -> SequenceTwoTower:
+        """The trainable encoder."""
+        return self.core.model
 
-@register("sampled-softmax-logq")
-class SampledSoftmaxLogQ(SampledSoftmax):
-    """Sampled softmax with the logQ correction (CLRec Eq. 2; the paper's main baseline): fits p_data, bias included.
+    @property
+    def retriever(self) -> SequenceRetriever:
+        """The serving half (encoder and index)."""
+        return self.core.retriever
 
-    Args:
-        ctx: sizes, device and seed.
-        config: hyperparameters (default :class:`LogQConfig`).
-    """
+    def index(self, catalogue: Catalogue) -> None:
+        """Embed all live items once (normalised ``g``)."""
+        self.core.index(catalogue)
 
-    name = "sampled-softmax-logq"
-    Config = LogQConfig
+    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-``k`` by ``cos / ρ``: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
+        return self.core.retrieve(requests, k)
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` logits ``cos(f, g) / ρ``."""
+        return self.core.score(requests, item_ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimiser state, fit counter and :meth:`extra_state` (deep copies)."""
+        return self.core.state_dict(self.extra_state())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
+        self.load_extra_state(self.core.load_state_dict(state))
+
+
+register_variant(
+    "sampled-softmax-logq", SampledSoftmax, SampledSoftmaxConfig(logq=True),
+    "Sampled softmax with the logQ correction (CLRec Eq. 2; the paper's main baseline): fits p_data, bias included.",
+)  # fmt: skip

@@ -20,74 +20,50 @@ The loss is the GMM part of UMA²'s Eq. 2 with unit weights
 (:func:`gmm_loss`): ``loss_+ + Σ_s λ_s · mean_{s} BCE(σ(s_ui), 0)``, one mean
 per space. Budgets match across strategies: 25 negatives per positive.
 
-All sampling-strategy agents and UMA² (``agents/uma2.py``) draw their
-initialisation and minibatch/negative streams from the same key
-(:data:`STREAM`), so on one seed they start from identical weights and see
-identical minibatch orders: the strategies differ only in their negatives
-(common random numbers), and UMA² with unit propensities is bit-for-bit
-SS-ABC(fixed) (the spec's sanity check 3).
+The trainer (sampler, epochs, streams) is :class:`~agents.backbone.gmm.GMMCore`: all
+sampling-strategy agents and UMA² (``agents/uma2.py``) draw their initialisation and
+minibatch/negative streams from the same key, so on one seed they differ only in their negatives
+(common random numbers), and UMA² with unit propensities is bit-for-bit SS-ABC(fixed).
 """
 
 from __future__ import annotations
 
-import copy
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
+from agents.backbone.gmm import GMM_TRAIN, Batch, GMMCore, NegativesConfig
 from agents.backbone.retriever import TwoTowerRetriever
-from agents.bc import Config as BCConfig
 from agents.backbone.softmax import sampled_softmax_loss
-from agents.backbone.spaces import Draw, Spaces, build_spaces, sample_a, sample_b, sample_c, sample_random
-from agents.backbone.training import fit_generator, make_optimiser, run_epochs
-from agents.backbone.two_tower import TowerConfig
-from agents.registry import register
+from agents.backbone.training import TrainConfig, check_ranges
+from agents.backbone.two_tower import TowerConfig, TwoTower
+from agents.bc import BC_TOWER
+from agents.registry import register, register_variant
 from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
 from simulator.types import Catalogue, RequestBatch
 
-STREAM = "gmm"
-"""Shared stream key of the GMM family: init ``"gmm/init"``, minibatches and negatives ``("gmm", round)``."""
-
-Space = Literal["A", "B", "C", "random"]
-SPACES: tuple[str, ...] = ("A", "B", "C", "random")
-
 
 @dataclass(frozen=True)
-class Config(BCConfig):
-    """Sampling-strategy GMM hyperparameters: BC's (label, L2, optimiser, towers) plus the negative spaces;
-    ``None`` means "take it from the scenario's ``training`` section"."""
+class SSConfig:
+    """Sampling-strategy GMM hyperparameters: label, L2, towers, optimiser and the negative spaces
+    (``None`` in ``train`` / ``tower``: take it from the scenario's ``training`` section)."""
 
-    spaces: tuple[Space, ...] = ("A", "B", "C")
-    """Negative spaces: ``A`` exposed-unclicked, ``B`` recalled-unexposed, ``C`` never recalled
-    (all of the positive's own request), ``random`` uniform over the live catalogue."""
-    ratio: tuple[int, ...] = (1, 4, 20)
-    """Negatives per positive from each space (UMA²: 1:4:20; 25 in all for every strategy)."""
-    space_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
-    """``λ`` of each space in Eq. 2 (the paper does not report them; spec DEFAULT 1)."""
-    loss: Literal["bce", "softmax"] = "bce"
-    """``bce``: Eq. 2 (binary cross-entropy, one mean per space); ``softmax``: sampled softmax of
-    each positive against its negatives (§9; uniform sampler, so the logQ term is constant and dropped)."""
-    c_tries: int = 4
-    """Rejection rounds of the space-C sampler before the exact (masked) fallback."""
-    batch_size: int | None = 64
-    """Positives per minibatch (UMA²: 512). Each brings 25 negatives, so 64 positives score ~1.7k pairs
-    per step, the order of ``bc``'s 1024 exposures per step; with 256 the GMM family took a quarter of
-    bc's optimiser steps per fit and lagged it already at round 0 (pilot, uma2-testbed)."""
+    label: Literal["clicked", "finished"] = "clicked"
+    """Positive label: ``clicked`` or ``finished``."""
+    l2: float = 1e-5
+    """L2 weight on the embedding rows of each batch's users and positives."""
+    tower: TowerConfig = BC_TOWER
+    """BC's towers (override keys ``hidden``, ``gamma``, ...)."""
+    train: TrainConfig = GMM_TRAIN
+    """Optimiser and epochs (override keys ``lr``, ``epochs``, ``batch_size`` (64), ...)."""
+    negatives: NegativesConfig = NegativesConfig()
+    """The negatives (override keys ``spaces``, ``ratio``, ``space_weights``, ``loss``, ``c_tries``)."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.spaces or len(set(self.spaces)) != len(self.spaces):
-            raise ValueError(f"spaces: must be distinct, non-empty, got {self.spaces!r}")
-        if len(self.ratio) != len(self.spaces) or any(n < 1 for n in self.ratio):
-            raise ValueError(f"ratio: must give a count >= 1 for each of {len(self.spaces)} spaces, got {self.ratio!r}")
-        if len(self.space_weights) != len(self.spaces) or any(w < 0 for w in self.space_weights):
-            raise ValueError(f"space_weights: must give a weight >= 0 for each of {len(self.spaces)} spaces, got {self.space_weights!r}")
-        if self.c_tries < 0:
-            raise ValueError(f"c_tries: must be >= 0, got {self.c_tries!r}")
+        check_ranges(self)
 
 
 def gmm_loss(
@@ -129,248 +105,82 @@ def gmm_loss(
     return loss_pos + (space_weights.to(per.dtype) * means).sum(), means.detach()
 
 
-def batch_size_without_singletons(n: int, batch_size: int) -> int:
-    """The smallest size ``>= batch_size`` whose last minibatch of ``n`` examples is not a single one.
-
-    BatchNorm (in the towers and on the dense inputs) cannot train on one example.
-    """
-    size = batch_size
-    while n % size == 1 and size < n:
-        size += 1
-    return size
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One minibatch of positives with their sampled negatives."""
-
-    requests: RequestBatch
-    rows: torch.Tensor  # [P] request rows
-    pos_items: torch.Tensor  # [P]
-    pos_slot: torch.Tensor  # [P]
-    neg_items: torch.Tensor  # [P, N]
-    neg_valid: torch.Tensor  # [P, N]
-    neg_slot: torch.Tensor  # [P, N] slot in the request's recalled row (-1: not recalled / random)
-    neg_space: torch.Tensor  # [N] index into config.spaces
-
-
+@register("ss-abc-fixed", config=SSConfig, doc="SS-ABC(fixed): GMM with A:B:C = 1:4:20 negatives per click from the click's own request.")
 class SamplingStrategy:
-    """GMM two-tower trained with BCE on clicks vs negatives sampled from UMA²'s spaces (base class).
+    """GMM two-tower trained with BCE on clicks vs negatives sampled from UMA²'s spaces.
+
+    The strategies (``ss-*``, ``youtube-dnn*``) are this class with preset negatives (:class:`NegativesConfig`).
 
     Args:
         ctx: sizes, device and seed.
-        config: hyperparameters (default: the subclass's ``Config``).
+        config: hyperparameters (default: SS-ABC(fixed)).
+        name: the registered name (the init and minibatch streams are the GMM family's shared ones).
     """
 
-    name = "sampling-strategy"
-    Config = Config
+    def __init__(self, ctx: AgentContext, config: SSConfig | None = None, name: str = "ss-abc-fixed") -> None:
+        self.ctx, self.name = ctx, name
+        self.config = config or SSConfig()
+        self.core = GMMCore(ctx, self.config, name)
 
-    def __init__(self, ctx: AgentContext, config: Config | None = None) -> None:
-        self.ctx = ctx
-        self.config = config or type(self).Config()
-        self.retriever = TwoTowerRetriever(ctx, TowerConfig.from_config(self.config, ctx), STREAM)
-        self.retriever.name = self.name
-        self.fits = 0
-        self._build_extra()
-        lr = self.config.lr if self.config.lr is not None else ctx.training.lr
-        self.optimiser = make_optimiser(self.parameters(), self.config.optimizer, lr, self.config.weight_decay)
+    @property
+    def model(self) -> TwoTower:
+        """The GMM two tower."""
+        return self.core.model
 
-    # --- hooks for subclasses (UMA²) ---------------------------------------------------------
+    @property
+    def retriever(self) -> TwoTowerRetriever:
+        """The serving half (model and index)."""
+        return self.core.retriever
 
-    def _build_extra(self) -> None:
-        """Build modules beyond the GMM (none here)."""
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        """Every trained parameter, GMM first."""
-        return list(self.retriever.model.parameters())
-
-    def _begin_fit(self, view: TrainingView, spaces: Spaces) -> None:
-        """Per-fit setup (none here)."""
+    def fit(self, view: TrainingView) -> dict[str, float]:
+        """Warm-started training over the window's positives, negatives resampled every epoch (see :meth:`GMMCore.fit`)."""
+        return self.core.fit(view, self._batch_loss)
 
     def _batch_loss(self, batch: Batch, catalogue: Catalogue) -> torch.Tensor:
         """The loss of one minibatch (Eq. 2 with unit weights, or the sampled softmax)."""
-        cfg, model = self.config, self.retriever.model
+        cfg, model = self.config, self.core.model
         f = model.user_embedding(batch.requests)
         items = torch.cat([batch.pos_items.unsqueeze(1), batch.neg_items], dim=1)  # [P, 1+N]
         logits = model.score_pairs(f, model.item_embedding(catalogue, items)) + model.bias_terms(batch.requests.user_id, items)
         l2 = model.id_l2(batch.requests.user_id, batch.pos_items, catalogue) if cfg.l2 > 0 else 0.0
-        if cfg.loss == "softmax":
+        if cfg.negatives.loss == "softmax":
             mask = ~batch.neg_valid | (batch.neg_items == batch.pos_items.unsqueeze(1))
             return sampled_softmax_loss(logits[:, 0], logits[:, 1:], neg_mask=mask) + cfg.l2 * l2
-        weights = torch.tensor(cfg.space_weights, device=logits.device)
+        weights = torch.tensor(cfg.negatives.space_weights, device=logits.device)
         loss, means = gmm_loss(logits[:, 0], logits[:, 1:], batch.neg_space, batch.neg_valid, weights)
-        self._space_loss = self._space_loss + means
+        self.core.space_loss = self.core.space_loss + means
         return loss + cfg.l2 * l2
-
-    def _extra_diagnostics(self) -> dict[str, float]:
-        return {}
-
-    # --- sampling ----------------------------------------------------------------------------
-
-    def sample(self, spaces: Spaces, requests: RequestBatch, idx: torch.Tensor, gen: torch.Generator) -> Batch:
-        """The positives ``idx`` with ``ratio`` negatives each from every configured space."""
-        cfg = self.config
-        rows, items = spaces.pos_row[idx], spaces.pos_item[idx]
-        draws: list[Draw] = []
-        space_ids: list[int] = []
-        for s, (space, n) in enumerate(zip(cfg.spaces, cfg.ratio, strict=True)):
-            if space == "A":
-                d = sample_a(spaces, rows, n, gen)
-            elif space == "B":
-                d = sample_b(spaces, rows, n, gen)
-            elif space == "C":
-                d = sample_c(spaces, rows, n, gen, cfg.c_tries)
-            else:
-                d = sample_random(spaces, items, n, gen)
-            draws.append(d)
-            space_ids += [s] * n
-        return Batch(
-            requests=requests.select(rows), rows=rows, pos_items=items, pos_slot=spaces.pos_slot[idx],
-            neg_items=torch.cat([d.items for d in draws], 1), neg_valid=torch.cat([d.valid for d in draws], 1),
-            neg_slot=torch.cat([d.slot for d in draws], 1), neg_space=torch.tensor(space_ids, device=rows.device),
-        )  # fmt: skip
-
-    # --- the agent API -----------------------------------------------------------------------
-
-    def fit(self, view: TrainingView) -> dict[str, float]:
-        """Warm-started training over the window's positives, negatives resampled every epoch.
-
-        Returns:
-            ``loss`` (last epoch), ``loss_first_epoch``, ``examples`` (positives),
-            ``loss_<space>`` (mean BCE of each space's negatives over the fit's minibatches; ``bce`` only),
-            ``valid_<space>`` (share of negative draws whose space was non-empty), and
-            the subclass's diagnostics.
-        """
-        cfg, tr, device = self.config, self.ctx.training, self.ctx.device
-        spaces = build_spaces(view, cfg.label, device)
-        requests = view.requests.to(device)
-        catalogue = view.catalogue.to(device)
-        self.fits += 1
-        n = int(spaces.pos_row.shape[0])
-        self._space_loss = torch.zeros(len(cfg.spaces), device=device)
-        self._begin_fit(view, spaces)
-        nan = {"loss": math.nan, "loss_first_epoch": math.nan, "examples": float(n)}
-        if n < 2:  # BatchNorm cannot train on a single example
-            return {**nan, **self._extra_diagnostics()}
-        gen = fit_generator(self.ctx, STREAM, view.round)
-        valid_sum = torch.zeros(len(cfg.spaces), device=device)
-        steps = {"n": 0}
-
-        def loss_fn(idx: torch.Tensor) -> torch.Tensor:
-            batch = self.sample(spaces, requests, idx, gen)
-            onehot = F.one_hot(batch.neg_space, len(cfg.spaces)).float()
-            valid_sum.add_((batch.neg_valid.float().sum(0) @ onehot) / (onehot.sum(0) * len(idx)))
-            steps["n"] += 1
-            return self._batch_loss(batch, catalogue)
-
-        self.retriever.model.train()
-        epochs = cfg.epochs if cfg.epochs is not None else tr.epochs
-        size = batch_size_without_singletons(n, cfg.batch_size or tr.batch_size)
-        batches_per_epoch = -(-n // size)
-        losses = run_epochs(n, epochs, size, gen, device, self.optimiser, loss_fn, self.name)
-        self.retriever.invalidate()
-        out = {"loss": losses[-1] if losses else math.nan, "loss_first_epoch": losses[0] if losses else math.nan, "examples": float(n)}
-        for s, space in enumerate(cfg.spaces):
-            if cfg.loss == "bce" and epochs:
-                out[f"loss_{space.lower()}"] = float(self._space_loss[s]) / (batches_per_epoch * epochs)
-            out[f"valid_{space.lower()}"] = float(valid_sum[s]) / max(steps["n"], 1)
-        return {**out, **self._extra_diagnostics()}
 
     def index(self, catalogue: Catalogue) -> None:
         """Embed all live items once (normalised for cosine)."""
-        self.retriever.index(catalogue.to(self.ctx.device))
+        self.core.index(catalogue)
 
     def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
-        return self.retriever.retrieve(requests, k)
+        return self.core.retrieve(requests, k)
 
     def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
         """``[B, K]`` logits ``s_ui``."""
-        return self.retriever.score(requests, item_ids)
-
-    def _extra_state(self) -> dict[str, Any]:
-        return {}
-
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`_extra_state`."""
+        return self.core.score(requests, item_ids)
 
     def state_dict(self) -> dict[str, Any]:
         """Weights, optimiser state and the fit counter (deep copies)."""
-        return copy.deepcopy(
-            {"model": self.retriever.state_dict(), "optimiser": self.optimiser.state_dict(), "fits": self.fits, **self._extra_state()}
-        )
+        return self.core.state_dict({})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; call :meth:`index` before serving."""
-        self.retriever.load_state_dict(state["model"])
-        self._load_extra_state(state)
-        self.optimiser.load_state_dict(copy.deepcopy(state["optimiser"]))
-        self.fits = int(state["fits"])
+        self.core.load_state_dict(state, lambda _: None)
 
 
-@dataclass(frozen=True)
-class SSAConfig(Config):
-    """SS-A: 25 space-A negatives per positive (with replacement)."""
-
-    spaces: tuple[Space, ...] = ("A",)
-    """Only space A (exposed, unclicked)."""
-    ratio: tuple[int, ...] = (25,)
-    """25 negatives per positive."""
-    space_weights: tuple[float, ...] = (1.0,)
-    """``λ_A``."""
-
-
-@dataclass(frozen=True)
-class SSABConfig(Config):
-    """SS-AB: A:B = 5:20 per positive (the paper gives no ratio; the spec's DEFAULT)."""
-
-    spaces: tuple[Space, ...] = ("A", "B")
-    """Spaces A and B of the positive's request."""
-    ratio: tuple[int, ...] = (5, 20)
-    """5 from A, 20 from B."""
-    space_weights: tuple[float, ...] = (1.0, 1.0)
-    """``λ_A, λ_B``."""
-
-
-@dataclass(frozen=True)
-class RandomConfig(Config):
-    """SS-ABC(random): 25 uniform negatives from the whole live catalogue."""
-
-    spaces: tuple[Space, ...] = ("random",)
-    """Uniform over the live catalogue, spaces ignored."""
-    ratio: tuple[int, ...] = (25,)
-    """25 negatives per positive."""
-    space_weights: tuple[float, ...] = (1.0,)
-    """``λ`` of the random negatives."""
-
-
-@register("ss-a")
-class SSA(SamplingStrategy):
-    """SS-A: GMM with 25 negatives per click from space A (exposed, unclicked); the same method as bc."""
-
-    name = "ss-a"
-    Config = SSAConfig
-
-
-@register("ss-ab")
-class SSAB(SamplingStrategy):
-    """SS-AB: GMM with 5 space-A and 20 space-B (recalled, unexposed) negatives per click."""
-
-    name = "ss-ab"
-    Config = SSABConfig
-
-
-@register("ss-abc-random")
-class SSABCRandom(SamplingStrategy):
-    """SS-ABC(random): GMM with 25 negatives per click uniformly from the whole live catalogue."""
-
-    name = "ss-abc-random"
-    Config = RandomConfig
-
-
-@register("ss-abc-fixed")
-class SSABCFixed(SamplingStrategy):
-    """SS-ABC(fixed): GMM with A:B:C = 1:4:20 negatives per click from the click's own request."""
-
-    name = "ss-abc-fixed"
-    Config = Config
+register_variant(
+    "ss-a", SamplingStrategy, SSConfig(negatives=NegativesConfig(spaces=("A",), ratio=(25,), space_weights=(1.0,))),
+    "SS-A: GMM with 25 negatives per click from space A (exposed, unclicked); the same method as bc.",
+)  # fmt: skip
+register_variant(
+    "ss-ab", SamplingStrategy, SSConfig(negatives=NegativesConfig(spaces=("A", "B"), ratio=(5, 20), space_weights=(1.0, 1.0))),
+    "SS-AB: GMM with 5 space-A and 20 space-B (recalled, unexposed) negatives per click.",
+)  # fmt: skip
+register_variant(
+    "ss-abc-random", SamplingStrategy, SSConfig(negatives=NegativesConfig(spaces=("random",), ratio=(25,), space_weights=(1.0,))),
+    "SS-ABC(random): GMM with 25 negatives per click uniformly from the whole live catalogue.",
+)  # fmt: skip

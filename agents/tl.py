@@ -20,24 +20,41 @@ bit-identical before and after it (tested).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
-from agents.backbone.training import fit_generator, make_optimiser
-from agents.backbone.unexposed import ExposureFamily, UnexposedConfig, target_domain, teacher_scores, with_labels
-from agents.bc import BC, bc_loss
+from agents.backbone.exposure import ExposureCore
+from agents.backbone.retriever import TwoTowerRetriever
+from agents.backbone.training import TrainConfig, check_ranges, fit_generator, make_optimiser
+from agents.backbone.two_tower import TowerConfig
+from agents.backbone.unexposed import TargetDomainConfig, target_domain, teacher_scores, with_labels
+from agents.bc import BC_TOWER, bc_loss, fit_bc
 from agents.registry import register
+from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
+from simulator.types import Catalogue, RequestBatch
 
 ITEM_SIDE = ("item_mlp", "category", "creator", "item_domain", "item_dense_norm", "item_bias")
 """The TwoTower submodules stage 2 may change (the rest shapes ``f(u)``)."""
 
 
 @dataclass(frozen=True)
-class Config(UnexposedConfig):
+class TLConfig:
     """TL hyperparameters: BC's, the unexposed set's, and stage 2's."""
 
+    label: Literal["clicked", "finished"] = "clicked"
+    """Positive label of the exposures: ``clicked`` or ``finished``."""
+    l2: float = 1e-5
+    """L2 weight on the embedding rows used in each batch."""
+    tower: TowerConfig = BC_TOWER
+    """BC's towers (override keys ``hidden``, ``gamma``, ...)."""
+    train: TrainConfig = TrainConfig()
+    """Optimiser and epochs (override keys ``lr``, ``epochs``, ...)."""
+    target: TargetDomainConfig = TargetDomainConfig()
+    """The unexposed pair set (override keys ``sampler``, ``radius``, ``visits``, ``walk_mode``, ``teacher_block``)."""
     finetune_epochs: int = 1
     """Stage-2 epochs on the unexposed pairs (§4.1: 1-3)."""
     finetune_lr: float = 1e-2
@@ -46,24 +63,28 @@ class Config(UnexposedConfig):
     """Weight ``μ`` of the L2 pull toward the stage-1 item parameters."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        check_ranges(self)
         if self.finetune_epochs < 0 or self.finetune_lr <= 0 or self.pull < 0:
             got = f"{self.finetune_epochs}, {self.finetune_lr}, {self.pull}"
             raise ValueError(f"finetune_epochs >= 0, finetune_lr > 0, pull >= 0 required, got {got}")
 
 
-def tl_loss(logits: torch.Tensor, rank: torch.Tensor, params: list[torch.Tensor], anchor: list[torch.Tensor], pull: float) -> torch.Tensor:
+def tl_loss(
+    logits: torch.Tensor, rank: torch.Tensor, params: Sequence[torch.Tensor], anchor: Sequence[torch.Tensor], pull: float
+) -> torch.Tensor:
     """``(1/n) Σ BCE(σ(s), Rank) + μ·Σ_p ||p − p^(1)||²`` over the item-side parameters ``params``."""
     drift = sum(((p - a) ** 2).sum() for p, a in zip(params, anchor, strict=True))
     return bc_loss(logits, rank) + pull * drift
 
 
-@register("tl")
-class TL(ExposureFamily):
+@register("tl", config=TLConfig)
+class TL:
     """TL: BC, then the item tower alone fine-tuned on unexposed pairs with the ranker's soft labels."""
 
-    name = "tl"
-    Config = Config
+    def __init__(self, ctx: AgentContext, config: TLConfig | None = None, name: str = "tl") -> None:
+        self.ctx, self.name = ctx, name
+        self.config = config or TLConfig()
+        self.core = ExposureCore(ctx, self.config.tower, self.config.train, name)
 
     def item_parameters(self) -> list[torch.nn.Parameter]:
         """The parameters stage 2 trains."""
@@ -77,13 +98,13 @@ class TL(ExposureFamily):
             BC's diagnostics plus ``finetune_loss``, ``target_pairs``, ``target_users``, ``teacher_mean``.
         """
         cfg, device, model = self.config, self.ctx.device, self.retriever.model
-        info = BC.fit(self, view)
+        info = fit_bc(self.core, view, cfg.label, cfg.l2)
         gen = fit_generator(self.ctx, f"{self.name}/finetune", view.round)
-        pairs, target_info = target_domain(view, cfg, gen, device)
+        pairs, target_info = target_domain(view, cfg.target, gen, device)
         info.update(target_info)
         if len(pairs) == 0 or cfg.finetune_epochs == 0:
             return {**info, "finetune_loss": math.nan, "teacher_mean": math.nan}
-        rank = teacher_scores(view.ranker, pairs, cfg.teacher_block)
+        rank = teacher_scores(view.ranker, pairs, cfg.target.teacher_block)
         params = self.item_parameters()
         anchor = [p.detach().clone() for p in params]
         optimiser = make_optimiser(params, "adagrad", cfg.finetune_lr)
@@ -93,7 +114,7 @@ class TL(ExposureFamily):
         for p in params:
             p.requires_grad_(True)
         try:  # the user side stays in eval mode: no BatchNorm statistics update on the frozen side
-            losses = self.train_pairs(
+            losses = self.core.train_pairs(
                 with_labels(pairs, rank), gen, lambda lg, t, l2t, idx: tl_loss(lg, t, params, anchor, cfg.pull),
                 view.catalogue.to(device), optimiser, cfg.finetune_epochs, frozen=user_side,
             )  # fmt: skip
@@ -101,3 +122,28 @@ class TL(ExposureFamily):
             for p in model.parameters():
                 p.requires_grad_(True)
         return {**info, "finetune_loss": losses[-1] if losses else math.nan, "teacher_mean": float(rank.mean())}
+
+    @property
+    def retriever(self) -> TwoTowerRetriever:
+        """The serving half (model and index)."""
+        return self.core.retriever
+
+    def index(self, catalogue: Catalogue) -> None:
+        """Embed all live items once."""
+        self.core.index(catalogue)
+
+    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
+        return self.core.retrieve(requests, k)
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` logits ``s_ui``."""
+        return self.core.score(requests, item_ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The core's state: weights, optimisers, fit counter, extra modules (deep copies)."""
+        return self.core.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
+        self.core.load_state_dict(state)

@@ -55,27 +55,37 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agents.backbone.gmm import GMM_TRAIN, STREAM, Batch, GMMCore, NegativesConfig
+from agents.backbone.retriever import TwoTowerRetriever
 from agents.backbone.spaces import Spaces
+from agents.backbone.training import TrainConfig, check_ranges
 from agents.backbone.two_tower import TowerConfig, TwoTower, evaluating, init_parameters
 from agents.backbone.weighting import inverse_propensity_weights, weight_quantiles
-from agents.registry import register
-from agents.sampling_strategies import STREAM, Batch, Config, SamplingStrategy, Space, gmm_loss
+from agents.bc import BC_TOWER
+from agents.registry import register, register_variant
+from agents.sampling_strategies import gmm_loss
 from simulator.agent_api import AgentContext
+from simulator.log.view import TrainingView
 from simulator.nn import mlp
 from simulator.rng import stream_seed
 from simulator.types import Catalogue, RequestBatch
 
 
 @dataclass(frozen=True)
-class UMA2Config(Config):
-    """UMA² hyperparameters (GMM fields as in :class:`agents.sampling_strategies.Config`)."""
+class UMA2Config:
+    """UMA² hyperparameters: the GMM's (as :class:`~agents.sampling_strategies.SSConfig`; spaces A, B, C
+    at 1:4:20 with ``λ1, λ2, λ3`` = 1, the spec DEFAULT) plus the propensity heads and DAT."""
 
-    spaces: tuple[Space, ...] = ("A", "B", "C")
-    """Must be A, B, C in this order (SS-ABC(fixed))."""
-    ratio: tuple[int, ...] = (1, 4, 20)
-    """A:B:C negatives per positive (UMA²: 1:4:20)."""
-    space_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
-    """``λ1, λ2, λ3`` (not reported; spec DEFAULT 1)."""
+    label: Literal["clicked", "finished"] = "clicked"
+    """Positive label: ``clicked`` or ``finished``."""
+    l2: float = 1e-5
+    """L2 weight on the embedding rows of each batch's users and positives."""
+    tower: TowerConfig = BC_TOWER
+    """BC's towers (override keys ``hidden``, ``gamma``, ...)."""
+    train: TrainConfig = GMM_TRAIN
+    """Optimiser and epochs (override keys ``lr``, ``epochs``, ``batch_size`` (64), ...)."""
+    negatives: NegativesConfig = NegativesConfig()
+    """Must sample A, B, C in this order (SS-ABC(fixed)); override keys ``ratio``, ``space_weights``, ..."""
     propensity: Literal["nsdn", "logged", "one"] = "nsdn"
     """``nsdn``: the learned ER/RE heads; ``logged``: the log's recall_prob / expose_prob (oracle);
     ``one``: every propensity 1 (= SS-ABC(fixed))."""
@@ -95,9 +105,9 @@ class UMA2Config(Config):
     """DAT: weight of each mimic MSE (TorchEasyRec default 0.5)."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if tuple(self.spaces) != ("A", "B", "C"):
-            raise ValueError(f"spaces: UMA² samples A, B, C (in this order), got {self.spaces!r}")
+        check_ranges(self)
+        if tuple(self.negatives.spaces) != ("A", "B", "C"):
+            raise ValueError(f"spaces: UMA² samples A, B, C (in this order), got {self.negatives.spaces!r}")
         for name in ("lambda_er", "lambda_re", "amm_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)!r}")
@@ -107,25 +117,13 @@ class UMA2Config(Config):
             raise ValueError(f"head_hidden: every size must be >= 1, got {self.head_hidden!r}")
 
 
-@dataclass(frozen=True)
-class DATConfig(UMA2Config):
-    """UMA²_DAT hyperparameters."""
-
-    dat: bool = True
-    """The DAT backbone."""
-
-
-@dataclass(frozen=True)
-class OracleConfig(UMA2Config):
-    """UMA²-oracle-p hyperparameters."""
-
-    propensity: Literal["nsdn", "logged", "one"] = "logged"
-    """The logged propensities."""
-
-
 def nsdn_loss(
-    er_logits: torch.Tensor, er_labels: torch.Tensor, er_valid: torch.Tensor,
-    re_logits: torch.Tensor, re_labels: torch.Tensor, re_valid: torch.Tensor,
+    er_logits: torch.Tensor,
+    er_labels: torch.Tensor,
+    er_valid: torch.Tensor,
+    re_logits: torch.Tensor,
+    re_labels: torch.Tensor,
+    re_valid: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The two auxiliary losses of Eq. 2.
 
@@ -154,7 +152,8 @@ class DATTower(TwoTower):
 
     def __init__(self, ctx: AgentContext, cfg: TowerConfig, seed: int) -> None:
         super().__init__(ctx, cfg, seed)
-        d, d_id, d_ctx, m = cfg.embedding_dim, cfg.id_dim, cfg.context_dim, ctx.modality_dim
+        cfg = cfg.resolved(ctx)
+        d, d_id, d_ctx, m = cfg.dim, cfg.id_dim, cfg.context_dim, ctx.modality_dim
         user_in = 2 * d_id + ctx.profile_dim + 2 * d_ctx + d
         item_in = 3 * d_id + d_ctx + 1 + 3 * m + 3 + d
         with torch.device("meta"):
@@ -167,6 +166,7 @@ class DATTower(TwoTower):
         init_parameters(extra, torch.Generator().manual_seed(seed + 1), cfg.init_std)
         self.user_aug, self.item_aug = extra["user_aug"], extra["item_aug"]
         self.user_mlp, self.item_mlp = extra["user_mlp"], extra["item_mlp"]
+        self.user_in, self.item_in = user_in, item_in
 
     def user_features(self, requests: RequestBatch) -> torch.Tensor:
         """Base user-tower input with ``a_u`` appended."""
@@ -177,33 +177,50 @@ class DATTower(TwoTower):
         return torch.cat([super().item_features(catalogue, item_ids), self.item_aug(item_ids)], dim=1)
 
 
-@register("uma2")
-class UMA2(SamplingStrategy):
-    """UMA² (YTB): SS-ABC(fixed) GMM with NSDN inverse-propensity weights, one multi-task step (Eq. 2)."""
+@register("uma2", config=UMA2Config)
+class UMA2:
+    """UMA² (YTB): SS-ABC(fixed) GMM with NSDN inverse-propensity weights, one multi-task step (Eq. 2).
 
-    name = "uma2"
-    Config = UMA2Config
+    Composes the GMM trainer (:class:`~agents.backbone.gmm.GMMCore`) with its own minibatch loss
+    (IPW-weighted GMM + the NSDN heads' losses); ``uma2-dat`` and ``uma2-oracle-p`` are presets of this class.
 
-    def _build_extra(self) -> None:
-        cfg, ctx = self.config, self.ctx
+    Args:
+        ctx: sizes, device and seed.
+        config: hyperparameters (default :class:`UMA2Config`).
+        name: the registered name (seeds the NSDN heads' initialisation).
+    """
+
+    def __init__(self, ctx: AgentContext, config: UMA2Config | None = None, name: str = "uma2") -> None:
+        self.ctx, self.name = ctx, name
+        self.config = cfg = config or UMA2Config()
+        self.core = GMMCore(ctx, cfg, name)
         if cfg.dat:
-            tower = TowerConfig.from_config(cfg, ctx)
-            self.retriever.model = DATTower(ctx, tower, seed=stream_seed(ctx.seed, f"{STREAM}/init"))
+            self.core.retriever.model = DATTower(ctx, cfg.tower, seed=stream_seed(ctx.seed, f"{STREAM}/init"))
         self.heads: nn.ModuleDict | None = None
         if cfg.propensity == "nsdn":
-            model = self.retriever.model
-            width = model.user_mlp[0].in_features + model.item_mlp[0].in_features
+            model = self.core.model
             with torch.device("meta"):
-                heads = nn.ModuleDict({k: mlp([width, *cfg.head_hidden, 1]) for k in ("er", "re")})
+                heads = nn.ModuleDict({k: mlp([model.user_in + model.item_in, *cfg.head_hidden, 1]) for k in ("er", "re")})
             heads.to_empty(device=ctx.device)
-            init_parameters(heads, torch.Generator().manual_seed(stream_seed(ctx.seed, f"{self.name}/nsdn/init")), cfg.init_std)
+            init_parameters(heads, torch.Generator().manual_seed(stream_seed(ctx.seed, f"{name}/nsdn/init")), cfg.tower.init_std)
             self.heads = heads
+        # one optimiser over the GMM and the heads: Eq. 2 is one multi-task step
+        self.core.optimiser = cfg.train.optimiser(self.parameters(), ctx)
+
+    @property
+    def retriever(self) -> TwoTowerRetriever:
+        """The serving half (model and index)."""
+        return self.core.retriever
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """GMM parameters, then the NSDN heads'."""
-        return super().parameters() + (list(self.heads.parameters()) if self.heads is not None else [])
+        return list(self.core.model.parameters()) + (list(self.heads.parameters()) if self.heads is not None else [])
 
-    def _begin_fit(self, view: Any, spaces: Spaces) -> None:
+    def fit(self, view: TrainingView) -> dict[str, float]:
+        """The GMM fit with UMA²'s loss; returns its diagnostics plus the weights', heads' and DAT's."""
+        return {**self.core.fit(view, self._batch_loss, self._begin_fit), **self._extra_diagnostics()}
+
+    def _begin_fit(self, spaces: Spaces) -> None:
         self._spaces = spaces
         self._weights: dict[str, list[torch.Tensor]] = {"a": [], "b": []}
         self._clipped = torch.zeros(2)
@@ -223,7 +240,7 @@ class UMA2(SamplingStrategy):
         """``(p1, p2)``, each ``[B, K]``: the NSDN heads' P(recalled) and P(exposed | recalled) (eval mode, no grad)."""
         if self.heads is None:
             raise RuntimeError(f"{self.name}: no NSDN heads (propensity={self.config.propensity!r})")
-        model = self.retriever.model
+        model = self.core.model
         with evaluating(model), evaluating(self.heads):
             users = model.user_features(requests)
             items = model.item_features(catalogue, item_ids.reshape(-1)).view(*item_ids.shape, -1)
@@ -244,35 +261,19 @@ class UMA2(SamplingStrategy):
         return weights
 
     def _batch_loss(self, batch: Batch, catalogue: Catalogue) -> torch.Tensor:
-        cfg, model = self.config, self.retriever.model
+        """``L_GMM`` (Eq. 2 with IPW weights) + ``λ_ER·loss_ER + λ_RE·loss_RE`` (+ DAT's mimic MSE) of one minibatch."""
+        cfg, model = self.config, self.core.model
         users = model.user_features(batch.requests)  # [P, du]
         all_items = torch.cat([batch.pos_items.unsqueeze(1), batch.neg_items], dim=1)  # [P, 1+N]
         items = model.item_features(catalogue, all_items.reshape(-1)).view(*all_items.shape, -1)
         f = model.user_mlp(users)
         g = model.item_mlp(items.reshape(-1, items.shape[-1])).view(*all_items.shape, -1)
         logits = model.score_pairs(f, g) + model.bias_terms(batch.requests.user_id, all_items)
-        space = torch.cat([torch.full((1,), -1, device=logits.device), batch.neg_space])  # -1: the click
-        aux = torch.zeros((), device=logits.device)
-        if cfg.propensity == "one":
-            p1 = p2 = torch.ones_like(logits[:, 1:])
-        elif cfg.propensity == "logged":
-            rows = batch.rows.unsqueeze(1).expand_as(batch.neg_slot)
-            slot = batch.neg_slot.clamp_min(0)
-            p1 = self._spaces.recall_prob[rows, slot]
-            p2 = self._spaces.expose_prob[rows, slot]
-        else:
-            er, re = self._head_logits(users, items)
-            valid = torch.cat([torch.ones_like(batch.neg_valid[:, :1]), batch.neg_valid], dim=1)
-            recalled = (space != 2).unsqueeze(0).expand_as(valid)  # click, A and B were recalled; C was not
-            exposed = (space <= 0).unsqueeze(0).expand_as(valid)  # click and A were exposed
-            loss_er, loss_re = nsdn_loss(er, recalled, valid, re, exposed, valid & recalled)
-            aux = cfg.lambda_er * loss_er + cfg.lambda_re * loss_re
-            p1, p2 = torch.sigmoid(er[:, 1:]).detach(), torch.sigmoid(re[:, 1:]).detach()
-            self._aux[:4] += torch.stack([loss_er.detach(), loss_re.detach(), p1.mean(), p2.mean()]).cpu()
+        p1, p2, aux = self._propensities(batch, users, items, logits)
         weights = self._weights_for(batch, p1, p2)
-        lam = torch.tensor(cfg.space_weights, device=logits.device)
+        lam = torch.tensor(cfg.negatives.space_weights, device=logits.device)
         loss, means = gmm_loss(logits[:, 0], logits[:, 1:], batch.neg_space, batch.neg_valid, lam, weights)
-        self._space_loss = self._space_loss + means
+        self.core.space_loss = self.core.space_loss + means
         if cfg.l2 > 0:
             loss = loss + cfg.l2 * model.id_l2(batch.requests.user_id, batch.pos_items, catalogue)
         if cfg.dat:
@@ -284,6 +285,31 @@ class UMA2(SamplingStrategy):
             self._aux[4] += float(amm.detach())
         self._steps += 1
         return loss + aux
+
+    def _propensities(
+        self, batch: Batch, users: torch.Tensor, items: torch.Tensor, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(p1 [P, N], p2 [P, N], aux)``: the negatives' propensities and (``nsdn``) the heads' weighted losses."""
+        cfg = self.config
+        aux = torch.zeros((), device=logits.device)
+        if cfg.propensity == "one":
+            p1 = p2 = torch.ones_like(logits[:, 1:])
+        elif cfg.propensity == "logged":
+            rows = batch.rows.unsqueeze(1).expand_as(batch.neg_slot)
+            slot = batch.neg_slot.clamp_min(0)
+            p1 = self._spaces.recall_prob[rows, slot]
+            p2 = self._spaces.expose_prob[rows, slot]
+        else:
+            space = torch.cat([torch.full((1,), -1, device=logits.device), batch.neg_space])  # -1: the click
+            er, re = self._head_logits(users, items)
+            valid = torch.cat([torch.ones_like(batch.neg_valid[:, :1]), batch.neg_valid], dim=1)
+            recalled = (space != 2).unsqueeze(0).expand_as(valid)  # click, A and B were recalled; C was not
+            exposed = (space <= 0).unsqueeze(0).expand_as(valid)  # click and A were exposed
+            loss_er, loss_re = nsdn_loss(er, recalled, valid, re, exposed, valid & recalled)
+            aux = cfg.lambda_er * loss_er + cfg.lambda_re * loss_re
+            p1, p2 = torch.sigmoid(er[:, 1:]).detach(), torch.sigmoid(re[:, 1:]).detach()
+            self._aux[:4] += torch.stack([loss_er.detach(), loss_re.detach(), p1.mean(), p2.mean()]).cpu()
+        return p1, p2, aux
 
     def _extra_diagnostics(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -302,25 +328,35 @@ class UMA2(SamplingStrategy):
             out["loss_amm"] = float(self._aux[4]) / steps if self._steps else math.nan
         return out
 
-    def _extra_state(self) -> dict[str, Any]:
-        return {"heads": self.heads.state_dict()} if self.heads is not None else {}
+    def index(self, catalogue: Catalogue) -> None:
+        """Embed all live items once (normalised for cosine)."""
+        self.core.index(catalogue)
 
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
+    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
+        return self.core.retrieve(requests, k)
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` logits ``s_ui``."""
+        return self.core.score(requests, item_ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimiser state, the fit counter and the NSDN heads (deep copies)."""
+        return self.core.state_dict({"heads": self.heads.state_dict()} if self.heads is not None else {})
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
+        self.core.load_state_dict(state, self._load_heads)
+
+    def _load_heads(self, state: dict[str, Any]) -> None:
         if self.heads is not None:
             self.heads.load_state_dict(state["heads"])
 
 
-@register("uma2-dat")
-class UMA2DAT(UMA2):
-    """UMA² (DAT): the dual augmented two tower as GMM, with NSDN inverse-propensity weights."""
-
-    name = "uma2-dat"
-    Config = DATConfig
-
-
-@register("uma2-oracle-p")
-class UMA2OracleP(UMA2):
-    """UMA²-oracle-p: UMA² weighted by the logged true propensities instead of the NSDN heads (evaluation device)."""
-
-    name = "uma2-oracle-p"
-    Config = OracleConfig
+register_variant(
+    "uma2-dat", UMA2, UMA2Config(dat=True), "UMA² (DAT): the dual augmented two tower as GMM, with NSDN inverse-propensity weights."
+)
+register_variant(
+    "uma2-oracle-p", UMA2, UMA2Config(propensity="logged"),
+    "UMA²-oracle-p: UMA² weighted by the logged true propensities instead of the NSDN heads (evaluation device).",
+)  # fmt: skip

@@ -16,50 +16,19 @@ accidental hit). Two losses, one name each:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from agents.backbone.gmm import NegativesConfig
+from agents.registry import register_variant
+from agents.sampling_strategies import SamplingStrategy, SSConfig
 
-from agents.registry import register
-from agents.sampling_strategies import Config, SamplingStrategy, Space
-
-
-@dataclass(frozen=True)
-class YouTubeDNNConfig(Config):
-    """YouTube-DNN (BCE) hyperparameters: 25 uniform negatives, summed per positive."""
-
-    spaces: tuple[Space, ...] = ("random",)
-    """Uniform over the live catalogue."""
-    ratio: tuple[int, ...] = (25,)
-    """``N``: negatives per positive (spec DEFAULT 25 = 1 + 4 + 20)."""
-    space_weights: tuple[float, ...] = (25.0,)
-    """``λ = N``: the per-positive sum of §6."""
-
-
-@dataclass(frozen=True)
-class YouTubeDNNSoftmaxConfig(Config):
-    """YouTube-DNN (sampled softmax) hyperparameters."""
-
-    spaces: tuple[Space, ...] = ("random",)
-    """Uniform over the live catalogue."""
-    ratio: tuple[int, ...] = (25,)
-    """Negatives in each positive's softmax."""
-    space_weights: tuple[float, ...] = (1.0,)
-    """Unused by the softmax loss."""
-    loss: Literal["bce", "softmax"] = "softmax"
-    """The sampled softmax (§9)."""
-
-
-@register("youtube-dnn")
-class YouTubeDNN(SamplingStrategy):
-    """YouTube-DNN: two tower, BCE on clicks vs 25 uniform random negatives summed per click (UMA²'s GMM)."""
-
-    name = "youtube-dnn"
-    Config = YouTubeDNNConfig
-
-
-@register("youtube-dnn-softmax")
-class YouTubeDNNSoftmax(SamplingStrategy):
-    """YouTube-DNN (softmax): two tower, sampled softmax of each click against 25 uniform random items."""
-
-    name = "youtube-dnn-softmax"
-    Config = YouTubeDNNSoftmaxConfig
+register_variant(
+    "youtube-dnn", SamplingStrategy,
+    # 25 uniform negatives, λ = N = 25: the per-positive sum of §6 (spec DEFAULT 25 = 1 + 4 + 20)
+    SSConfig(negatives=NegativesConfig(spaces=("random",), ratio=(25,), space_weights=(25.0,))),
+    "YouTube-DNN: two tower, BCE on clicks vs 25 uniform random negatives summed per click (UMA²'s GMM).",
+)  # fmt: skip
+register_variant(
+    "youtube-dnn-softmax", SamplingStrategy,
+    # the sampled softmax (§9) of each positive against 25 uniform items; space_weights unused
+    SSConfig(negatives=NegativesConfig(spaces=("random",), ratio=(25,), space_weights=(1.0,), loss="softmax")),
+    "YouTube-DNN (softmax): two tower, sampled softmax of each click against 25 uniform random items.",
+)  # fmt: skip

@@ -137,13 +137,15 @@ def page(
 def _gmm_line(sc) -> str:
     """The GMM hyperparameters actually used (from the agents' Config and the scenario), next to the paper's."""
     cfg = agents.agent_config("uma2", sc.agents.get("uma2", {}))
-    dim = cfg.embedding_dim or sc.training.embedding_dim
-    lr = cfg.lr if cfg.lr is not None else sc.training.lr
-    epochs = cfg.epochs if cfg.epochs is not None else sc.training.epochs
+    tower, train = cfg.tower, cfg.train
+    dim = tower.embedding_dim or sc.training.embedding_dim
+    lr = train.lr if train.lr is not None else sc.training.lr
+    epochs = train.epochs if train.epochs is not None else sc.training.epochs
     return (
-        f"- GMM (all agents but `bc`): towers {'-'.join(map(str, cfg.hidden))}-{dim}, logit {cfg.similarity} x {cfg.gamma} plus "
-        f"user/item biases, {cfg.optimizer} lr {lr}, {cfg.batch_size} clicks per minibatch, {epochs} epoch(s) per fit, warm-started. "
-        f"UMA²: λ = {cfg.space_weights} for A, B, C; λ_ER = {cfg.lambda_er}, λ_RE = {cfg.lambda_re}; clip p >= {cfg.min_propensity}; "
+        f"- GMM (all agents but `bc`): towers {'-'.join(map(str, tower.hidden))}-{dim}, logit {tower.similarity} x {tower.gamma} plus "
+        f"user/item biases, {train.optimizer} lr {lr}, {train.batch_size} clicks per minibatch, {epochs} epoch(s) per fit, warm-started. "
+        f"UMA²: λ = {cfg.negatives.space_weights} for A, B, C; λ_ER = {cfg.lambda_er}, λ_RE = {cfg.lambda_re}; "
+        f"clip p >= {cfg.min_propensity}; "
         f"NSDN heads {'-'.join(map(str, cfg.head_hidden))}-1. The paper: inner product, towers 512-256-128-32, Adam lr 1e-3, batch 512; "
         "λ not reported."
     )

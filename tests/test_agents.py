@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from agents import check_agent, list_agents, make_agent
+from agents import agent_config, check_agent, list_agents, make_agent
 from agents.backbone.index import blocked_topk
 from agents.bc import bc_loss
+from agents.registry import agent_spec, flat_keys
 from simulator.config import TrainingConfig
 from tests.agent_fixtures import auc, click_prob, make_requests, random_slates, tiny_context, tiny_view
 
@@ -215,7 +216,52 @@ def test_registry_errors_are_one_line_and_name_the_field(ctx):
 
 def test_registry_coerces_toml_values(ctx):
     agent = make_agent("bc", ctx, hidden=[16, 8], gamma=5, epochs=None)
-    assert agent.config.hidden == (16, 8) and agent.config.gamma == 5.0 and isinstance(agent.config.gamma, float)
+    tower = agent.config.tower
+    assert tower.hidden == (16, 8) and tower.gamma == 5.0 and isinstance(tower.gamma, float) and agent.config.train.epochs is None
+
+
+@pytest.mark.parametrize("name", sorted(list_agents()))
+def test_every_flat_key_reaches_its_field(name):
+    """Each override key (top level or inside an embedded group) lands in its field; the rest stays the preset."""
+    preset = agent_spec(name).preset
+    for key, (group, _) in flat_keys(agent_spec(name).config_cls).items():
+        owner = preset if group is None else getattr(preset, group)
+        value = getattr(owner, key)
+        assert agent_config(name, {key: value}) == preset, key  # the preset's own value: nothing changes
+
+
+def test_variants_are_presets_of_one_class(ctx):
+    """An ablation is its method's class with another preset; overrides apply on top of the preset."""
+    assert type(make_agent("kd+b", ctx)) is type(make_agent("kd", ctx))
+    assert agent_config("kd+b").b_per_request == 20 and agent_config("kd").b_per_request == 0
+    assert agent_config("kd+b", {"b_per_request": 5, "hidden": [8]}).b_per_request == 5
+    assert agent_config("damcar-no-tdg", {"radius": 3}).target.sampler == "uniform"
+    assert make_agent("kd+b", ctx).name == "kd+b"  # the name seeds the agent's random streams
+    assert agent_config("ss-a").negatives.spaces == ("A",) and agent_config("youtube-dnn-softmax").negatives.loss == "softmax"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Group:
+    lr: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Clash:
+    lr: float = 1.0
+    group: _Group = _Group()
+
+
+def test_ambiguous_flat_key_is_refused():
+    with pytest.raises(TypeError, match="ambiguous"):
+        flat_keys(_Clash)
+
+
+def test_backbone_imports_no_method():
+    """agents/backbone/ is self-contained: no import of agents.<method> (only agents.backbone.*)."""
+    for path in (AGENTS_DIR / "backbone").glob("*.py"):
+        for mod in _imported_modules(ast.parse(path.read_text())):
+            if mod.startswith("agents"):
+                assert mod.startswith("agents.backbone"), f"{path.name} imports {mod}"
 
 
 # --- import barrier --------------------------------------------------------------------------------

@@ -220,7 +220,7 @@ def test_target_domain_of_a_view_excludes_every_logged_exposure(sampler):
     view = tiny_view(ctx, seed=3)
     assert (view.impressions.watch_time == 0).any()  # unengaged exposures exist and must be excluded too
     cfg = make_agent("damcar", ctx, sampler=sampler).config
-    pairs, info = target_domain(view, cfg, torch.Generator().manual_seed(0), ctx.device)
+    pairs, info = target_domain(view, cfg.target, torch.Generator().manual_seed(0), ctx.device)
     assert info["target_pairs"] == len(pairs) > 0
     keys = view.requests.user_id[pairs.row] * view.n_items + pairs.item_ids
     assert not torch.isin(keys, exposed_keys(view)).any()
@@ -349,7 +349,7 @@ def test_ada_and_hybrid_losses_match_their_formulas():
 def test_damcar_ablation_switches_and_global_rng(learn_world):
     ctx, view = learn_world
     assert make_agent("damcar-no-ema", ctx).teacher is None and make_agent("damcar", ctx).teacher is not None
-    assert make_agent("damcar-no-tdg", ctx).config.sampler == "uniform"
+    assert make_agent("damcar-no-tdg", ctx).config.target.sampler == "uniform"
     assert make_agent("damcar-no-mpl", ctx).config.mpl is False
     small = {"hidden": [16], "encoder_hidden": [16, 8], "transform_hidden": [8]}
     agent = make_agent("damcar", ctx, label_path="code", code_compat_domain_loss=True, **small)

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 import agents.multi_clrec as mc
 from agents import make_agent
-from agents.multi_clrec import auxiliary_losses, multi_queue_loss, routing, routing_entropy, straight_through
+from agents.multi_clrec import auxiliary_losses, multi_queue_loss, routing_entropy, straight_through
+from agents.multi_clrec_model import routing
 from tests.agent_fixtures import tiny_context, tiny_view
 
 pytestmark = pytest.mark.usefixtures("one_thread")

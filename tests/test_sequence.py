@@ -9,7 +9,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from agents.backbone.sequence import SequenceRetriever, SequenceTowerConfig, SequenceTwoTower, backward_positions, time_buckets
+from agents.backbone.sequence import SequenceTowerConfig, SequenceTwoTower, backward_positions, time_buckets
+from agents.backbone.sequence_core import SequenceRetriever
 from simulator.round import training_view
 from scenarios.experiment import warm_started_loop
 from simulator.rng import torch_stream

@@ -333,12 +333,12 @@ def test_uma2_rejects_other_spaces():
         make_agent("uma2", ctx, spaces=["A", "C"], ratio=[1, 20], space_weights=[1.0, 1.0])
     with pytest.raises(ValueError, match="ratio"):
         make_agent("ss-abc-fixed", ctx, ratio=[1, 4])
-    assert dataclasses.asdict(make_agent("ss-abc-fixed", ctx).config)["ratio"] == (1, 4, 20)
+    assert make_agent("ss-abc-fixed", ctx).config.negatives.ratio == (1, 4, 20)
 
 
 def test_fit_never_trains_on_a_single_example_batch():
     """BatchNorm cannot train on one example: a last minibatch of 1 would crash the closed loop."""
-    from agents.sampling_strategies import batch_size_without_singletons
+    from agents.backbone.gmm import batch_size_without_singletons
 
     assert batch_size_without_singletons(129, 64) == 65 and batch_size_without_singletons(128, 64) == 64
     ctx = tiny_context()

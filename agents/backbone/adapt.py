@@ -125,7 +125,7 @@ class EMATeacher:
         """``theta_tea <- alpha * theta_tea + (1 - alpha) * theta_stu`` (parameters and float buffers); call after ``optimizer.step()``."""
         if self.alpha == 1.0:
             return  # frozen at the copy, counters included
-        pairs = [*zip(self.module.parameters(), student.parameters(), strict=True)]
+        pairs: list[tuple[torch.Tensor, torch.Tensor]] = [*zip(self.module.parameters(), student.parameters(), strict=True)]
         pairs += zip(self.module.buffers(), student.buffers(), strict=True)
         for t, s in pairs:
             if self.alpha == 0.0 or not t.dtype.is_floating_point:

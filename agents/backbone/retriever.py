@@ -62,11 +62,13 @@ class TwoTowerRetriever:
     def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
         """``[B, K] float32`` logits of ``item_ids [B, K]``; indexed vectors are reused, others embedded now."""
         index = self._require_index()
+        catalogue = self._catalogue
+        assert catalogue is not None  # set together with the index
         queries = self.model.user_queries(requests)
         emb, found = index.lookup(item_ids)
         if not bool(found.all()):
             with evaluating(self.model):
-                missing = self.model.normalise(self.model.item_embedding(self._catalogue, item_ids[~found]))
+                missing = self.model.normalise(self.model.item_embedding(catalogue, item_ids[~found]))
                 if self.model.item_bias is not None:
                     missing = torch.cat([missing, self.model.item_bias(item_ids[~found]) / index.scale], dim=1)
             emb = emb.index_put((~found).nonzero(as_tuple=True), missing)

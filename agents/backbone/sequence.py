@@ -27,8 +27,8 @@ normal with std ``d^{-1/2}`` (B.2: spread over the sphere).
 
 API (for the agents):
 
-- :class:`SequenceTowerConfig`: shape, buckets, ρ (agent Configs reuse the field names;
-  :meth:`SequenceTowerConfig.from_config`).
+- :class:`SequenceTowerConfig`: shape, buckets, ρ (a method config embeds one as its ``encoder``;
+  :meth:`SequenceTowerConfig.resolved` fills ``embedding_dim`` from the scenario).
 - :class:`SequenceTwoTower` (``nn.Module``):
   ``item_embedding(catalogue, ids [*]) -> [*, d]`` (normalised ``g``),
   ``history_inputs(requests, catalogue) -> (X [B, L(+1), d], valid [B, L(+1)] bool)``,
@@ -39,30 +39,25 @@ API (for the agents):
   ``item_encoder`` (:class:`ItemEncoder`, with ``category`` for Multi-CLRec's routing),
   ``time_embedding``, ``position_embedding``, ``attention``, ``wha``.
 - :func:`time_buckets` and :func:`backward_positions`: the bucket / position of every history click.
-- :class:`SequenceRetriever`: index / retrieve / score / state_dict for an agent to compose
-  (like :class:`~agents.backbone.retriever.TwoTowerRetriever`).
-- :class:`SequenceAgent`: a base class with the serving half, the optimiser and the state
-  (subclasses write ``fit`` and optionally ``extra_state`` / ``load_extra_state``);
-  :func:`click_examples` (the window's positives with their request context) and
-  :func:`click_impression_gap` (a diagnostic of CLRec's ``q ≈ p_data`` assumption).
+- :mod:`agents.backbone.sequence_core`: :class:`~agents.backbone.sequence_core.SequenceRetriever`
+  and :class:`~agents.backbone.sequence_core.SequenceCore` (retriever, optimiser, state) that the
+  sequence methods compose, with ``click_examples`` and ``click_impression_gap``.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.backbone.index import ItemIndex, check_k
-from agents.backbone.training import Exposures, check_ranges, exposure_data, make_optimiser
+from agents.backbone.index import ItemIndex
+from agents.backbone.training import check_ranges
 from agents.backbone.two_tower import N_DOMAINS, N_ENTRIES, evaluating, init_parameters
 from simulator.agent_api import AgentContext
-from simulator.rng import stream_seed
 from simulator.types import Catalogue, RequestBatch
 
 DEFAULT_BUCKET_EDGES: tuple[float, ...] = (1.0, 4.0, 12.0, 24.0, 48.0, 96.0, 168.0, 336.0, 720.0)
@@ -70,7 +65,7 @@ DEFAULT_BUCKET_EDGES: tuple[float, ...] = (1.0, 4.0, 12.0, 24.0, 48.0, 96.0, 168
 
 @dataclass(frozen=True)
 class SequenceTowerConfig:
-    """Shape and scoring of the sequence encoder (agent Configs reuse these field names)."""
+    """Shape and scoring of the sequence encoder (a method config embeds one as its ``encoder`` field)."""
 
     embedding_dim: int | None = None
     """``d`` of every embedding and of ``f``, ``g`` (None: ``training.embedding_dim``)."""
@@ -94,20 +89,12 @@ class SequenceTowerConfig:
     """Users per block when scanning the catalogue."""
 
     def __post_init__(self) -> None:
-        if self.heads < 1 or self.attention_hidden < 1:
-            raise ValueError(f"heads, attention_hidden: must be >= 1, got {self.heads}, {self.attention_hidden}")
-        if self.rho <= 0:
-            raise ValueError(f"rho: must be > 0, got {self.rho!r}")
-        if list(self.bucket_edges) != sorted(self.bucket_edges) or any(e <= 0 for e in self.bucket_edges):
-            raise ValueError(f"bucket_edges: must be positive and ascending, got {self.bucket_edges!r}")
+        check_ranges(self)
+        check_sequence_ranges(self)
 
-    @classmethod
-    def from_config(cls, config: Any, ctx: AgentContext) -> SequenceTowerConfig:
-        """The fields found (by name) in an agent ``config``; ``embedding_dim=None`` -> ``ctx.training``."""
-        values = {f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)}
-        if values.get("embedding_dim") is None:
-            values["embedding_dim"] = ctx.training.embedding_dim
-        return cls(**values)
+    def resolved(self, ctx: AgentContext) -> SequenceTowerConfig:
+        """This config with ``embedding_dim = None`` replaced by ``ctx.training.embedding_dim``."""
+        return self if self.embedding_dim is not None else replace(self, embedding_dim=ctx.training.embedding_dim)
 
     @property
     def n_buckets(self) -> int:
@@ -192,16 +179,17 @@ class SequenceTwoTower(nn.Module):
 
     Args:
         ctx: id capacities, feature sizes, device.
-        cfg: shape and scoring (``embedding_dim`` must be set: use :meth:`SequenceTowerConfig.from_config`).
+        cfg: shape and scoring (``embedding_dim`` None: ``ctx.training.embedding_dim``).
         seed: seed of the initialisation generator (e.g. ``stream_seed(ctx.seed, "clrec/init")``).
     """
 
+    edges: torch.Tensor  # the bucket edges (a non-persistent buffer)
+
     def __init__(self, ctx: AgentContext, cfg: SequenceTowerConfig, seed: int) -> None:
         super().__init__()
-        if cfg.embedding_dim is None:
-            raise ValueError("SequenceTwoTower: cfg.embedding_dim must be set (SequenceTowerConfig.from_config)")
-        self.cfg = cfg
+        self.cfg = cfg = cfg.resolved(ctx)
         d = cfg.embedding_dim
+        assert d is not None
         self.user_id: nn.Embedding | None = None
         with torch.device("meta"):
             self.item_encoder = ItemEncoder(ctx, d, cfg.modality)
@@ -288,187 +276,20 @@ class SequenceTwoTower(nn.Module):
             return self.user_embedding(requests, catalogue)
 
 
-class SequenceRetriever:
-    """A :class:`SequenceTwoTower` plus the item index built from it (agents compose it).
+def check_sequence_ranges(config: Any) -> None:
+    """Range checks of the encoder fields (``embedding_dim`` and ``block_users`` are in ``training.check_ranges``).
 
-    Args:
-        ctx: the run's context.
-        cfg: encoder configuration (``embedding_dim`` set).
-        name: the owning agent's name; seeds the initialisation stream ``"<name>/init"``.
+    Raises:
+        ValueError: ``"<field>: must be ..., got <value>"`` (the registry prefixes ``agents.<name>.``).
     """
-
-    def __init__(self, ctx: AgentContext, cfg: SequenceTowerConfig, name: str) -> None:
-        self.name = name
-        self.model = SequenceTwoTower(ctx, cfg, seed=stream_seed(ctx.seed, f"{name}/init"))
-        self._index: ItemIndex | None = None
-        self._catalogue: Catalogue | None = None
-
-    def invalidate(self) -> None:
-        """Forget the index (call after any weight update)."""
-        self._index = None
-
-    def index(self, catalogue: Catalogue) -> None:
-        """Embed every live item once; the catalogue is kept to encode request histories."""
-        self._catalogue = catalogue
-        self._index = self.model.embed_catalogue(catalogue)
-
-    def _require_index(self) -> tuple[ItemIndex, Catalogue]:
-        if self._index is None or self._catalogue is None:
-            raise RuntimeError(f"{self.name}: no index; call index(catalogue) after construction, fit or load_state_dict")
-        return self._index, self._catalogue
-
-    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-``k`` live items by ``cos / ρ``: ``(item_ids [B, k], logits [B, k] float32)``."""
-        index, catalogue = self._require_index()
-        check_k(k, len(index), self.name)
-        return index.topk(self.model.user_queries(requests, catalogue), k)
-
-    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, K] float32`` ``cos / ρ`` of ``item_ids [B, K]`` (indexed vectors reused, others embedded now)."""
-        index, catalogue = self._require_index()
-        queries = self.model.user_queries(requests, catalogue)
-        emb, found = index.lookup(item_ids)
-        if not bool(found.all()):
-            with evaluating(self.model):
-                missing = self.model.item_embedding(catalogue, item_ids[~found])
-            emb = emb.index_put((~found).nonzero(as_tuple=True), missing)
-        return (index.scale * torch.bmm(emb, queries.unsqueeze(-1)).squeeze(-1)).float()
-
-    def state_dict(self) -> dict[str, Any]:
-        """The model weights (the index is rebuilt by :meth:`index`)."""
-        return self.model.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Load weights and drop the index."""
-        self.model.load_state_dict(state)
-        self.invalidate()
-
-
-
-@dataclass(frozen=True)
-class SequenceAgentConfig(SequenceTowerConfig):
-    """The encoder fields plus the training fields every sequence agent shares (its Config extends this;
-    ``None`` means "take it from the scenario's ``training`` section")."""
-
-    label: Literal["clicked", "finished"] = "clicked"
-    """Which impressions are the positives."""
-    epochs: int | None = None
-    """Passes per fit (None: ``training.epochs``; the paper: one)."""
-    batch_size: int | None = 256
-    """Positives per step (CLRec: 256; None: ``training.batch_size``)."""
-    lr: float | None = None
-    """Learning rate (None: ``training.lr``)."""
-    optimizer: Literal["adam", "adagrad"] = "adam"
-    """Adam (the SASRec-based public CLRec: beta2 0.98) or Adagrad."""
-    adam_beta2: float = 0.98
-    """Adam's beta2."""
-    weight_decay: float = 0.0
-    """Decoupled weight decay (AdamW when > 0)."""
-
-    def __post_init__(self) -> None:
-        check_ranges(self)
-        check_sequence_ranges(self)
-        if not 0.0 <= self.adam_beta2 < 1.0:
-            raise ValueError(f"adam_beta2: must be in [0, 1), got {self.adam_beta2!r}")
-
-def check_sequence_ranges(config: object) -> None:
-    """Range checks of the encoder fields an agent Config carries (the shared ones are in ``training.check_ranges``)."""
     for name in ("heads", "attention_hidden"):
         if hasattr(config, name) and getattr(config, name) < 1:
             raise ValueError(f"{name}: must be >= 1, got {getattr(config, name)!r}")
-    if hasattr(config, "rho") and not getattr(config, "rho") > 0:
-        raise ValueError(f"rho: must be > 0, got {getattr(config, 'rho')!r}")
-    if getattr(config, "embedding_std", None) is not None and not getattr(config, "embedding_std") > 0:
-        raise ValueError(f"embedding_std: must be > 0, got {getattr(config, 'embedding_std')!r}")
+    if hasattr(config, "rho") and not config.rho > 0:
+        raise ValueError(f"rho: must be > 0, got {config.rho!r}")
+    if getattr(config, "embedding_std", None) is not None and not config.embedding_std > 0:
+        raise ValueError(f"embedding_std: must be > 0, got {config.embedding_std!r}")
     if hasattr(config, "bucket_edges"):
-        edges = tuple(getattr(config, "bucket_edges"))
+        edges = tuple(config.bucket_edges)
         if list(edges) != sorted(edges) or any(e <= 0 or not math.isfinite(e) for e in edges):
             raise ValueError(f"bucket_edges: must be positive, finite and ascending, got {edges!r}")
-
-
-# --- shared agent plumbing ------------------------------------------------------------------
-
-
-def click_examples(view: Any, label: str, device: torch.device) -> Exposures:
-    """The window's positives (``label`` = ``clicked`` or ``finished``) as :class:`Exposures` rows.
-
-    Each row's request carries the history *before* that click (``x_{u,t}``, CLRec §2.1).
-    """
-    data = exposure_data(view, label, device)  # type: ignore[arg-type]
-    keep = data.labels > 0
-    return Exposures(data.requests, data.row[keep], data.item_ids[keep], data.labels[keep])
-
-
-def click_impression_gap(view: Any) -> float:
-    """Total variation between the window's click and impression item distributions (0 = CLRec's
-    ``q(y) ≈ p_data(y)`` holds exactly; §10(f) asks to log it)."""
-    imp = view.impressions
-    if len(imp) == 0 or not bool(imp.clicked.any()):
-        return math.nan
-    m = view.n_items
-    shown = torch.bincount(imp.item_id, minlength=m).double()
-    clicked = torch.bincount(imp.item_id[imp.clicked.bool()], minlength=m).double()
-    return float(0.5 * (shown / shown.sum() - clicked / clicked.sum()).abs().sum())
-
-
-class SequenceAgent:
-    """Base of the agents built on :class:`SequenceRetriever` (serving, optimiser, state).
-
-    A subclass sets ``name`` and ``Config`` (a frozen dataclass carrying the
-    :class:`SequenceTowerConfig` fields plus ``optimizer``, ``lr``, ``weight_decay``, ``adam_beta2``),
-    implements ``fit`` and may extend :meth:`extra_state` / :meth:`load_extra_state`.
-    """
-
-    name = "sequence"
-
-    def __init__(self, ctx: AgentContext, config: Any) -> None:
-        self.ctx, self.config = ctx, config
-        self.retriever = SequenceRetriever(ctx, SequenceTowerConfig.from_config(config, ctx), self.name)
-        lr = config.lr if config.lr is not None else ctx.training.lr
-        params = self.retriever.model.parameters()
-        if config.optimizer == "adam":
-            betas = (0.9, config.adam_beta2)
-            self.optimiser: torch.optim.Optimizer = (
-                torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=config.weight_decay)
-                if config.weight_decay > 0 else torch.optim.Adam(params, lr=lr, betas=betas)
-            )
-        else:
-            self.optimiser = make_optimiser(params, config.optimizer, lr, config.weight_decay)
-        self.fits = 0
-
-    @property
-    def model(self) -> SequenceTwoTower:
-        return self.retriever.model
-
-    def index(self, catalogue: Catalogue) -> None:
-        """Embed all live items once (normalised ``g``)."""
-        self.retriever.index(catalogue.to(self.ctx.device))
-
-    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-``k`` by ``cos / ρ``: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
-        return self.retriever.retrieve(requests.to(self.ctx.device), k)
-
-    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, K]`` logits ``cos(f, g) / ρ`` (a softmax over items gives ``p_θ(y | x)``)."""
-        return self.retriever.score(requests.to(self.ctx.device), item_ids.to(self.ctx.device))
-
-    def extra_state(self) -> dict[str, Any]:
-        """Subclass state beyond weights / optimiser / fit counter (queues, estimators)."""
-        return {}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`extra_state`."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """Weights, optimiser state, fit counter and :meth:`extra_state` (deep copies)."""
-        return copy.deepcopy({
-            "model": self.retriever.state_dict(), "optimiser": self.optimiser.state_dict(), "fits": self.fits,
-            "extra": self.extra_state(),
-        })
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
-        self.retriever.load_state_dict(state["model"])
-        self.optimiser.load_state_dict(copy.deepcopy(state["optimiser"]))
-        self.fits = int(state["fits"])
-        self.load_extra_state(copy.deepcopy(state.get("extra", {})))

@@ -87,19 +87,9 @@ def _first(mask: torch.Tensor) -> torch.Tensor:
     return torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
 
 
-def build_spaces(view: TrainingView, label: Literal["clicked", "finished"], device: torch.device) -> Spaces:
-    """Lay out the recalled sets, exposures and labels of ``view`` per request.
-
-    Args:
-        view: the training window (uses ``candidates``, ``impressions``, ``catalogue``).
-        label: the impression field that marks a positive.
-        device: where the tensors go.
-
-    Returns:
-        :class:`Spaces`. Exposures whose item is missing from the logged recalled set
-        (impossible in the simulator's cascade) are dropped from the positives.
-    """
-    cand, imp = view.candidates, view.impressions
+def _padded_candidates(view: TrainingView, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(recalled, exposed, recall_prob, expose_prob)``, each ``[R, K]``: the logged candidates laid out one row per request."""
+    cand = view.candidates
     n_req = len(view.requests)
     row = cand.row.to(device)
     order = torch.argsort(row, stable=True)
@@ -114,11 +104,28 @@ def build_spaces(view: TrainingView, label: Literal["clicked", "finished"], devi
         out[row, slot] = values.to(device)[order]
         return out
 
-    recalled = pad(cand.item_id.long(), -1)
-    exposed = pad(cand.exposed.bool(), False)
-    recall_prob = pad(cand.recall_prob.float(), 1.0)
-    expose_prob = pad(cand.expose_prob.float(), 1.0)
+    return (
+        pad(cand.item_id.long(), -1),
+        pad(cand.exposed.bool(), False),
+        pad(cand.recall_prob.float(), 1.0),
+        pad(cand.expose_prob.float(), 1.0),
+    )
 
+
+def build_spaces(view: TrainingView, label: Literal["clicked", "finished"], device: torch.device) -> Spaces:
+    """Lay out the recalled sets, exposures and labels of ``view`` per request.
+
+    Args:
+        view: the training window (uses ``candidates``, ``impressions``, ``catalogue``).
+        label: the impression field that marks a positive.
+        device: where the tensors go.
+
+    Returns:
+        :class:`Spaces`. Exposures whose item is missing from the logged recalled set
+        (impossible in the simulator's cascade) are dropped from the positives.
+    """
+    imp = view.impressions
+    recalled, exposed, recall_prob, expose_prob = _padded_candidates(view, device)
     imp_row, imp_item = imp.row.to(device), imp.item_id.to(device).long()
     imp_slot = _slot_of(recalled[imp_row], imp_item)
     lab = getattr(imp, label).to(device).bool()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -61,33 +61,70 @@ def exposure_data(view: TrainingView, label: Literal["clicked", "finished"], dev
     return Exposures(view.requests.to(device), imp.row.to(device), imp.item_id.to(device), labels)
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and epoch settings of an agent's trainer (``None``: the scenario's ``training`` section)."""
+
+    epochs: int | None = None
+    """Epochs per fit (None: ``training.epochs``)."""
+    batch_size: int | None = None
+    """Minibatch size (None: ``training.batch_size``)."""
+    lr: float | None = None
+    """Learning rate (None: ``training.lr``)."""
+    weight_decay: float = 0.0
+    """Weight decay on every parameter (decoupled, AdamW, with ``adam``)."""
+    optimizer: Literal["adam", "adagrad"] = "adam"
+    """``adam`` or ``adagrad`` (DAMCAR's choice)."""
+    adam_beta2: float = 0.999
+    """Adam's beta2 (torch's default; the sequence agents use 0.98 like the public CLRec)."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if not 0.0 <= self.adam_beta2 < 1.0:
+            raise ValueError(f"adam_beta2: must be in [0, 1), got {self.adam_beta2!r}")
+
+    def epochs_for(self, ctx: AgentContext) -> int:
+        """The configured epochs, else ``training.epochs``."""
+        return self.epochs if self.epochs is not None else ctx.training.epochs
+
+    def batch_size_for(self, ctx: AgentContext) -> int:
+        """The configured minibatch size, else ``training.batch_size``."""
+        return self.batch_size or ctx.training.batch_size
+
+    def lr_for(self, ctx: AgentContext) -> float:
+        """The configured learning rate, else ``training.lr``."""
+        return self.lr if self.lr is not None else ctx.training.lr
+
+    def optimiser(self, params: Iterable[torch.nn.Parameter], ctx: AgentContext) -> torch.optim.Optimizer:
+        """The configured optimiser over ``params``."""
+        return make_optimiser(params, self.optimizer, self.lr_for(ctx), self.weight_decay, self.adam_beta2)
+
+
 def fit_generator(ctx: AgentContext, name: str, round_idx: int) -> torch.Generator:
     """CPU generator of agent ``name``'s shuffling stream for round ``round_idx``."""
     return torch.Generator().manual_seed(stream_seed(ctx.seed, name, round_idx))
 
 
 def make_optimiser(
-    params: Iterable[torch.nn.Parameter], kind: Literal["adam", "adagrad"], lr: float, weight_decay: float = 0.0
+    params: Iterable[torch.nn.Parameter], kind: Literal["adam", "adagrad"], lr: float, weight_decay: float = 0.0, adam_beta2: float = 0.999
 ) -> torch.optim.Optimizer:
     """Adam (default; AdamW, i.e. decoupled decay, when ``weight_decay > 0``) or Adagrad (DAMCAR's choice, lr 1e-2) over ``params``."""
     if kind == "adam":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay) if weight_decay > 0 else torch.optim.Adam(params, lr=lr)
+        betas = (0.9, adam_beta2)  # 0.999: torch's default
+        return (
+            torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+            if weight_decay > 0
+            else torch.optim.Adam(params, lr=lr, betas=betas)
+        )
     if kind == "adagrad":
         return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"optimizer: must be one of 'adam', 'adagrad', got {kind!r}")
 
 
 def run_epochs(
-    n: int,
-    epochs: int,
-    batch_size: int,
-    gen: torch.Generator,
-    device: torch.device,
-    optimiser: torch.optim.Optimizer,
-    loss_fn: Callable[[torch.Tensor], torch.Tensor],
-    who: str,
-    after_step: Callable[[], None] | None = None,
-) -> list[float]:
+    n: int, epochs: int, batch_size: int, gen: torch.Generator, device: torch.device, optimiser: torch.optim.Optimizer,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor], who: str, after_step: Callable[[], None] | None = None,
+) -> list[float]:  # fmt: skip
     """Minibatch SGD over ``n`` examples for ``epochs`` epochs.
 
     Args:
@@ -124,7 +161,7 @@ def run_epochs(
     return means
 
 
-_RANGES: dict[str, tuple[Callable[[object], bool], str]] = {
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "embedding_dim": (lambda v: v is None or v >= 1, "must be >= 1"),
     "id_dim": (lambda v: v >= 1, "must be >= 1"),
     "context_dim": (lambda v: v >= 1, "must be >= 1"),

@@ -21,14 +21,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from agents.backbone.index import ItemIndex
+from agents.backbone.training import check_ranges
 from simulator.agent_api import AgentContext
 from simulator.nn import mean_history_embedding, mlp
 from simulator.types import Catalogue, RequestBatch
@@ -38,10 +39,10 @@ N_DOMAINS, N_ENTRIES = 2, 3
 
 @dataclass(frozen=True)
 class TowerConfig:
-    """Shape and scoring of the two towers (agent Configs reuse these field names)."""
+    """Shape and scoring of the two towers (an agent config embeds one as its ``tower`` field)."""
 
-    embedding_dim: int = 32
-    """Output size ``d`` of each tower."""
+    embedding_dim: int | None = None
+    """Output size ``d`` of each tower (None: ``training.embedding_dim``)."""
     id_dim: int = 32
     """Size of the id and categorical embeddings (user, item, category, creator)."""
     context_dim: int = 4
@@ -70,13 +71,19 @@ class TowerConfig:
     express users' click rates and items' popularity through the angle itself, and its user
     vectors collapse onto one "popular" direction (same top-K for everyone)."""
 
-    @classmethod
-    def from_config(cls, config: Any, ctx: AgentContext) -> TowerConfig:
-        """The tower fields found (by name) in an agent ``config``; ``embedding_dim=None`` -> ``ctx.training``."""
-        values = {f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)}
-        if values.get("embedding_dim") is None:
-            values["embedding_dim"] = ctx.training.embedding_dim
-        return cls(**values)
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+    def resolved(self, ctx: AgentContext) -> TowerConfig:
+        """This config with ``embedding_dim = None`` replaced by ``ctx.training.embedding_dim``."""
+        return self if self.embedding_dim is not None else replace(self, embedding_dim=ctx.training.embedding_dim)
+
+    @property
+    def dim(self) -> int:
+        """``embedding_dim`` of a resolved config."""
+        if self.embedding_dim is None:
+            raise ValueError("TowerConfig: embedding_dim is unresolved (call resolved(ctx))")
+        return self.embedding_dim
 
 
 def init_parameters(module: nn.Module, gen: torch.Generator, embedding_std: float) -> None:
@@ -137,7 +144,7 @@ class TwoTower(nn.Module):
 
     def __init__(self, ctx: AgentContext, cfg: TowerConfig, seed: int) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = cfg.resolved(ctx)
         d_id, d_ctx, m = cfg.id_dim, cfg.context_dim, ctx.modality_dim
         with torch.device("meta"):  # no global RNG draws; initialised below from `seed`
             self.user_id = nn.Embedding(ctx.n_users, d_id)
@@ -149,10 +156,11 @@ class TwoTower(nn.Module):
             self.item_domain = nn.Embedding(N_DOMAINS, d_ctx)
             user_in = 2 * d_id + ctx.profile_dim + 2 * d_ctx
             item_in = 3 * d_id + d_ctx + 1 + 3 * m + 3
+            self.user_in, self.item_in = user_in, item_in  # the MLPs' input widths
             self.user_dense_norm = nn.BatchNorm1d(ctx.profile_dim, affine=False) if cfg.input_norm else None
             self.item_dense_norm = nn.BatchNorm1d(1 + 3 * m + 3, affine=False) if cfg.input_norm else None
-            self.user_mlp = mlp([user_in, *cfg.hidden, cfg.embedding_dim], batch_norm=cfg.batch_norm)
-            self.item_mlp = mlp([item_in, *cfg.hidden, cfg.embedding_dim], batch_norm=cfg.batch_norm)
+            self.user_mlp: nn.Module = mlp([user_in, *cfg.hidden, cfg.dim], batch_norm=cfg.batch_norm)
+            self.item_mlp: nn.Module = mlp([item_in, *cfg.hidden, cfg.dim], batch_norm=cfg.batch_norm)
             self.user_bias = nn.Embedding(ctx.n_users, 1) if cfg.bias else None
             self.item_bias = nn.Embedding(ctx.n_items, 1) if cfg.bias else None
         self.to_empty(device=ctx.device)
@@ -265,7 +273,7 @@ class TwoTower(nn.Module):
         ids = catalogue.live_ids()
         with evaluating(self):
             parts = [self.normalise(self.item_embedding(catalogue, ids[s : s + block])) for s in range(0, len(ids), block)]
-        emb = torch.cat(parts) if parts else torch.zeros((0, self.cfg.embedding_dim), device=ids.device)
+        emb = torch.cat(parts) if parts else torch.zeros((0, self.cfg.dim), device=ids.device)
         if self.item_bias is not None:  # one extra coordinate carries b_i / scale, met by a constant 1 in the query
             with torch.no_grad():
                 emb = torch.cat([emb, self.item_bias(ids) / self.scale], dim=1)
