@@ -84,12 +84,12 @@ def choose_threads(spec: SweepSpec, workers: int, threads: int | None, manifest:
     return max(1, usable_cores() // max(1, workers))
 
 
-def prepare_dir(out: Path, resume: bool) -> dict[str, Any] | None:
+def prepare_dir(out: Path, resume: bool, manifest_name: str = "sweep.json") -> dict[str, Any] | None:
     """The previous manifest on ``--resume``; a one-line error if the directory does not fit the request."""
-    manifest = out / "sweep.json"
+    manifest = out / manifest_name
     if resume:
         if not manifest.is_file():
-            raise ConfigError(f"--resume: {out} holds no sweep (sweep.json missing)")
+            raise ConfigError(f"--resume: {out} holds no {manifest.stem} ({manifest_name} missing)")
         from simulator.checkpoint import read_json
 
         return dict(read_json(manifest, "sweep"))

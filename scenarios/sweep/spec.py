@@ -144,16 +144,16 @@ def grid_points(raw: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(flat, combo, strict=True)) for combo in itertools.product(*flat.values())]
 
 
-def parse_seeds(value: Any) -> tuple[int, ...]:
+def parse_seeds(value: Any, where: str = "sweep.seeds") -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
         if not 1 <= value <= 10_000:
-            raise ConfigError(f"sweep.seeds: must be in [1, 10000] or a list of seeds, got {value}")
+            raise ConfigError(f"{where}: must be in [1, 10000] or a list of seeds, got {value}")
         return tuple(range(value))
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
         if len(set(value)) != len(value):
-            raise ConfigError(f"sweep.seeds: duplicate seeds in {value}")
+            raise ConfigError(f"{where}: duplicate seeds in {value}")
         return tuple(value)
-    raise ConfigError(f"sweep.seeds: must be a count in [1, 10000] or a non-empty list of seeds >= 0, got {value!r}")
+    raise ConfigError(f"{where}: must be a count in [1, 10000] or a non-empty list of seeds >= 0, got {value!r}")
 
 
 def parse_agent(entry: Any, defaults: dict[str, dict[str, Any]]) -> AgentSpec:
