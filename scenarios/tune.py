@@ -219,7 +219,8 @@ def tune_agent(spec: TuneSpec, agent: TuneAgent, out: Path, runner: Runner, prog
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction=spec.direction, sampler=optuna.samplers.TPESampler(seed=spec.sampler_seed))
+    study = optuna.create_study(direction=spec.direction,  # type: ignore[arg-type]
+                                 sampler=optuna.samplers.TPESampler(seed=spec.sampler_seed))
     rows: list[dict] = []
     while len(study.trials) < spec.trials:
         batch = [study.ask() for _ in range(min(spec.parallel_trials, spec.trials - len(study.trials)))]
@@ -235,7 +236,7 @@ def tune_agent(spec: TuneSpec, agent: TuneAgent, out: Path, runner: Runner, prog
     if not done:
         return Best(agent.name, None, {}, spec.trials), rows
     best = study.best_trial
-    return Best(agent.name, float(best.value), json.loads(rows[best.number]["params"]), spec.trials), rows
+    return Best(agent.name, best.value, json.loads(rows[best.number]["params"]), spec.trials), rows
 
 
 def header(spec: TuneSpec, best: tuple[Best, ...], threads: int) -> str:

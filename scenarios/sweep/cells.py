@@ -81,7 +81,7 @@ def failed_path(out: str | Path, key: str) -> Path:
     return Path(out) / "failed" / f"{key}.txt"
 
 
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """Write through a temporary file in the same folder and move it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -87,6 +87,7 @@ class PoolRunner:
     def __init__(self, workers: int, threads: int, retries: int = 3) -> None:
         self.workers, self.threads, self.retries = workers, threads, retries
         self._pool: ProcessPoolExecutor | None = None
+        self.broken_passes = 0  # how often a dead worker broke the pool (its cells were resubmitted)
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -125,6 +126,7 @@ class PoolRunner:
                 results[outcome.key] = outcome
                 on_done(outcome)
         if lost:
+            self.broken_passes += 1
             self.close()
         return lost
 

@@ -129,10 +129,10 @@ def grid_points(raw: dict[str, Any]) -> list[dict[str, Any]]:
     if points is not None:
         if not isinstance(points, list) or not points or not all(isinstance(p, dict) for p in points):
             raise ConfigError("points: must be a non-empty array of tables ([[points]])")
-        flat = [flatten(p) for p in points]
-        if any(set(p) != set(flat[0]) for p in flat):
+        listed = [flatten(p) for p in points]
+        if any(set(p) != set(listed[0]) for p in listed):
             raise ConfigError("points: every point must set the same fields")
-        return flat
+        return listed
     if grid is None:
         return [{}]
     if not isinstance(grid, dict):
@@ -169,7 +169,7 @@ def parse_agent(entry: Any, defaults: dict[str, dict[str, Any]]) -> AgentSpec:
     if name not in known:
         raise ConfigError(f"agents.{label}: unknown agent {name!r}; allowed: {', '.join(sorted(known))} (set agent = ... for a variant)")
     if name != "oracle":
-        allowed = [f.name for f in dataclasses.fields(agents.agent_class(name).Config)]
+        allowed = [f.name for f in dataclasses.fields(agents.agent_class(name).Config)]  # type: ignore[attr-defined]
         for key in entry:
             if key not in allowed:
                 raise ConfigError(f"agents.{label}.{key}: unknown option of {name}; allowed: {', '.join(allowed)}")
