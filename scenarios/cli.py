@@ -120,6 +120,10 @@ def _register_plugins() -> None:
     main.add_command(report)
     main.add_command(dashboard)
     main.add_command(evaluate_cmd)
+    from scenarios.cli_sweep import sweep_cmd, tune_cmd
+
+    main.add_command(sweep_cmd)
+    main.add_command(tune_cmd)
 
 
 _register_plugins()
