@@ -44,7 +44,7 @@ AGENTS = (
 )  # fmt: skip
 WEIGHTED = ("uma2", "uma2-dat", "uma2-oracle-p")
 KS = (100, 200)
-LOGGED = [f"logged_{m}@{k}" for m in ("hitrate", "precision", "recall") for k in KS]
+LOGGED = [f"onpolicy_replay_{m}@{k}" for m in ("hitrate", "precision", "recall") for k in KS]
 UNBIASED = [f"unbiased_{m}@{k}" for m in ("hitrate", "precision", "recall") for k in KS]
 TRUE = [f"true_recall@{k}" for k in KS]
 BIAS = ["exposure_gini", "aggregate_diversity", "mean_exposed_popularity", "score_gap_unexposed"]

@@ -280,7 +280,7 @@ def onpolicy_replay_metrics(inp: MetricInput) -> dict[str, float]:
     chosen = clicked_req[torch.randperm(len(clicked_req), generator=gen, device=clicked_req.device)[: sc.metrics.panel_size]].sort().values
     out: dict[str, float] = {}
     if len(chosen) == 0:
-        return {f"logged_{m}@{k}": float("nan") for k in sc.eval_ks for m in ("recall", "precision", "f1", "hitrate")}
+        return {f"onpolicy_replay_{m}@{k}": float("nan") for k in sc.eval_ks for m in ("recall", "precision", "f1", "hitrate")}
     rows = torch.searchsorted(req["request_id"], chosen)
     batch = RequestBatch(
         request_id=chosen, user_id=req["user_id"][rows], domain=req["domain"][rows], entry=req["entry"][rows],
