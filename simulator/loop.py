@@ -22,6 +22,7 @@ from simulator.checkpoint import atomic_torch_save, load_torch_object
 from simulator.config import Scenario
 from simulator.log.store import LogStore, TruthStore
 from simulator.log.view import TrainingView
+from simulator.metrics.audit import Audit
 from simulator.metrics.measure import MetricState
 from simulator.metrics.offline import SharedRound
 from simulator.oracle import IntentLookup, NoisyOracleRanker
@@ -76,10 +77,13 @@ class ClosedLoop:
         self.last_view: TrainingView | None = None
         self.logging_only = False  # a shared-log logger: served by the legacy system, never measured or retrained
         self.shared_log: SharedRounds | None = None  # the seed's common log (not saved: regenerated from the warm start)
+        self.save_truth = False  # keep each round's Audit of what the truth and offline metrics were computed from
+        self.audit: Audit | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["shared_log"] = None  # shared by every agent of the seed: neither copied nor checkpointed
+        state["audit"] = None  # written out after its round, never checkpointed
         return state
 
     def copy(self) -> ClosedLoop:

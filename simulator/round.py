@@ -17,6 +17,7 @@ from simulator.agent_api import RetrievalAgent
 from simulator.log.split import holdout_flags
 from simulator.log.view import TrainingView, build_view
 from simulator.loop import ClosedLoop, MetricRow
+from simulator.metrics.audit import Audit
 from simulator.metrics.measure import MetricInput, measure_external, measure_round
 from simulator.metrics.offline import OfflineInput, offline_metrics
 from simulator.world import dynamics
@@ -62,6 +63,7 @@ def deploy(loop: ClosedLoop, r: int) -> None:
 
 def end_round(loop: ClosedLoop, r: int) -> None:
     """Measure, run end-of-round dynamics, publish, retrain, prune the log window and the registry."""
+    loop.audit = Audit() if loop.save_truth and r >= 0 else None  # drained by whoever saves the run, after the round
     if r >= 0 and not loop.logging_only:
         loop.rows.extend(measure(loop, r))
     dynamics.end_round(loop.world, loop.sc, loop.seed, r)
@@ -109,6 +111,7 @@ def evaluate_candidate(loop: ClosedLoop, r: int) -> list[MetricRow]:
         sc=loop.sc, seed=loop.seed, round=r, world=loop.world, candidate=_candidate(loop, r), ranker=loop.next_ranker,
         set_intents=loop.intents.set, requests=req, impressions=imp, truth_requests=loop.truth.concat("truth_requests", r, r),
         shared=loop.shared_log.round(r) if loop.shared_log is not None and loop.sc.evaluation.shared_log else None,
+        audit=loop.audit,
     )
     return [{"round": r, "metric": k, "value": float(v)} for k, v in offline_metrics(inp).items()]
 
@@ -141,7 +144,7 @@ def metric_input(loop: ClosedLoop, r: int) -> MetricInput:
         set_intents=loop.intents.set, requests=log.concat("requests", r, r), impressions=log.concat("impressions", r, r),
         recalled_counts=log.bincount("candidates", "item_id", r, loop.world.item_live.shape[0]),
         truth_requests=truth.concat("truth_requests", r, r), truth_impressions=truth.concat("truth_impressions", r, r),
-        state=loop.metric_state,
+        state=loop.metric_state, audit=loop.audit,
     )
 
 

@@ -182,3 +182,29 @@ def test_shared_log_is_identical_for_every_agent_and_offline_rows_exist() -> Non
     n = metrics[metrics.metric == "offline_shared_requests"].pivot_table(index="round", columns="agent", values="value")
     assert (n["random"] == n["popular"]).all() and (n["random"] > 0).all()
     assert {"offline_holdout_recall@20", "true_holdout_recall@20", "bias_holdout_recall@20"} <= set(metrics.metric)
+
+
+def test_the_audit_trail_recomputes_the_truth_and_offline_metrics() -> None:
+    """With save_truth, a round's panel and hold-out tables alone give back true_recall@K and the hold-out metrics."""
+    from scenarios.experiment import agent_factory
+    from simulator.round import attach_agent
+
+    sc = tiny_scenario(cascade={"exploration_share": 0.2}, evaluation={"holdout_share": 0.3})
+    loop = warm_started_loop(sc, 0)
+    attach_agent(loop, agent_factory("popular", sc, 0, torch.device("cpu")), "popular")
+    loop.save_truth = True
+    run_round(loop, 0)
+    tables = loop.audit.frames()
+    metrics = {row["metric"]: row["value"] for row in loop.rows}
+    panel, k = tables["panel"], 20
+    agent, true = np.stack(panel.agent_top), np.stack(panel.true_top)
+    recall = np.mean([len(set(a[:k]) & set(t[:k])) / k for a, t in zip(agent, true, strict=True)])
+    assert recall == pytest.approx(metrics[f"true_recall@{k}"], abs=1e-9)
+    held = tables["holdout"]
+    lists, clicked = np.stack(held.candidate_top), np.stack(held.clicked)
+    hits = [len(set(lst[:k]) & set(c[c >= 0])) / (c >= 0).sum() for lst, c in zip(lists, clicked, strict=True)]
+    assert np.mean(hits) == pytest.approx(metrics[f"offline_holdout_recall@{k}"], abs=1e-9)
+    ope = tables["ope"]
+    assert len(ope) == metrics["ope_requests"]
+    assert float(np.stack(ope.p_click).sum(1).mean()) == pytest.approx(metrics["true_clicks"], rel=1e-6)
+    assert loop.copy().audit is None  # never copied or checkpointed

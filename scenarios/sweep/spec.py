@@ -27,15 +27,14 @@ Every error is a one-line :class:`~simulator.config.ConfigError` naming the fiel
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 import agents
+from agents.registry import agent_spec, flat_keys
 from scenarios.presets import load_scenario
 from scenarios.sweep.cells import Cell
 from simulator.config import ConfigError, Scenario
@@ -169,7 +168,7 @@ def parse_agent(entry: Any, defaults: dict[str, dict[str, Any]]) -> AgentSpec:
     if name not in known:
         raise ConfigError(f"agents.{label}: unknown agent {name!r}; allowed: {', '.join(sorted(known))} (set agent = ... for a variant)")
     if name != "oracle":
-        allowed = [f.name for f in dataclasses.fields(agents.agent_class(name).Config)]  # type: ignore[attr-defined]
+        allowed = list(flat_keys(agent_spec(name).config_cls))
         for key in entry:
             if key not in allowed:
                 raise ConfigError(f"agents.{label}.{key}: unknown option of {name}; allowed: {', '.join(allowed)}")

@@ -18,6 +18,7 @@ import torch
 
 from simulator.config import Scenario
 from simulator.metrics import formulas as F
+from simulator.metrics.audit import Audit
 from simulator.rng import torch_stream
 from simulator.types import ENTRY_BROWSE, RequestBatch
 from simulator.world.relevance import true_relevance, true_topk, true_topk_and_total
@@ -63,6 +64,7 @@ class MetricInput:
     truth_requests: dict[str, torch.Tensor]
     truth_impressions: dict[str, torch.Tensor]
     state: MetricState
+    audit: Audit | None = None  # filled with what the truth metrics were computed from (--save-truth)
 
 
 def measure_round(inp: MetricInput) -> dict[str, float]:
@@ -233,6 +235,11 @@ def _truth_block(inp: MetricInput, users: torch.Tensor, intents: torch.Tensor, h
     order = inp.ranker.score(batch, cand).topk(max(sc.rank_ks), dim=1).indices
     ranked, ranked_rel = cand.gather(1, order), rel[:, :kr].gather(1, order)
     slate, slate_rel = ranked[:, :s], ranked_rel[:, :s]
+    if inp.audit is not None:
+        inp.audit.add(
+            "panel", user_id=users, intent=intents, agent_top=ret_ids, agent_top_relevance=rel, true_top=top_ids,
+            true_top_relevance=top_rel, total_relevance=total_rel, ranker_order=ranked,
+        )
     out["slate_utility"] = slate_rel.mean(1).sum()
     out["slate_regret"] = (oracle_utility - slate_rel.mean(1)).sum()
     out[f"ranked_true_recall@{s}"] = (F.hits_at_k(slate, top_ids[:, :s]) / s).sum()

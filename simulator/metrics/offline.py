@@ -26,6 +26,7 @@ from simulator.config import Scenario
 from simulator.evaluation_config import active_estimators, ope_rows
 from simulator.log.split import holdout_flags
 from simulator.metrics import estimators as E
+from simulator.metrics.audit import Audit
 from simulator.metrics import ranking as R
 from simulator.metrics.protocols import clicked_items, ranked_lists, ranking_metrics
 from simulator.types import RequestBatch
@@ -63,6 +64,7 @@ class OfflineInput:
     impressions: dict[str, torch.Tensor]
     truth_requests: dict[str, torch.Tensor]
     shared: SharedRound | None
+    audit: Audit | None = None  # filled with what every estimate and truth was computed from (--save-truth)
 
 
 def offline_metrics(inp: OfflineInput) -> dict[str, float]:
@@ -114,6 +116,9 @@ def _scored(name: str, inp: OfflineInput, batch: RequestBatch, clicked: torch.Te
     lists = ranked_lists(inp.candidate, batch, max(ks), n_live)
     est = ranking_metrics(lists, clicked, ks, f"offline_{name}")
     truth = truth_of_lists(world, inp.sc, users, intents, lists, batch.history, ks, f"true_{name}")
+    if inp.audit is not None:
+        inp.audit.add(name, request_id=batch.request_id, user_id=batch.user_id, intent=intents, history=batch.history, clicked=clicked,
+                      candidate_top=lists, candidate_top_relevance=true_relevance(world, inp.sc, users, lists, intents))  # fmt: skip
     out = {**est, **truth, f"offline_{name}_requests": float(len(batch))}
     for key, value in est.items():
         metric = key.removeprefix(f"offline_{name}_")
@@ -160,6 +165,12 @@ def off_policy(inp: OfflineInput) -> dict[str, float]:
     p_click, p_finish = expected_response(inp.world, inp.sc, batch.user_id, batch.entry, target, relevance)
     model_logged, model_target = inp.ranker.score(batch, slate), inp.ranker.score(batch, target)
     out: dict[str, float] = {"ope_requests": float(len(batch))}
+    if inp.audit is not None:
+        inp.audit.add(
+            "ope", request_id=batch.request_id, user_id=batch.user_id, intent=intents, logged_slate=slate, clicked=clicked,
+            finished=finished, propensity=propensity, target_slate=target, p_click=p_click, p_finish=p_finish,
+            model_logged=model_logged, model_target=model_target,
+        )
     finish_per_click = float(finished.sum() / clicked.sum().clamp_min(1))  # the reward model of finishes: clicks x finish rate
     for name, reward, truth, scale in (("clicks", clicked, p_click, 1.0), ("finished", finished, p_finish, finish_per_click)):
         out[f"true_{name}"] = float(truth.double().sum(1).mean())
