@@ -20,8 +20,16 @@ from dash import Input, Output, dcc, html
 
 from dashboards.data import Dataset, default_k, read_runs, recall_ks
 from dashboards.distributions import decile_figure, default_rounds, lorenz_figure, score_figure, summary_table
-from dashboards.figures import (MissingData, agent_colors, bias_figure, concentration_figure, drift_figure, metric_figure, note_figure,
-                                recall_figure)
+from dashboards.figures import (
+    MissingData,
+    agent_colors,
+    bias_figure,
+    concentration_figure,
+    drift_figure,
+    metric_figure,
+    note_figure,
+    recall_figure,
+)
 
 VIEWS: dict[str, str] = {
     "recall": "True vs logged recall@K",
