@@ -150,7 +150,11 @@ def default_k(names: Iterable[str], k_retrieve: int | None = None) -> int | None
 
     Without ``k_retrieve``, or when no K is below it, the largest K.
     """
-    ks = recall_ks(names)
+    return pick_k(recall_ks(names), k_retrieve)
+
+
+def pick_k(ks: Sequence[int], k_retrieve: int | None = None) -> int | None:
+    """The largest of ``ks`` below ``k_retrieve`` (or the largest of all when none is below, or without ``k_retrieve``)."""
     below = [k for k in ks if k_retrieve is None or k < k_retrieve]
     return max(below or ks) if ks else None
 

@@ -135,7 +135,7 @@ def decile_figure(ds: Dataset) -> go.Figure:
         _agent_colorbar(fig, axis, agent, j, stats.loc[stats["agent"] == agent, "mean"].max())
     fig.update_yaxes(title_text="popularity decile (10 = most popular)", col=1, dtick=1)
     fig.update_xaxes(title_text=ROUND_AXIS, row=len(ds.runs))
-    fig.update_xaxes(**round_ticks(stats["round"]))
+    fig.update_xaxes(**round_ticks(stats["round"], pad=0.5))
     return base_layout(fig, "Exposure share by popularity decile over rounds (mean over seeds; colour scale per agent)", rows=len(ds.runs))
 
 

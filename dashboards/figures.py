@@ -137,7 +137,8 @@ def line_figure(ds: Dataset, panels: Sequence[Sequence[str]], title: str, ylabel
         for j, run in enumerate(runs):
             col = 1 if len(columns) == 1 else j + 1
             _draw_panel(fig, ds, groups, run, row, styles, (r, col), shown, run_dash=j if compare == "overlay" else None)
-        fig.update_yaxes(title_text=(ylabels[r - 1] if ylabels else metric_label(row[0])), row=r, col=1)
+        ylabel = ylabels[r - 1] if ylabels else metric_label(row[0])
+        fig.update_yaxes(title_text=f"difference in {ylabel}" if compare == "diff" else ylabel, row=r, col=1)
         for c in range(1, len(columns) + 1):
             if ref is not None or compare == "diff":
                 fig.add_hline(y=0.0 if compare == "diff" else ref, line={"color": "#888", "width": 1}, row=r, col=c)
@@ -163,10 +164,11 @@ def _draw_panel(fig: go.Figure, ds: Dataset, groups: dict[Any, pd.DataFrame], ru
             shown.add((agent, style))
 
 
-def round_ticks(rounds: pd.Series) -> dict[str, Any]:
-    """Whole-number round ticks (every round when there are few)."""
+def round_ticks(rounds: pd.Series, pad: float = 0.3) -> dict[str, Any]:
+    """Whole-number round ticks (every round when there are few), no padding rounds (0, n + 1) at the ends."""
     n = int(rounds.nunique()) if len(rounds) else 0
-    return {"tickformat": "d", **({"dtick": 1} if 0 < n <= 20 else {})}
+    span = {"range": [float(rounds.min()) - pad, float(rounds.max()) + pad]} if n > 1 else {}
+    return {"tickformat": "d", **({"dtick": 1} if 0 < n <= 20 else {}), **span}
 
 
 def add_series(fig: go.Figure, sub: pd.DataFrame, agent: str, run: str, metric: str, color: str, dash: str, style: str,
