@@ -55,7 +55,7 @@ VIEWS: dict[str, str] = {
     "auc": "Score separation across agents (AUC)",
     "scores": "Scores on unexposed positives vs negatives (window end)",
     "summary": "Summary table (last round of the window)",
-    "metric": "Any metric over rounds (pick it below)",
+    "metric": "Any metric (chosen under Metric)",
 }
 LINE_VIEWS = frozenset({"recall", "bias", "concentration", "drift", "auc", "metric"})
 GRAPH_CONFIG = {key: value for key, value in PLOT_CONFIG.items() if key != "responsive"}

@@ -23,7 +23,7 @@ def _control(label: str, component: Any, width: str = "220px") -> html.Div:
 def round_marks(lo: int, hi: int) -> dict[int, str]:
     """Slider marks: about ten rounds, always the first and the last (numbered from 1)."""
     step = max(1, -(-(hi - lo) // 8))  # at most about nine marks
-    marks = {r: str(r) for r in range(lo, hi + 1, step)}
+    marks = {r: str(r) for r in range(lo, hi + 1, step) if r == hi or hi - r >= step / 2}  # no crowding at the end
     marks[hi] = str(hi)
     return marks
 

@@ -128,7 +128,7 @@ def line_figure(ds: Dataset, panels: Sequence[Sequence[str]], title: str, ylabel
     stats, columns = compare_stats(ds, names, compare)
     if stats.empty:
         raise MissingData(f"{title}: none of {', '.join(names)} is in these runs")
-    runs = list(dict.fromkeys(stats["run"]))
+    runs = [r for r in ds.runs if r in set(stats["run"])] if compare != "diff" else columns
     titles = columns if len(columns) > 1 or compare != "side" else None
     fig = facets(len(panels), len(columns), titles + [""] * (len(columns) * (len(panels) - 1)) if titles else None)
     groups = {key: sub for key, sub in stats.groupby(["run", "agent", "metric"], sort=False)}
