@@ -134,19 +134,19 @@ def make_app(run_dirs: Sequence[str | Path]) -> dash.Dash:
         html.Div(id="caption", style={"color": "#333", "fontSize": "14px", "minHeight": "1.2em"}),
         dcc.Graph(id="figure", config=GRAPH_CONFIG, style={"minHeight": "480px"}),  # type: ignore[arg-type]
     ], style={"fontFamily": "Helvetica, Arial, sans-serif", "maxWidth": "1400px", "margin": "0 auto", "padding": "0 24px"})
-    _state_callbacks(app, live, choices)
+    _state_callbacks(app, live)
     _view_callbacks(app, live)
     return app
 
 
-def _state_callbacks(app: dash.Dash, live: LiveRuns, choices: Choices) -> None:
+def _state_callbacks(app: dash.Dash, live: LiveRuns) -> None:
     """URL <-> controls, and the periodic re-read of the runs."""
 
     @app.callback(Output("url", "search"), *CONTROLS, Input("url", "search"), *[Input(key, "value") for key in KEYS])
     def _sync(search: str | None, *values: Any) -> tuple[Any, ...]:
         trigger = ctx.triggered_id
         if trigger is None or trigger == "url":  # page load, back / forward: the URL sets the controls
-            state = decode(search, choices)
+            state = decode(search, Choices.of(live.ds, list(VIEWS), list(COMPARE_MODES)))  # the runs as they are now
             return (dash.no_update, *[state[key] for key in KEYS])
         state = dict(zip(KEYS, values, strict=True))
         if trigger == "metric" and state["view"] != "metric":  # picking a metric shows it
@@ -156,13 +156,14 @@ def _state_callbacks(app: dash.Dash, live: LiveRuns, choices: Choices) -> None:
 
     @app.callback(Output("version", "data"), Output("rounds", "max"), Output("rounds", "marks"),
                   Output("rounds", "value", allow_duplicate=True), Output("run-facts", "children"), Output("progress", "children"),
+                  Output("seed", "options"),
                   Input("tick", "n_intervals"), State("rounds", "value"), State("rounds", "max"), prevent_initial_call=True)
     def _refresh(_: int, window: list[int], old_max: int) -> tuple[Any, ...]:
         if not live.refresh():
-            return (dash.no_update,) * 6
+            return (dash.no_update,) * 7
         lo, hi = min(live.ds.rounds), max(live.ds.rounds)
         grow = [window[0], hi] if window and window[1] >= old_max else dash.no_update  # a window at the end follows new rounds
-        return live.version, hi, round_marks(lo, hi), grow, run_facts(live.runs), pending_text(live.runs)
+        return live.version, hi, round_marks(lo, hi), grow, run_facts(live.runs), pending_text(live.runs), live.ds.seeds
 
 
 

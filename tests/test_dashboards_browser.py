@@ -224,6 +224,7 @@ AGENTS_SHOWN = f"""() => {{ const g = {GRAPH};
 SHOWN_IS = f"want => JSON.stringify(({AGENTS_SHOWN})()) === JSON.stringify(want)"
 METRIC_IS = (f"m => {{ const g = {GRAPH}; return !!(g && g.data && g.data.length "
              "&& g.data.every(t => !t.meta || !t.meta.metric || t.meta.metric === m)); }")
+LAST_ROUND_IS = f"n => {{ const g = {GRAPH}; return !!(g && g.data && Math.max(...g.data.filter(t => t.meta).flatMap(t => t.x)) === n); }}"
 RUNS_SHOWN = f"() => Array.from(new Set({GRAPH}.data.filter(t => t.meta && t.meta.role === 'mean').map(t => t.meta.run))).sort()"
 
 
@@ -296,11 +297,13 @@ def test_dash_app_picks_up_new_rounds_and_downloads_csv(browser: Browser, tmp_pa
         page = open_page(browser, errors)
         page.goto(url + "?view=metric&metric=exposure_gini")
         page.wait_for_function(f"() => {{ const g = {GRAPH}; return g && g.data && g.data.length > 0; }}", timeout=30_000)
-        assert page.evaluate(f"Math.max(...{GRAPH}.data.filter(t => t.meta).flatMap(t => t.x))") == 4
+        page.wait_for_function(LAST_ROUND_IS, arg=4, timeout=30_000)
         assert "Not finished" in page.inner_text("#progress")
         full.to_parquet(run / "metrics.parquet")  # the runner writes more rounds
-        page.wait_for_function(f"() => Math.max(...{GRAPH}.data.filter(t => t.meta).flatMap(t => t.x)) === 8", timeout=30_000)
+        page.wait_for_function(LAST_ROUND_IS, arg=8, timeout=30_000)
         assert page.inner_text("#progress") == "" and "rounds=1-8" in page.url
+        page.reload()  # the URL's window is checked against the runs as they are now, not as they were at start
+        page.wait_for_function(LAST_ROUND_IS, arg=8, timeout=30_000)
         csv = download_csv(page, "#csv-button")
         want = parquet_means(run, "exposure_gini")
         got = csv.set_index(["agent", "round"])["mean"]
