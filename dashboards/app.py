@@ -114,16 +114,28 @@ def caption(ds: Dataset, view: str, k: int | None, compare: str, runs: Sequence[
         parts.append("Lines: the first chosen run's mean over seeds minus the second's, per agent and round; bands: Welch 95% "
                      "intervals (none where a run has a single seed), clipped to the possible range of a difference.")
     elif view in LINE_VIEWS or view == "lorenz":
-        parts.append(seeds_caption(seed_counts(sub.metrics)))
+        parts.append(seeds_caption(seed_counts(sub.metrics), bands=view != "lorenz"))
     return " ".join(p for p in parts if p)
 
 
 def make_app(run_dirs: Sequence[str | Path]) -> dash.Dash:
-    """A Dash app over ``run_dirs`` (bad directories raise RunDirError); the runs are re-read when they change."""
+    """A Dash app over ``run_dirs`` (bad directories raise RunDirError); the runs are re-read when they change.
+
+    The layout is built on each page load from the runs as they are then (a reload shows what is on disk now).
+    """
     live = LiveRuns(run_dirs)
-    choices = Choices.of(live.ds, list(VIEWS), list(COMPARE_MODES))
     app = dash.Dash(__name__, title="cascadesim dashboard", serve_locally=True, update_title="")
-    app.layout = html.Div([
+    app.layout = lambda: page(live)
+    _state_callbacks(app, live)
+    _view_callbacks(app, live)
+    return app
+
+
+def page(live: LiveRuns) -> html.Div:
+    """The whole page over the runs as they are on disk now."""
+    live.refresh()
+    choices = Choices.of(live.ds, list(VIEWS), list(COMPARE_MODES))
+    return html.Div([
         dcc.Location(id="url", refresh=False), dcc.Interval(id="tick", interval=REFRESH_MS), dcc.Store(id="version", data=live.version),
         dcc.Download(id="csv"),
         html.H1("cascadesim dashboard", style={"fontSize": "24px", "marginBottom": "4px"}),
@@ -134,9 +146,6 @@ def make_app(run_dirs: Sequence[str | Path]) -> dash.Dash:
         html.Div(id="caption", style={"color": "#333", "fontSize": "14px", "minHeight": "1.2em"}),
         dcc.Graph(id="figure", config=GRAPH_CONFIG, style={"minHeight": "480px"}),  # type: ignore[arg-type]
     ], style={"fontFamily": "Helvetica, Arial, sans-serif", "maxWidth": "1400px", "margin": "0 auto", "padding": "0 24px"})
-    _state_callbacks(app, live)
-    _view_callbacks(app, live)
-    return app
 
 
 def _state_callbacks(app: dash.Dash, live: LiveRuns) -> None:

@@ -69,7 +69,7 @@ class Section:
 
 
 Builder = Callable[[Dataset, "int | None"], go.Figure]
-SEEDS = "seeds"  # caption kinds: the seed caption (lines with bands), or a fixed text
+SEEDS, POINTS = "seeds", "points"  # caption kinds: the seed caption (lines with bands, or intervals on hover), or a fixed text
 SECTIONS: list[tuple[str, str, str, str, Builder]] = [
     ("fig-recall", "True vs logged recall", "Solid: true recall@K against the truth over the whole live catalogue; dashed: the logged "
      "(offline) recall a practitioner would measure on the round's held-out clicks.", SEEDS,
@@ -80,7 +80,7 @@ SECTIONS: list[tuple[str, str, str, str, Builder]] = [
      "of exposures taken by the top 1% of items.", SEEDS, lambda ds, k: concentration_figure(ds)),
     ("fig-lorenz", "Concentration curves (top shares)", "The Lorenz curve read from the top: the share of the round's exposures held "
      "by the most-exposed 1%, 10%, 20%, … of live items (log axis, where the mass is), at the first, middle and last rounds. The run "
-     "stores the points 1% (exposure_top1_share) and 10%..90% (exposure_lorenz@p); the dotted line is equal exposure.", SEEDS,
+     "stores the points 1% (exposure_top1_share) and 10%..90% (exposure_lorenz@p); the dotted line is equal exposure.", POINTS,
      lambda ds, k: lorenz_figure(ds)),
     ("fig-deciles", "Exposure by popularity decile", "Share of each round's exposures going to each decile of live items by observed "
      "clicks at the round's start (10 = most popular). Mean over seeds; each agent has its own colour scale (0 to its largest share), "
@@ -124,10 +124,11 @@ def build_sections(ds: Dataset, k: int | None = None, chosen: bool | None = None
     """
     chosen = k is not None if chosen is None else chosen
     k = check_k(ds, k)
-    seeds = seeds_caption(seed_counts(ds.metrics))
+    counts = seed_counts(ds.metrics)
+    kinds = {SEEDS: seeds_caption(counts), POINTS: seeds_caption(counts, bands=False)}
     out = []
     for fid, heading, blurb, caption, build in SECTIONS:
-        text = seeds if caption == SEEDS else caption
+        text = kinds.get(caption, caption)
         if fid in ("fig-recall", "fig-bias"):
             text = f"{k_note(k, ds.k_retrieve, chosen)} {text}".strip()
         try:

@@ -107,16 +107,18 @@ def pending_text(runs: list[Run]) -> str:
     return "Not finished: " + "; ".join(parts) + ". Figures show what is on disk; agents without data are left out."
 
 
-def seeds_caption(counts: list[int]) -> str:
+def seeds_caption(counts: list[int], bands: bool = True) -> str:
     """How many seeds the lines average and whether there are intervals; plain about a single seed.
 
-    ``counts``: the number of seeds behind each (run, agent) drawn.
+    ``counts``: the number of seeds behind each (run, agent) drawn; ``bands``: the figure shades its intervals
+    (else hover shows them).
     """
     if not counts or max(counts) <= 1:
         return "1 seed: no intervals. Lines are that seed's values; run 3 or more seeds for 95% bands."
     low, high = min(counts), max(counts)
     seeds = f"{high} seeds" if low == high else f"{low} to {high} seeds"
-    text = f"Lines: mean over {seeds}; bands: 95% t-intervals across seeds, clipped to the metric's possible range."
+    shown = "bands: 95% t-intervals" if bands else "hover shows the 95% t-intervals"
+    text = f"Lines: mean over {seeds}; {shown} across seeds, clipped to the metric's possible range."
     if low == 1:
         text += " Agents with a single seed have no band (1 seed: no intervals)."
     elif low == 2:

@@ -96,3 +96,13 @@ def test_captions_and_every_view(two: Dataset, tmp_path: Path) -> None:
     assert caption(one, "recall", 10, "side", None).endswith("1 seed: no intervals. Lines are that seed's values; run 3 or more "
                                                             "seeds for 95% bands.")
     assert make_app([tmp_path / "one"]).layout is not None
+
+
+def test_a_page_load_shows_the_runs_as_they_are_now(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path / "p", AGENTS, seeds=1, rounds=4, done={"popular": 0})
+    app = make_app([run])
+    assert "popular (no finished round yet)" in str(app.layout().children)
+    make_run_dir(tmp_path / "p", AGENTS, seeds=1, rounds=4)  # the run finished meanwhile
+    stat = os.stat(run / "metrics.parquet")
+    os.utime(run / "metrics.parquet", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert "Not finished" not in str(app.layout().children)

@@ -116,7 +116,7 @@ def test_provenance_progress_and_captions(tmp_path: Path) -> None:
                                    "popular": "no finished round yet"}
     assert run.agents == ["oracle", "random"]
     assert seeds_caption([1, 1]).startswith("1 seed: no intervals") and "1 seed: no intervals" in seeds_caption([1, 3])
-    assert "mean over 3 seeds" in seeds_caption([3, 3])
+    assert "mean over 3 seeds; bands: 95%" in seeds_caption([3, 3]) and "hover shows the 95%" in seeds_caption([3, 3], bands=False)
 
 
 def test_headline_k_is_below_k_retrieve(tmp_path: Path) -> None:
