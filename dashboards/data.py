@@ -4,28 +4,31 @@ A run directory holds ``manifest.json`` and ``metrics.parquet`` in long form
 (``scenario, agent, seed, round, metric, value``). This module reads them
 with pandas and :mod:`simulator.checkpoint` only (dashboards never import
 the simulator's internals, the agents or the experiment runner), so a report
-draws exactly the numbers the run wrote: no metric is recomputed here.
+draws the numbers the run wrote: no metric is recomputed here (the one
+derived quantity, a scale-free score AUC from the stored histograms, is
+added by :mod:`dashboards.derived` under its own name).
 
-Across seeds every figure shows the mean and a two-sided 95% t-interval,
-``mean +/- t(0.975, n - 1) * sd / sqrt(n)`` with the sample standard
-deviation (``n - 1`` in the denominator); one seed gives no interval.
+Rounds are numbered as users count them: ``metrics.parquet`` stores the first
+round as 0, every table, figure and CSV of the dashboards calls it round 1
+(``ROUND_BASE`` is added on reading). Means and intervals across seeds are in
+:mod:`dashboards.stats`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from dashboards.derived import add_derived
+from dashboards.stats import STAT_COLUMNS, seed_stats, t_quantile  # noqa: F401  (re-exported for dashboard users)
 from simulator.checkpoint import RunDirError, read_json, read_metrics
 from simulator.log.schema import METRIC_COLUMNS  # noqa: F401  (re-exported for dashboard users)
 
-STAT_COLUMNS = ["run", "agent", "metric", "round", "n", "mean", "lo", "hi"]
+ROUND_BASE = 1  # stored round 0 is shown as round 1
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,21 @@ class Run:
 
     @property
     def agents(self) -> list[str]:
-        """Agents in manifest order, then any others present in the metrics."""
-        listed = [str(a) for a in self.manifest.get("agents", [])]
-        return _unique(listed + list(pd.unique(self.metrics["agent"])))
+        """Agents with metrics, in manifest order, then any others present in the metrics."""
+        present = set(pd.unique(self.metrics["agent"]))
+        return [a for a in _unique(self.listed_agents + list(pd.unique(self.metrics["agent"]))) if a in present]
+
+    @property
+    def listed_agents(self) -> list[str]:
+        """Agents the manifest says the run is for (some may have no metrics yet)."""
+        return [str(a) for a in self.manifest.get("agents", [])]
+
+    @property
+    def k_retrieve(self) -> int | None:
+        """The cascade's retrieval size K_r (logged recall@K is degenerate, ~1, for K >= K_r), if the manifest records it."""
+        cascade = self.scenario.get("cascade", {})
+        value = cascade.get("k_retrieve") if isinstance(cascade, dict) else None
+        return int(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
 def _unique(items: Iterable[str]) -> list[str]:
@@ -70,9 +85,9 @@ def read_run(run_dir: str | Path, label: str | None = None) -> Run:
     if metrics.empty:
         raise RunDirError(f"metrics: {parquet} holds no rows")
     name = label or str(manifest.get("scenario", {}).get("name") or path.name)
-    metrics = metrics.assign(run=name, agent=metrics["agent"].astype(str), metric=metrics["metric"].astype(str))
-    metrics["round"] = metrics["round"].astype("int64")
-    metrics["value"] = metrics["value"].astype("float64")
+    metrics = metrics.assign(agent=metrics["agent"].astype(str), metric=metrics["metric"].astype(str),
+                             round=metrics["round"].astype("int64") + ROUND_BASE, value=metrics["value"].astype("float64"))
+    metrics = add_derived(metrics).assign(run=name)
     return Run(name, path, manifest, metrics)
 
 
@@ -93,52 +108,6 @@ def read_runs(run_dirs: Sequence[str | Path]) -> list[Run]:
     return out
 
 
-@lru_cache(maxsize=None)
-def t_quantile(dof: int, q: float = 0.975) -> float:
-    """Quantile ``q`` of Student's t with ``dof`` degrees of freedom (bisection on the exact CDF)."""
-    if dof < 1:
-        raise ValueError(f"dof must be >= 1, got {dof}")
-    lo, hi = 0.0, 1e4
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_cdf(mid, dof) < q:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
-
-
-def _t_cdf(t: float, dof: int) -> float:
-    x = dof / (dof + t * t)
-    tail = 0.5 * _betainc(0.5 * dof, 0.5, x)
-    return 1.0 - tail if t >= 0 else tail
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b) by its continued fraction (Lentz)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x > (a + 1.0) / (a + b + 2.0):
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)), -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return front * h / a
-
-
 def combine(runs: Sequence[Run]) -> pd.DataFrame:
     """The long metrics of several runs in one frame (with the ``run`` column)."""
     return pd.concat([r.metrics for r in runs], ignore_index=True)
@@ -154,24 +123,6 @@ def to_wide(metrics: pd.DataFrame, names: Iterable[str] | None = None) -> pd.Dat
     frame = metrics if names is None else select(metrics, names)
     keys = [c for c in ("run", "agent", "seed", "round") if c in frame.columns]
     return frame.pivot_table(index=keys, columns="metric", values="value", aggfunc="first", dropna=False).reset_index()
-
-
-def seed_stats(metrics: pd.DataFrame, names: Iterable[str] | None = None) -> pd.DataFrame:
-    """Per (run, agent, metric, round): seeds with a value ``n``, their ``mean`` and the 95% t-interval ``lo``, ``hi``.
-
-    NaN values are left out (``n`` counts the others); ``n < 2`` gives NaN bounds.
-    """
-    frame = metrics if names is None else select(metrics, names)
-    if frame.empty:
-        return pd.DataFrame(columns=STAT_COLUMNS)
-    grouped = frame.groupby(["run", "agent", "metric", "round"], sort=True)["value"]
-    stats = grouped.agg(n="count", mean="mean", sd="std").reset_index()
-    t = stats["n"].map(lambda n: t_quantile(int(n) - 1) if n >= 2 else math.nan)
-    half = t * stats["sd"] / stats["n"].clip(lower=1).pow(0.5)
-    stats["lo"] = stats["mean"] - half
-    stats["hi"] = stats["mean"] + half
-    stats["n"] = stats["n"].astype("int64")
-    return stats[STAT_COLUMNS]
 
 
 def family(names: Iterable[str], prefix: str) -> dict[float, str]:
@@ -194,20 +145,26 @@ def recall_ks(names: Iterable[str]) -> list[int]:
     return sorted(int(k) for k in true if k in logged and float(k).is_integer())
 
 
-def default_k(names: Iterable[str]) -> int | None:
-    """K = 100 when present, else the largest K with both recalls."""
-    ks = recall_ks(names)
-    if not ks:
-        return None
-    return 100 if 100 in ks else max(ks)
+def default_k(names: Iterable[str], k_retrieve: int | None = None) -> int | None:
+    """The headline K: the largest K with both recalls below ``k_retrieve`` (where logged recall is not ~1 by construction).
+
+    Without ``k_retrieve``, or when no K is below it, the largest K.
+    """
+    return pick_k(recall_ks(names), k_retrieve)
+
+
+def pick_k(ks: Sequence[int], k_retrieve: int | None = None) -> int | None:
+    """The largest of ``ks`` below ``k_retrieve`` (or the largest of all when none is below, or without ``k_retrieve``)."""
+    below = [k for k in ks if k_retrieve is None or k < k_retrieve]
+    return max(below or ks) if ks else None
 
 
 def last_round_summary(metrics: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
-    """Per (run, agent, metric): the statistics of each run's last round (``seed_stats`` rows)."""
+    """Per (run, agent, metric): the statistics of that agent's last round in the run (``seed_stats`` rows)."""
     frame = select(metrics, names)
     if frame.empty:
         return pd.DataFrame(columns=STAT_COLUMNS)
-    last = frame.groupby("run")["round"].transform("max")
+    last = frame.groupby(["run", "agent"])["round"].transform("max")
     return seed_stats(frame[frame["round"] == last])
 
 
@@ -223,11 +180,14 @@ class Dataset:
     runs: tuple[str, ...]
     agents: tuple[str, ...]
     palette: tuple[str, ...]
+    k_retrieve: int | None = None
 
     @classmethod
     def from_runs(cls, runs: Sequence[Run]) -> Dataset:
         agents = tuple(_unique(a for r in runs for a in r.agents))
-        return cls(combine(runs), tuple(r.label for r in runs), agents, tuple(sorted(agents)))
+        palette = tuple(sorted(_unique(a for r in runs for a in [*r.listed_agents, *r.agents])))
+        kr = [r.k_retrieve for r in runs if r.k_retrieve is not None]
+        return cls(combine(runs), tuple(r.label for r in runs), agents, palette, min(kr) if kr else None)
 
     @property
     def names(self) -> set[str]:
@@ -250,4 +210,9 @@ class Dataset:
         mask = m["run"].isin(keep_runs) & m["agent"].isin(keep_agents)
         if rounds is not None:
             mask &= m["round"].between(int(rounds[0]), int(rounds[1]))
-        return Dataset(m[mask], keep_runs, keep_agents, self.palette)
+        return Dataset(m[mask], keep_runs, keep_agents, self.palette, self.k_retrieve)
+
+    def agents_of(self, run: str) -> list[str]:
+        """The agents with metrics in one run, in dataset order."""
+        present = set(pd.unique(self.metrics.loc[self.metrics["run"] == run, "agent"]))
+        return [a for a in self.agents if a in present]

@@ -23,12 +23,13 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from dashboards.data import Dataset, seed_stats
+from dashboards.data import Dataset
+from dashboards.stats import diff_stats, seed_sds, seed_stats
 
 # Okabe-Ito (colour-blind safe) first, then a long qualitative palette for many agents.
 PALETTE: tuple[str, ...] = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#8C564B", "#7F7F7F", "#BCBD22",
                             *qualitative.Dark24)
-DASHES = ("solid", "dash", "dot", "dashdot")
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 ROUND_AXIS = "round (simulated day)"
 FONT = "Helvetica, Arial, sans-serif"
 
@@ -46,6 +47,7 @@ AXIS_LABELS: dict[str, str] = {
     "long_tail_coverage": "long-tail coverage (share exposed)",
     "novelty": "novelty (bits)",
     "aggregate_diversity": "distinct items exposed",
+    "score_auc_unexposed": "score AUC (0.5 = no separation)",
 }
 
 
@@ -85,56 +87,88 @@ def base_layout(fig: go.Figure, title: str, rows: int = 1, height: int | None = 
     return fig
 
 
-def facets(rows: int, cols: int, titles: Sequence[str] | None, shared: bool = True) -> go.Figure:
+def facets(rows: int, cols: int, titles: Sequence[str] | None, shared: bool = True, spacing: float = 0.06) -> go.Figure:
     """Subplots with room between them (axes shared along rows and columns unless ``shared`` is false); titles row-major."""
     return make_subplots(rows=rows, cols=cols, shared_xaxes=shared, shared_yaxes=shared, subplot_titles=list(titles) if titles else None,
-                         horizontal_spacing=0.06 if cols > 1 else 0.02, vertical_spacing=min(0.12, 0.6 / max(rows, 1)))
+                         horizontal_spacing=spacing if cols > 1 else 0.02, vertical_spacing=min(0.12, 0.6 / max(rows, 1)))
 
 
 def run_titles(ds: Dataset) -> list[str] | None:
     return list(ds.runs) if len(ds.runs) > 1 else None
 
 
+COMPARE_MODES: dict[str, str] = {"side": "side by side", "overlay": "overlaid", "diff": "difference of the first two runs"}
+
+
+def compare_stats(ds: Dataset, names: Sequence[str], compare: str = "side") -> tuple[pd.DataFrame, list[str]]:
+    """Statistics to draw and the column titles: one column per run, one for all runs (overlay), or ``A − B`` (diff)."""
+    stats = seed_stats(ds.metrics, names)
+    if compare == "side":
+        return stats, list(ds.runs)
+    if compare == "overlay":
+        return stats, [" · ".join(ds.runs)]
+    if compare != "diff":
+        raise MissingData(f"compare: {compare!r} is not one of {', '.join(COMPARE_MODES)}")
+    if len(ds.runs) < 2:
+        raise MissingData("Difference: choose two runs (the first minus the second)")
+    diff = diff_stats(stats, seed_sds(ds.metrics, names), ds.runs[0], ds.runs[1])
+    if diff.empty:
+        raise MissingData(f"Difference: {ds.runs[0]} and {ds.runs[1]} share no agent, metric and round")
+    return diff, [f"{ds.runs[0]} − {ds.runs[1]}"]
+
+
 def line_figure(ds: Dataset, panels: Sequence[Sequence[str]], title: str, ylabels: Sequence[str] | None = None,
-                styles: Sequence[str] | None = None, zero_line: bool = False) -> go.Figure:
+                styles: Sequence[str] | None = None, ref: float | None = None, compare: str = "side") -> go.Figure:
     """Metrics over rounds: one row per panel (its metrics share the axes, told apart by dash), one column per run.
 
-    ``styles`` names the metrics of a panel in the legend (e.g. ``("true", "logged")``).
+    ``styles`` names the metrics of a panel in the legend (e.g. ``("true", "logged")``); ``ref`` draws a
+    horizontal reference line; ``compare`` is a key of :data:`COMPARE_MODES` (overlay: runs told apart by dash).
     """
     names = [m for row in panels for m in row]
-    stats = seed_stats(ds.metrics, names)
+    stats, columns = compare_stats(ds, names, compare)
     if stats.empty:
         raise MissingData(f"{title}: none of {', '.join(names)} is in these runs")
-    colors = agent_colors(ds.palette)
-    titles = run_titles(ds)
-    fig = facets(len(panels), len(ds.runs), titles + [""] * (len(ds.runs) * (len(panels) - 1)) if titles else None)
+    runs = [r for r in ds.runs if r in set(stats["run"])] if compare != "diff" else columns
+    titles = columns if len(columns) > 1 or compare != "side" else None
+    fig = facets(len(panels), len(columns), titles + [""] * (len(columns) * (len(panels) - 1)) if titles else None)
     groups = {key: sub for key, sub in stats.groupby(["run", "agent", "metric"], sort=False)}
     shown: set[tuple[str, str]] = set()
     for r, row in enumerate(panels, start=1):
-        for c, run in enumerate(ds.runs, start=1):
-            for agent in ds.agents:
-                for i, metric in enumerate(row):
-                    sub = groups.get((run, agent, metric))
-                    if sub is None or sub.empty:
-                        continue
-                    style = styles[i] if styles and len(row) > 1 else ""
-                    key = (agent, style)
-                    add_series(fig, sub, agent, run, metric, colors[agent], DASHES[i % len(DASHES)], style, key not in shown, r, c)
-                    shown.add(key)
-        fig.update_yaxes(title_text=(ylabels[r - 1] if ylabels else metric_label(row[0])), row=r, col=1)
-        if zero_line:
-            for c in range(1, len(ds.runs) + 1):
-                fig.add_hline(y=0, line={"color": "#888", "width": 1}, row=r, col=c)
+        for j, run in enumerate(runs):
+            col = 1 if len(columns) == 1 else j + 1
+            _draw_panel(fig, ds, groups, run, row, styles, (r, col), shown, run_dash=j if compare == "overlay" else None)
+        ylabel = ylabels[r - 1] if ylabels else metric_label(row[0])
+        fig.update_yaxes(title_text=f"difference in {ylabel}" if compare == "diff" else ylabel, row=r, col=1)
+        for c in range(1, len(columns) + 1):
+            if ref is not None or compare == "diff":
+                fig.add_hline(y=0.0 if compare == "diff" else ref, line={"color": "#888", "width": 1}, row=r, col=c)
     fig.update_xaxes(title_text=ROUND_AXIS, row=len(panels))
-    for c, run in enumerate(ds.runs, start=1):
-        fig.update_xaxes(**round_ticks(stats.loc[stats["run"] == run, "round"]), col=c)
-    return base_layout(fig, title, rows=len(panels))
+    fig.update_xaxes(**round_ticks(stats["round"]))
+    return base_layout(fig, title if compare != "diff" else f"{title}: {columns[0]}", rows=len(panels))
 
 
-def round_ticks(rounds: pd.Series) -> dict[str, Any]:
-    """Whole-number round ticks (every round when there are few)."""
+def _draw_panel(fig: go.Figure, ds: Dataset, groups: dict[Any, pd.DataFrame], run: str, row: Sequence[str],
+                styles: Sequence[str] | None, cell: tuple[int, int], shown: set[tuple[str, str]], run_dash: int | None) -> None:
+    """The lines of one panel and run: every agent, every metric of the panel."""
+    colors = agent_colors(ds.palette)
+    for agent in ds.agents:
+        for i, metric in enumerate(row):
+            sub = groups.get((run, agent, metric))
+            if sub is None or sub.empty:
+                continue
+            style = styles[i] if styles and len(row) > 1 else ""
+            if run_dash is not None:
+                style = " · ".join(s for s in (style, run) if s)
+            dash = DASHES[(i + (run_dash or 0) * len(row)) % len(DASHES)]
+            add_series(fig, sub, agent, run, metric, colors[agent], dash, style, (agent, style) not in shown, *cell)
+            shown.add((agent, style))
+
+
+def round_ticks(rounds: pd.Series, pad: float = 0.3) -> dict[str, Any]:
+    """Whole-number round ticks (every round when there are few), no padding rounds (0, n + 1) at the ends."""
     n = int(rounds.nunique()) if len(rounds) else 0
-    return {"tickformat": "d", **({"dtick": 1} if 0 < n <= 20 else {})}
+    span = {"range": [float(rounds.min()) - pad, float(rounds.max()) + pad]} if n > 1 else {}
+    return {"tickformat": "d", **({"dtick": 1} if 0 < n <= 20 else {}), **span}
 
 
 def add_series(fig: go.Figure, sub: pd.DataFrame, agent: str, run: str, metric: str, color: str, dash: str, style: str,
@@ -142,7 +176,7 @@ def add_series(fig: go.Figure, sub: pd.DataFrame, agent: str, run: str, metric: 
     """The mean line of one (run, agent, metric) with its 95% band (only where an interval exists)."""
     sub = sub.sort_values("round")
     x = [int(v) for v in sub["round"]]
-    meta: dict[str, Any] = {"run": run, "agent": agent, "metric": metric}
+    meta: dict[str, Any] = {"run": run, "agent": agent, "metric": metric, "x": "round", "y": "mean", "custom": ["lo", "hi", "seeds"]}
     band = sub[sub["lo"].notna() & sub["hi"].notna()]
     band_rows = not band.empty
     if band_rows:
@@ -152,7 +186,7 @@ def add_series(fig: go.Figure, sub: pd.DataFrame, agent: str, run: str, metric: 
             fillcolor=rgba(color, 0.15), line={"width": 0}, mode="lines", hoverinfo="skip", showlegend=False,
             legendgroup=agent, name=f"{agent} 95% interval", meta={**meta, "role": "band"}), row=row, col=col)
     name = f"{agent} · {style}" if style else agent
-    custom = [[json_float(lo), json_float(hi), int(n)] for lo, hi, n in zip(sub["lo"], sub["hi"], sub["n"])]
+    custom = [[json_float(lo), json_float(hi), int(n)] for lo, hi, n in zip(sub["lo"], sub["hi"], sub["n"], strict=False)]
     fig.add_trace(go.Scatter(
         x=x, y=[json_float(v) for v in sub["mean"]], customdata=custom, mode="lines+markers" if len(x) < 30 else "lines",
         line={"color": color, "dash": dash, "width": 2}, marker={"size": 5}, name=name, legendgroup=agent, showlegend=legend,
@@ -169,30 +203,36 @@ def json_float(v: Any) -> float | None:
     return None if f != f else f
 
 
-def recall_figure(ds: Dataset, k: int) -> go.Figure:
+def recall_figure(ds: Dataset, k: int, compare: str = "side") -> go.Figure:
     """True (solid) vs logged (dashed) recall@K over rounds per agent, 95% band across seeds."""
     return line_figure(ds, [[f"true_recall@{k}", f"logged_recall@{k}"]], f"True vs logged recall@{k} over rounds",
-                       ylabels=[f"recall@{k} (solid: true, dashed: logged)"], styles=("true", "logged"))
+                       ylabels=[f"recall@{k} (solid: true, dashed: logged)"], styles=("true", "logged"), compare=compare)
 
 
-def bias_figure(ds: Dataset, k: int) -> go.Figure:
+def bias_figure(ds: Dataset, k: int, compare: str = "side") -> go.Figure:
     """The evaluation bias logged_recall@K - true_recall@K over rounds (0 = the offline metric tells the truth)."""
-    return line_figure(ds, [[f"evaluation_bias@{k}"]], f"Evaluation bias@{k}: logged minus true recall", zero_line=True)
+    return line_figure(ds, [[f"evaluation_bias@{k}"]], f"Evaluation bias@{k}: logged minus true recall", ref=0.0, compare=compare)
 
 
-def concentration_figure(ds: Dataset) -> go.Figure:
+def concentration_figure(ds: Dataset, compare: str = "side") -> go.Figure:
     """Exposure Gini and the top-1% items' share of exposures over rounds."""
-    return line_figure(ds, [["exposure_gini"], ["exposure_top1_share"]], "Exposure concentration over rounds")
+    return line_figure(ds, [["exposure_gini"], ["exposure_top1_share"]], "Exposure concentration over rounds", compare=compare)
 
 
-def drift_figure(ds: Dataset) -> go.Figure:
+def drift_figure(ds: Dataset, compare: str = "side") -> go.Figure:
     """Homogenisation of users' exposure sets and the drift of their true preferences over rounds."""
-    return line_figure(ds, [["homogenisation"], ["preference_drift"]], "Homogenisation and preference drift over rounds")
+    return line_figure(ds, [["homogenisation"], ["preference_drift"]], "Homogenisation and preference drift over rounds", compare=compare)
 
 
-def metric_figure(ds: Dataset, metric: str) -> go.Figure:
+def auc_figure(ds: Dataset, compare: str = "side") -> go.Figure:
+    """Scale-free score separation (binned AUC, :mod:`dashboards.derived`) over rounds; 0.5 = scores do not separate."""
+    return line_figure(ds, [["score_auc_unexposed"]], "Score separation on never-exposed items (AUC; 0.5 = none)", ref=0.5,
+                       compare=compare)
+
+
+def metric_figure(ds: Dataset, metric: str, compare: str = "side") -> go.Figure:
     """Any one metric over rounds."""
-    return line_figure(ds, [[metric]], f"{metric} over rounds")
+    return line_figure(ds, [[metric]], f"{metric} over rounds", compare=compare)
 
 
 def note_figure(text: str) -> go.Figure:

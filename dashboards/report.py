@@ -7,7 +7,11 @@ manifest are shown. When every plot has been drawn the page sets
 ``document.body.dataset.rendered = "true"`` and ``window.cascadesimRenderedAt``
 (milliseconds since navigation start); the browser tests and the render
 benchmark wait for it. Figures whose metrics a run lacks are replaced by a
-one-line note. ``export_images`` writes the same figures as PNG or SVG files
+one-line note, agents that have not finished are named at the top, and each
+run shows its date, wall time, command and git commit when the manifest
+records them ("not recorded" otherwise). A table of contents leads the page
+and every figure has a CSV link (a data URI: the numbers drawn, rounds from 1).
+The plots have no plotly logo and no cloud / Chart Studio button. ``export_images`` writes the same figures as PNG or SVG files
 with kaleido, which needs a Chrome or Chromium on the machine.
 """
 
@@ -21,51 +25,80 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs, get_plotlyjs_version
 
-from dashboards.data import Dataset, Run, default_k, last_round_summary, read_runs, recall_ks
-from dashboards.distributions import decile_figure, interval_text, lorenz_figure, score_figure, summary_metrics, summary_table
-from dashboards.figures import MissingData, agent_colors, bias_figure, concentration_figure, drift_figure, metric_label, recall_figure
+from dashboards.data import Dataset, Run, default_k, read_runs, recall_ks
+from dashboards.distributions import decile_figure, lorenz_figure
+from dashboards.export import figure_frame
+from dashboards.figures import (
+    MissingData,
+    agent_colors,
+    auc_figure,
+    bias_figure,
+    concentration_figure,
+    drift_figure,
+    metric_label,
+    recall_figure,
+)
+from dashboards.page import RENDER_JS, STYLE, csv_link, esc, join_specs, run_block, script_json, section_head, toc
+from dashboards.runinfo import k_note, pending_text, seed_counts, seeds_caption
+from dashboards.scores import score_figure
+from dashboards.tables import summary_cells, summary_frame, summary_table
 from simulator.config import ConfigError
 
-PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "svg", "scale": 2}}
+# No "share / edit in the cloud" button, no plotly logo: the report is offline. Unknown keys are ignored by plotly.js.
+PLOT_CONFIG = {"displaylogo": False, "responsive": True, "showSendToCloud": False, "showEditInChartStudio": False,
+               "modeBarButtonsToRemove": ["sendDataToCloud", "editInChartStudio", "lasso2d", "select2d"],
+               "toImageButtonOptions": {"format": "svg", "scale": 2}}
 VENDOR = Path(__file__).with_name("vendor")
 CARTESIAN_TYPES = frozenset({"scatter", "bar", "heatmap", "histogram", "box", "violin", "contour", "pie", "image"})
 
 
 @dataclass(frozen=True)
 class Section:
-    """One figure of the report: its element id, heading, what it shows, and the figure (or why it is missing)."""
+    """One figure of the report: its element id, heading, what it shows, the figure (or why it is missing), its caption."""
 
     id: str
     heading: str
     blurb: str
     figure: go.Figure | None
     note: str = ""
+    caption: str = ""
 
 
-SECTIONS: list[tuple[str, str, str, Callable[[Dataset, int | None], go.Figure]]] = [
+Builder = Callable[[Dataset, "int | None"], go.Figure]
+SEEDS, POINTS = "seeds", "points"  # caption kinds: the seed caption (lines with bands, or intervals on hover), or a fixed text
+SECTIONS: list[tuple[str, str, str, str, Builder]] = [
     ("fig-recall", "True vs logged recall", "Solid: true recall@K against the truth over the whole live catalogue; dashed: the logged "
-     "(offline) recall a practitioner would measure on the round's held-out clicks. Mean over seeds with a 95% t-interval band.",
+     "(offline) recall a practitioner would measure on the round's held-out clicks.", SEEDS,
      lambda ds, k: recall_figure(ds, _need_k(k))),
     ("fig-bias", "Evaluation bias", "Logged minus true recall@K: how much the offline metric overstates (above 0) or understates "
-     "the truth.",
-     lambda ds, k: bias_figure(ds, _need_k(k))),
+     "the truth.", SEEDS, lambda ds, k: bias_figure(ds, _need_k(k))),
     ("fig-concentration", "Exposure concentration", "Gini coefficient of the round's exposure counts over live items, and the share "
-     "of exposures taken by the top 1% of items.", lambda ds, k: concentration_figure(ds)),
-    ("fig-lorenz", "Lorenz curves of exposure", "Cumulative share of exposures of the least-exposed share of live items at the first, "
-     "middle and last rounds; the further below the diagonal, the more concentrated.", lambda ds, k: lorenz_figure(ds)),
+     "of exposures taken by the top 1% of items.", SEEDS, lambda ds, k: concentration_figure(ds)),
+    ("fig-lorenz", "Concentration curves (top shares)", "The Lorenz curve read from the top: the share of the round's exposures held "
+     "by the most-exposed 1%, 10%, 20%, … of live items (log axis, where the mass is), at the first, middle and last rounds. The run "
+     "stores the points 1% (exposure_top1_share) and 10%..90% (exposure_lorenz@p); the dotted line is equal exposure.", POINTS,
+     lambda ds, k: lorenz_figure(ds)),
     ("fig-deciles", "Exposure by popularity decile", "Share of each round's exposures going to each decile of live items by observed "
-     "clicks at the round's start (10 = most popular). Mean over seeds.", lambda ds, k: decile_figure(ds)),
+     "clicks at the round's start (10 = most popular). Mean over seeds; each agent has its own colour scale (0 to its largest share), "
+     "so read colours within an agent and the numbers (hover) across agents.", "", lambda ds, k: decile_figure(ds)),
     ("fig-drift", "Homogenisation and preference drift", "Mean pairwise Jaccard of users' exposure sets, and the mean drift "
-     "(1 − cosine) of users' true preferences from their start.", lambda ds, k: drift_figure(ds)),
+     "(1 − cosine) of users' true preferences from their start.", SEEDS, lambda ds, k: drift_figure(ds)),
+    ("fig-auc", "Score separation across agents (AUC)", "Agents score on different scales, so raw score gaps do not compare. This is "
+     "the chance that a never-exposed true positive outscores a never-exposed negative (0.5: no separation), computed by the report "
+     "from the stored 20-bin score histograms with pairs in one bin counted as ties; the runs do not store the scores themselves.",
+     SEEDS, lambda ds, k: auc_figure(ds)),
     ("fig-scores", "Scores on unexposed items (DAMCAR Fig. 5)", "Distribution of the agent's retrieval scores on never-exposed true "
-     "positives (in the agent's colour) vs never-exposed negatives (grey, hatched) at the last round of the first seed; "
-     "vertical lines: the means (solid: positives, dotted: negatives).",
+     "positives (in the agent's colour) vs never-exposed negatives (grey, hatched) at the last round; vertical lines: the means "
+     "(solid: positives, dotted: negatives). Each agent's own score scale.", "One seed (the first): bins differ between seeds.",
      lambda ds, k: score_figure(ds)),
 ]
-SUMMARY_BLURB = "Per run and agent at its last round: mean over seeds with the 95% t-interval in brackets."
+SUMMARY = ("summary-section", "Summary at the last round")
+SUMMARY_BLURB = ("Per run and agent at its last round, true against offline first: mean over seeds with the 95% t-interval "
+                 "(clipped to the metric's range) in brackets.")
 
 
 def _need_k(k: int | None) -> int:
@@ -75,22 +108,31 @@ def _need_k(k: int | None) -> int:
 
 
 def check_k(ds: Dataset, k: int | None) -> int | None:
-    """The recall cut-off to draw: ``k`` if the runs have it (else a one-line ConfigError), or the default."""
+    """The recall cut-off to draw: ``k`` if the runs have it (else a one-line ConfigError), or the default (below K_r)."""
     if k is None:
-        return default_k(ds.names)
+        return default_k(ds.names, ds.k_retrieve)
     ks = recall_ks(ds.names)
     if k not in ks:
         raise ConfigError(f"k: {k} is not a recall cut-off of these runs; available: {', '.join(map(str, ks)) or 'none'}")
     return k
 
 
-def build_sections(ds: Dataset, k: int | None = None) -> list[Section]:
-    """Every report figure (a note instead where the runs lack its metrics)."""
+def build_sections(ds: Dataset, k: int | None = None, chosen: bool | None = None) -> list[Section]:
+    """Every report figure (a note instead where the runs lack its metrics), with its caption.
+
+    The recall figures' captions also say why this K (or warn when K >= K_r); ``chosen``: K was given, not the default.
+    """
+    chosen = k is not None if chosen is None else chosen
     k = check_k(ds, k)
+    counts = seed_counts(ds.metrics)
+    kinds = {SEEDS: seeds_caption(counts), POINTS: seeds_caption(counts, bands=False)}
     out = []
-    for fid, heading, blurb, build in SECTIONS:
+    for fid, heading, blurb, caption, build in SECTIONS:
+        text = kinds.get(caption, caption)
+        if fid in ("fig-recall", "fig-bias"):
+            text = f"{k_note(k, ds.k_retrieve, chosen)} {text}".strip()
         try:
-            out.append(Section(fid, heading, blurb, build(ds, k)))
+            out.append(Section(fid, heading, blurb, build(ds, k), caption=text))
         except MissingData as err:
             out.append(Section(fid, heading, blurb, None, str(err)))
     return out
@@ -104,100 +146,70 @@ def plotly_bundle(figures: Sequence[go.Figure]) -> tuple[str, str]:
     return "full", get_plotlyjs()
 
 
-def summary_html(ds: Dataset, k: int | None) -> str:
-    """The summary table (the Dash app draws the same numbers with :func:`summary_table`) as plain HTML."""
-    names = [n for n in summary_metrics(k) if n in ds.names]
-    stats = last_round_summary(ds.metrics, names)
-    if stats.empty:
-        return '<p class="note">Not shown: none of the headline metrics is in these runs</p>'
+def summary_html(ds: Dataset, k: int | None) -> tuple[str, pd.DataFrame | None]:
+    """The summary table (the app draws the same numbers with :func:`summary_table`) as HTML, and its data."""
+    try:
+        frame = summary_frame(ds, k)
+    except MissingData:
+        return '<p class="note">Not shown: none of the headline metrics is in these runs</p>', None
+    names, cells = summary_cells(frame)
     colors = agent_colors(ds.palette)
-    cells = {key: sub.set_index("metric") for key, sub in stats.groupby(["run", "agent"], sort=False)}
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", "agent", "round", "seeds", *[metric_label(n) for n in names]])
+    head = "".join(f"<th>{esc(h)}</th>" for h in ["run", "agent", "round", "seeds", *[metric_label(n) for n in names]])
     rows = []
-    for run in ds.runs:
-        for agent in ds.agents:
-            sub = cells.get((run, agent))
-            if sub is None:
-                continue
-            vals = [interval_text(*(float(sub.at[n, c]) for c in ("mean", "lo", "hi"))) if n in sub.index else "–" for n in names]
-            rows.append(f'<tr data-run="{html.escape(run)}" data-agent="{html.escape(agent)}"><td>{html.escape(run)}</td>'
-                        f'<td style="color:{colors[agent]};font-weight:600">{html.escape(agent)}</td><td>{int(sub["round"].max())}</td>'
-                        f'<td>{int(sub["n"].max())}</td>' + "".join(f"<td>{html.escape(v)}</td>" for v in vals) + "</tr>")
-    return f'<table class="summary" id="summary-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    for (_, r), vals in zip(frame.iterrows(), cells, strict=False):
+        rows.append(f'<tr data-run="{esc(r["run"])}" data-agent="{esc(r["agent"])}"><td>{esc(r["run"])}</td>'
+                    f'<td style="color:{colors[r["agent"]]};font-weight:600">{esc(r["agent"])}</td><td>{int(r["round"])}</td>'
+                    f'<td>{int(r["seeds"])}</td>' + "".join(f"<td>{esc(v)}</td>" for v in vals) + "</tr>")
+    return f'<table class="summary" id="summary-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>', frame
 
 
-def _join_specs(specs: dict[str, str]) -> str:
-    """One JSON object ``{element id: figure}`` from figures already serialised by plotly (NaN written as null)."""
-    return "{" + ",".join(f"{json.dumps(fid)}:{spec}" for fid, spec in specs.items()) + "}"
+def _section_html(s: Section, specs: dict[str, str]) -> str:
+    """One figure section (registers the figure's JSON in ``specs``)."""
+    link = csv_link(figure_frame(s.figure), s.id.removeprefix("fig-")) if s.figure is not None else ""
+    out = [f'<section id="{s.id}-section">', section_head(s.id, s.heading, link), f'<p class="blurb">{esc(s.blurb)}</p>']
+    if s.figure is None:
+        return "".join([*out, f'<p class="note">Not shown: {esc(s.note)}</p></section>'])
+    specs[s.id] = s.figure.to_json()
+    caption = f'<p class="caption">{esc(s.caption)}</p>' if s.caption else ""
+    return "".join([*out, caption, f'<div id="{s.id}" class="plot"></div></section>'])
 
 
-def _script_json(data: str) -> str:
-    """JSON safe inside a <script> element."""
-    return data.replace("</", "<\\/").replace("<!--", "<\\!--")
-
-
-def _run_block(run: Run) -> str:
-    m = run.manifest
-    desc = html.escape(run.description) if run.description else "<em>(the scenario has no description)</em>"
-    facts = {"run directory": str(run.path), "agents": ", ".join(run.agents), "seeds": ", ".join(map(str, m.get("seeds", []))),
-             "rounds": m.get("rounds", ""), "device": m.get("device", "")}
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
-    manifest = html.escape(json.dumps(m, indent=2, sort_keys=True, default=str))
-    return (f'<section class="run"><h2>Run: {html.escape(run.label)}</h2><p class="desc">{desc}</p><table class="facts">{rows}</table>'
-            f"<details><summary>manifest.json</summary><pre>{manifest}</pre></details></section>")
-
-
-STYLE = """
-body{font-family:Helvetica,Arial,sans-serif;margin:0 auto;max-width:1400px;padding:0 24px 48px;color:#222}
-h1{font-size:26px;margin:24px 0 4px} h2{font-size:20px;margin:28px 0 6px} .blurb{color:#555;margin:0 0 8px;max-width:1000px}
-.note{background:#fff6e0;border-left:4px solid #e6a700;padding:8px 12px} table.facts th{text-align:left;padding-right:16px;font-weight:600}
-table.summary{border-collapse:collapse;font-size:14px}
-table.summary th,table.summary td{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}
-pre{background:#f6f6f6;padding:12px;overflow:auto;max-height:480px;font-size:12px} .plot{width:100%}
-"""
-
-RENDER_JS = """
-(function () {
-  var specs = JSON.parse(document.getElementById("cascadesim-figures").textContent);
-  var config = JSON.parse(document.getElementById("cascadesim-config").textContent);
-  var jobs = Object.keys(specs).map(function (id) {
-    return Plotly.newPlot(id, specs[id].data, specs[id].layout, config);
-  });
-  Promise.all(jobs).then(function () {
-    window.cascadesimRenderedAt = performance.now();
-    document.body.dataset.rendered = "true";
-  });
-})();
-"""
+def _body(runs: Sequence[Run], ds: Dataset, k: int | None, chosen: bool) -> tuple[list[str], list[Section]]:
+    sections = build_sections(ds, k, chosen)
+    title = "cascadesim report: " + ", ".join(ds.runs)
+    intro = (f"{len(ds.agents)} agent(s), seeds {', '.join(map(str, ds.seeds))}, rounds {min(ds.rounds)}–{max(ds.rounds)} (numbered "
+             "from 1). Colours are the same agent in every figure. Hover shows exact values; the camera icon of each plot downloads "
+             "it as SVG, the CSV link beside each heading its data.")
+    body = [f"<h1>{esc(title)}</h1>", f'<p class="blurb">{esc(intro)}</p>']
+    pending = pending_text(list(runs))
+    if pending:
+        body.append(f'<p class="note" id="pending">{esc(pending)}</p>')
+    entries = [("runs", "Runs: description, date, command, commit"), *[(f"{s.id}-section", s.heading) for s in sections[:1]],
+               SUMMARY, *[(f"{s.id}-section", s.heading) for s in sections[1:]]]
+    body.append(toc(entries))
+    body.append('<div id="runs">' + "".join(run_block(r) for r in runs) + "</div>")
+    return body, sections
 
 
 def render_html(runs: Sequence[Run], k: int | None = None) -> str:
     """The report page as one string (plotly.js inline, no external resource)."""
     ds = Dataset.from_runs(runs)
+    chosen = k is not None
     k = check_k(ds, k)
-    sections = build_sections(ds, k)
-    title = "cascadesim report: " + ", ".join(ds.runs)
-    body = [f"<h1>{html.escape(title)}</h1>", f'<p class="blurb">{len(ds.agents)} agent(s), seeds {", ".join(map(str, ds.seeds))}, '
-            f"rounds {min(ds.rounds)}–{max(ds.rounds)}. Colours are the same agent in every figure. Hover shows exact values; "
-            "the camera icon of each plot downloads it as SVG.</p>"]
-    body += [_run_block(r) for r in runs]
-    specs = {}
-    for s in sections:
-        body.append(f'<section id="{s.id}-section"><h2>{html.escape(s.heading)}</h2><p class="blurb">{html.escape(s.blurb)}</p>')
-        if s.figure is None:
-            body.append(f'<p class="note">Not shown: {html.escape(s.note)}</p></section>')
-            continue
-        body.append(f'<div id="{s.id}" class="plot"></div></section>')
-        specs[s.id] = s.figure.to_json()
-    body.append(f'<section id="summary-section"><h2>Summary at the last round</h2><p class="blurb">{SUMMARY_BLURB}</p>'
-                f"{summary_html(ds, k)}</section>")
+    body, sections = _body(runs, ds, k, chosen)
+    specs: dict[str, str] = {}
+    table, frame = summary_html(ds, k)
+    summary = (f'<section id="{SUMMARY[0]}">{section_head("summary", SUMMARY[1], csv_link(frame, "summary"))}'
+               f'<p class="blurb">{esc(SUMMARY_BLURB)}</p>{table}</section>')
+    body += [_section_html(sections[0], specs), summary, *[_section_html(s, specs) for s in sections[1:]]]
     bundle, js = plotly_bundle([s.figure for s in sections if s.figure is not None])
+    title = "cascadesim report: " + ", ".join(ds.runs)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<link rel="icon" href="data:,"><title>{html.escape(title)}</title><style>{STYLE}</style>'
         f'<script type="text/javascript" data-plotly-bundle="{bundle}">{js}</script></head><body>'
         + "\n".join(body)
-        + f'<script type="application/json" id="cascadesim-figures">{_script_json(_join_specs(specs))}</script>'
+        + f'<script type="application/json" id="cascadesim-figures">{script_json(join_specs(specs))}</script>'
         + f'<script type="application/json" id="cascadesim-config">{json.dumps(PLOT_CONFIG)}</script>'
         + f"<script>{RENDER_JS}</script></body></html>\n"
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,6 +66,7 @@ def _distributions(rng: np.random.Generator, rounds: int, a: int) -> dict[str, n
     lorenz = np.cumsum(np.sort(gaps, axis=1), axis=1) / gaps.sum(axis=1, keepdims=True)
     for i, p in enumerate(LORENZ_P):
         cols[f"exposure_lorenz@{p}"] = lorenz[:, i]
+    cols["exposure_top1_share"] = (1 - lorenz[:, 8]) * rng.uniform(0.15, 0.35, rounds)  # within the top 10%'s share
     deciles = rng.dirichlet(np.linspace(1, 1 + 2 * (a + 1), 10), size=rounds)
     for d in range(10):
         cols[f"exposure_share_decile@{d + 1}"] = deciles[:, d]
@@ -81,15 +83,34 @@ def _distributions(rng: np.random.Generator, rounds: int, a: int) -> dict[str, n
 
 def make_run_dir(path: str | Path, agents: Sequence[str] = ("oracle", "random", "popular"), seeds: int = 3, rounds: int = 10,
                  ks: Sequence[int] = (10, 100), scenario: str = "synthetic", description: str = "A synthetic run for the dashboard tests.",
-                 distributions: bool = True, rng_seed: int = 0) -> Path:
-    """A run directory with ``manifest.json`` and ``metrics.parquet``; returns its path."""
+                 distributions: bool = True, rng_seed: int = 0, k_retrieve: int | None = 100, extra: dict[str, Any] | None = None,
+                 done: dict[str, int] | None = None) -> Path:
+    """A run directory with ``manifest.json`` and ``metrics.parquet``; returns its path.
+
+    ``k_retrieve`` goes to the manifest's ``scenario.cascade``; ``extra`` is merged into the manifest (e.g. provenance
+    fields); ``done`` maps agents to the number of (seed, round) rows kept in order (a run in progress: seeds
+    one after another, 0 = no metrics yet).
+    """
     out = Path(path)
     metrics = synthetic_metrics(agents, seeds, rounds, ks, scenario, distributions, rng_seed)
+    if done:
+        metrics = in_progress(metrics, done)
+    cascade = {"k_retrieve": k_retrieve} if k_retrieve is not None else {}
     manifest = {
-        "scenario": {"name": scenario, "description": description, "metrics": {"k_values": list(ks)}, "timeline": {"rounds": rounds}},
+        "scenario": {"name": scenario, "description": description, "metrics": {"k_values": list(ks)}, "timeline": {"rounds": rounds},
+                     "cascade": cascade},
         "agents": list(agents), "seeds": list(range(seeds)), "rounds": rounds, "device": "cpu",
-        "versions": {"cascadesim": "test", "python": "3"}, "format": 1,
+        "versions": {"cascadesim": "test", "python": "3"}, "format": 1, **(extra or {}),
     }
     atomic_write_json(manifest, out / "manifest.json")
     atomic_write_parquet(metrics, out / "metrics.parquet")
     return out
+
+
+def in_progress(metrics: pd.DataFrame, done: dict[str, int]) -> pd.DataFrame:
+    """Keep, per agent in ``done``, its first ``done[agent]`` (seed, round) pairs in run order (seed by seed, round by round)."""
+    pairs = metrics[["agent", "seed", "round"]].drop_duplicates().sort_values(["agent", "seed", "round"])
+    pairs["rank"] = pairs.groupby("agent").cumcount()
+    limit = pairs["agent"].map(lambda a: done.get(a, 1 << 30))
+    keep = pairs[pairs["rank"] < limit].drop(columns="rank")
+    return metrics.merge(keep, on=["agent", "seed", "round"])[COLUMNS]

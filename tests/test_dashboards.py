@@ -17,9 +17,11 @@ from click.testing import CliRunner
 from dashboards import cli
 from dashboards.app import VIEWS, make_app, render
 from dashboards.data import Dataset, read_run, read_runs, seed_stats, t_quantile, to_wide
-from dashboards.distributions import decile_figure, lorenz_figure, score_figure, summary_table
+from dashboards.distributions import decile_figure, lorenz_figure
 from dashboards.figures import MissingData, agent_colors, bias_figure, concentration_figure, drift_figure, recall_figure
 from dashboards.report import VENDOR, build_sections, plotly_bundle, render_html, write_report
+from dashboards.scores import score_figure
+from dashboards.tables import summary_table
 from simulator.checkpoint import RunDirError
 from tests.dashboard_fixtures import make_run_dir
 
@@ -38,8 +40,9 @@ def ds3(run3: Path) -> Dataset:
 
 
 def raw(run: Path) -> pd.DataFrame:
-    """metrics.parquet read directly, the reference every figure is compared against."""
-    return pd.read_parquet(run / "metrics.parquet")
+    """metrics.parquet read directly, the reference every figure is compared against, rounds numbered from 1 as displayed."""
+    frame = pd.read_parquet(run / "metrics.parquet")
+    return frame.assign(round=frame["round"] + 1)
 
 
 def seed_mean(frame: pd.DataFrame, agent: str, metric: str, rnd: int) -> float:
@@ -89,7 +92,8 @@ def test_recall_figure_equals_parquet(run3: Path, ds3: Dataset) -> None:
         for metric in ("true_recall@100", "logged_recall@100"):
             (line,) = traces(fig, agent=agent, metric=metric)  # one line per agent and metric
             assert line.line.dash == ("solid" if metric.startswith("true") else "dash")
-            for rnd in (0, 4, 11):
+            assert list(line.x) == list(range(1, 13))  # rounds numbered from 1
+            for rnd in (1, 5, 12):
                 assert line.y[list(line.x).index(rnd)] == pytest.approx(seed_mean(frame, agent, metric, rnd), abs=1e-12)
             (band,) = traces(fig, role="band", agent=agent, metric=metric)
             stats = seed_stats(ds3.metrics, [metric])
@@ -109,19 +113,23 @@ def test_line_figures_have_one_trace_per_agent(run3: Path, ds3: Dataset) -> None
                 assert t.y[7] == pytest.approx(seed_mean(frame, t.meta["agent"], metric, int(t.x[7])), abs=1e-12)
 
 
-def test_lorenz_deciles_scores_equal_parquet(run3: Path, ds3: Dataset) -> None:
+def test_top_share_deciles_scores_equal_parquet(run3: Path, ds3: Dataset) -> None:
     frame = raw(run3)
-    lorenz = lorenz_figure(ds3, [0, 11])
-    for t in traces(lorenz):
-        assert t.x[0] == 0.0 and t.x[-1] == 1.0 and t.y[0] == 0.0 and t.y[-1] == 1.0
-        assert t.y[3] == pytest.approx(seed_mean(frame, t.meta["agent"], "exposure_lorenz@0.3", t.meta["round"]), abs=1e-12)
-    assert len(traces(lorenz)) == len(AGENTS) * 2
+    curves = lorenz_figure(ds3, [1, 12])
+    assert len(traces(curves)) == len(AGENTS) * 2
+    for t in traces(curves):  # the Lorenz curve read from the top: q = 1 - p holds 1 - L(p); q = 1% is exposure_top1_share
+        agent, rnd = t.meta["agent"], t.meta["round"]
+        assert list(t.x) == pytest.approx([0.01, *[round(0.1 * i, 1) for i in range(1, 10)]])
+        assert t.y[0] == pytest.approx(seed_mean(frame, agent, "exposure_top1_share", rnd), abs=1e-12)
+        assert t.y[3] == pytest.approx(1 - seed_mean(frame, agent, "exposure_lorenz@0.7", rnd), abs=1e-12)
+        assert all(lo <= y <= hi for y, (lo, hi, _) in zip(t.y, t.customdata, strict=False))
+    assert curves.layout.xaxis.type == "log"
     heat = decile_figure(ds3)
     assert sorted(t.meta["agent"] for t in traces(heat, role="heatmap")) == sorted(AGENTS)
     for t in traces(heat, role="heatmap"):
         assert t.z[9][4] == pytest.approx(seed_mean(frame, t.meta["agent"], "exposure_share_decile@10", int(t.x[4])), abs=1e-12)
-    scores = score_figure(ds3, round=6, seed=1)
-    one = frame[(frame.seed == 1) & (frame["round"] == 6)]
+    scores = score_figure(ds3, round=7, seed=1)
+    one = frame[(frame.seed == 1) & (frame["round"] == 7)]
     for t in traces(scores, role="pos") + traces(scores, role="neg"):
         got = one[one.agent == t.meta["agent"]].set_index("metric")["value"]
         width = (got["score_hist_hi"] - got["score_hist_lo"]) / 20
@@ -137,7 +145,8 @@ def test_summary_table_shows_last_round_intervals(run3: Path, ds3: Dataset) -> N
     row = list(cells[1]).index("popular")
     col = 4 + names.index("exposure_gini")
     mean = float(cells[col][row].split("<br>[")[0])
-    assert mean == pytest.approx(seed_mean(frame, "popular", "exposure_gini", 11), rel=1e-3)
+    assert mean == pytest.approx(seed_mean(frame, "popular", "exposure_gini", 12), rel=5e-3)  # 3 significant digits
+    assert list(cells[2]) == ["12"] * 3  # the last round, numbered from 1
     assert re.fullmatch(r"\S+<br>\[\S+, \S+\]", cells[col][row])
 
 
@@ -162,8 +171,8 @@ def test_missing_distributions_are_notes(tmp_path: Path) -> None:
         with pytest.raises(MissingData):
             build(ds)
     notes = {s.id for s in build_sections(ds) if s.figure is None}
-    assert notes == {"fig-lorenz", "fig-deciles", "fig-scores"}
-    assert render_html(read_runs([run])).count('class="note"') == 3
+    assert notes == {"fig-lorenz", "fig-deciles", "fig-scores", "fig-auc"}  # the AUC is computed from the score histograms
+    assert render_html(read_runs([run])).count('<p class="note">Not shown') == 4
 
 
 def test_several_runs_side_by_side(tmp_path: Path) -> None:
@@ -206,11 +215,12 @@ def test_report_is_self_contained_and_small(tmp_path: Path) -> None:
     assert text.count("data-plotly-bundle=") == 1 and "Plotly.newPlot" in text
     assert "Popularity &lt;trap&gt; &amp; friends" in text and "manifest.json" in text and '&quot;seeds&quot;' in text
     specs = json.loads(re.search(r'id="cascadesim-figures">(.*?)</script>', text, re.S).group(1).replace("<\\/", "</"))
-    assert set(specs) == {"fig-recall", "fig-bias", "fig-concentration", "fig-lorenz", "fig-deciles", "fig-drift", "fig-scores"}
+    assert set(specs) == {"fig-recall", "fig-bias", "fig-concentration", "fig-lorenz", "fig-deciles", "fig-drift", "fig-auc", "fig-scores"}
     frame = raw(run)
     line = next(t for t in specs["fig-recall"]["data"]
-                if t["meta"] == {"run": "synthetic", "agent": "popular", "metric": "true_recall@100", "role": "mean"})
-    assert line["y"][42] == pytest.approx(seed_mean(frame, "popular", "true_recall@100", 42), abs=1e-12)
+                if t["meta"].items() >= {"run": "synthetic", "agent": "popular", "metric": "true_recall@10", "role": "mean"}.items())
+    # the default K is the largest below K_r = 100; rounds from 1
+    assert line["x"][42] == 43 and line["y"][42] == pytest.approx(seed_mean(frame, "popular", "true_recall@10", 43), abs=1e-12)
     assert 'id="summary-table"' in text and text.count('data-agent="') == 3
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]  # atomic: no temporary file left
 
@@ -264,7 +274,7 @@ def test_wide_helper(run3: Path) -> None:
 
 
 def test_dashboards_import_only_allowed_simulator_modules() -> None:
-    allowed = ("simulator.checkpoint", "simulator.config", "simulator.log.schema")
+    allowed = ("simulator.checkpoint", "simulator.config", "simulator.log.schema", "simulator.metrics.definitions")
     for path in (ROOT / "dashboards").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -298,13 +308,14 @@ def test_static_export_with_kaleido(run3: Path, tmp_path: Path) -> None:
 
 def test_missing_values_are_gaps_not_errors(tmp_path: Path) -> None:
     run = make_run_dir(tmp_path / "nan", AGENTS, seeds=3, rounds=6)
-    frame = raw(run)
+    frame = pd.read_parquet(run / "metrics.parquet")
     gap = (frame.metric == "logged_recall@100") & (frame.agent == "random")
-    frame.loc[gap & (frame["round"] == 2), "value"] = np.nan  # every seed: a gap
+    frame.loc[gap & (frame["round"] == 2), "value"] = np.nan  # every seed: a gap (round 3 as displayed)
     frame.loc[gap & (frame["round"] == 4) & (frame.seed == 0), "value"] = np.nan  # one seed: mean of the others
     frame.to_parquet(run / "metrics.parquet")
+    frame = raw(run)
     fig = recall_figure(Dataset.from_runs(read_runs([run])), 100)
     (line,) = traces(fig, agent="random", metric="logged_recall@100")
     assert line.y[2] is None
-    assert line.y[4] == pytest.approx(seed_mean(frame, "random", "logged_recall@100", 4)) and line.customdata[4][2] == 2
+    assert line.y[4] == pytest.approx(seed_mean(frame, "random", "logged_recall@100", 5)) and line.customdata[4][2] == 2
     assert "NaN" not in render_html(read_runs([run])).split("</head>")[1]
