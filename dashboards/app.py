@@ -38,6 +38,7 @@ from dashboards.figures import (
     drift_figure,
     metric_figure,
     note_figure,
+    offline_figure,
     recall_figure,
 )
 from dashboards.report import PLOT_CONFIG
@@ -46,8 +47,9 @@ from dashboards.scores import score_figure
 from dashboards.tables import summary_table
 
 VIEWS: dict[str, str] = {
-    "recall": "True vs logged recall@K",
-    "bias": "Evaluation bias@K (logged − true)",
+    "recall": "True vs offline (hold-out) recall@K",
+    "bias": "Hold-out bias@K (estimate − its truth)",
+    "offline": "Offline vs truth, every protocol",
     "concentration": "Exposure Gini and top-1% share",
     "lorenz": "Concentration curves: top shares (window start, middle, end)",
     "deciles": "Exposure share by popularity decile",
@@ -57,7 +59,7 @@ VIEWS: dict[str, str] = {
     "summary": "Summary table (last round of the window)",
     "metric": "Any metric (chosen under Metric)",
 }
-LINE_VIEWS = frozenset({"recall", "bias", "concentration", "drift", "auc", "metric"})
+LINE_VIEWS = frozenset({"recall", "bias", "offline", "concentration", "drift", "auc", "metric"})
 GRAPH_CONFIG = {key: value for key, value in PLOT_CONFIG.items() if key != "responsive"}
 REFRESH_MS = 5000
 CONTROLS = [Output(key, "value") for key in KEYS]
@@ -83,9 +85,10 @@ def render(ds: Dataset, view: str, runs: Sequence[str] | None, agents: Sequence[
 
 def _build(ds: Dataset, view: str, metric: str | None, k: int | None, window: tuple[int, int] | None, seed: int | None,
            compare: str) -> go.Figure:
-    if view in ("recall", "bias") and k is None:
-        raise MissingData("no true_recall@K and logged_recall@K pair in these runs")
+    if view in ("recall", "bias", "offline") and k is None:
+        raise MissingData("no true_recall@K and offline_holdout_recall@K pair in these runs")
     lines = {"recall": lambda: recall_figure(ds, int(k or 0), compare), "bias": lambda: bias_figure(ds, int(k or 0), compare),
+             "offline": lambda: offline_figure(ds, int(k or 0), compare),
              "concentration": lambda: concentration_figure(ds, compare), "drift": lambda: drift_figure(ds, compare),
              "auc": lambda: auc_figure(ds, compare), "metric": lambda: metric_figure(ds, metric or "exposure_gini", compare)}
     if view in lines:
@@ -106,7 +109,7 @@ def caption(ds: Dataset, view: str, k: int | None, compare: str, runs: Sequence[
     """What the figure's lines and bands are (plain about one seed), why this K, and how runs are compared."""
     sub = ds.subset(runs)
     parts = []
-    if view in ("recall", "bias", "summary"):
+    if view in ("recall", "bias", "offline", "summary"):
         parts.append(k_note(k, ds.k_retrieve, chosen=k != default_k(ds.names, ds.k_retrieve)))
     if compare != "side" and view not in LINE_VIEWS:
         parts.append("Overlay and difference apply to the figures over rounds; this view shows runs side by side.")

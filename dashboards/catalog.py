@@ -12,6 +12,7 @@ confidence bands are clipped to them (a t-interval knows no bounds).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 
 from simulator.metrics.definitions import METRICS
@@ -39,7 +40,9 @@ GROUPS: tuple[tuple[str, str], ...] = (
 _FAMILIES: dict[str, tuple[str, ...]] = {
     "truth": ("true_recall", "unbiased_recall", "unbiased_precision", "unbiased_hitrate", "true_ndcg", "retrieval_slate_utility",
               "retrieval_slate_regret", "true_top_ever_exposed", "true_exposed_relevance", "true_attention_rate"),
-    "offline": ("logged_recall", "logged_precision", "logged_f1", "logged_hitrate", "evaluation_bias", "logged_ctr", "logged_finish_rate"),
+    "offline": ("offline_holdout_recall", "true_holdout_recall", "bias_holdout_recall", "offline_shared_recall", "true_shared_recall",
+                "bias_shared_recall", "true_clicks", "true_finished", "onpolicy_replay_recall", "onpolicy_replay_precision",
+                "onpolicy_replay_f1", "onpolicy_replay_hitrate", "logged_ctr", "logged_finish_rate"),
     "ranker": ("slate_utility", "slate_regret", "ranked_true_recall", "ranked_true_ndcg", "ranked_true_map", "ranked_true_hr"),
     "exposure": ("exposure_gini", "exposure_top1_share", "aggregate_diversity", "coverage", "long_tail_coverage", "novelty",
                  "mean_exposed_popularity", "popularity_index", "ssb_divergence", "exposure_lorenz", "exposure_share_decile",
@@ -55,16 +58,17 @@ INTERNAL_FAMILIES = frozenset({"exposure_lorenz", "exposure_share_decile", "expo
                                "score_hist_hi"})
 
 UNIT = (0.0, 1.0)
+_UNIT_OFFLINE = tuple(f for f in _FAMILIES["offline"] if f not in ("true_clicks", "true_finished") and not f.startswith("bias_"))
 SIGNED_UNIT = (-1.0, 1.0)
 NON_NEGATIVE = (0.0, math.inf)
 _RANGES: dict[str, tuple[float, float]] = {
-    **{fam: UNIT for fam in (*_FAMILIES["offline"], *_FAMILIES["ranker"], "true_recall", "unbiased_recall", "unbiased_precision",
+    **{fam: UNIT for fam in (*_UNIT_OFFLINE, *_FAMILIES["ranker"], "true_recall", "unbiased_recall", "unbiased_precision",
                              "unbiased_hitrate", "true_ndcg", "retrieval_slate_utility", "true_top_ever_exposed", "true_exposed_relevance",
                              "true_attention_rate", "exposure_gini", "exposure_top1_share", "coverage", "long_tail_coverage",
                              "popularity_index", "ssb_divergence", "exposure_lorenz", "exposure_share_decile", "exposure_top_share",
                              "homogenisation",
                              "score_hist_pos", "score_hist_neg", "score_auc_unexposed")},
-    "evaluation_bias": SIGNED_UNIT, "retrieval_slate_regret": SIGNED_UNIT, "slate_regret": SIGNED_UNIT,
+    "retrieval_slate_regret": SIGNED_UNIT, "slate_regret": SIGNED_UNIT,
     "preference_drift": (0.0, 2.0),  # 1 - cos
     **{fam: NON_NEGATIVE for fam in ("aggregate_diversity", "novelty", "mean_exposed_popularity", "live_items", "active_users")},
 }
@@ -86,11 +90,25 @@ def param_of(name: str) -> float | None:
         return None
 
 
+# offline evaluation (simulator/metrics/offline.py): protocol x metric x K, estimator x target, so matched by prefix
+OFFLINE_PREFIXES = ("offline_", "true_holdout_", "true_shared_", "bias_", "ope_", "onpolicy_replay_", "leaderboard_")
+_OFFLINE_RANGES: tuple[tuple[tuple[str, ...], tuple[float, float] | None], ...] = (
+    (("bias_ope_",), None),
+    (("leaderboard_tau_",), SIGNED_UNIT),
+    (("leaderboard_top1_",), UNIT),
+    (("bias_",), SIGNED_UNIT),
+    (("ope_", "true_clicks", "true_finished", "offline_holdout_requests", "offline_shared_requests"), NON_NEGATIVE),
+    (("offline_", "true_holdout_", "true_shared_", "onpolicy_replay_"), UNIT),
+)
+
+
 def group_of(name: str) -> str:
-    """The picker group key of a metric (``fit_*`` -> fit, unknown -> other)."""
+    """The picker group key of a metric (``fit_*`` -> fit, the offline protocols by prefix, unknown -> other)."""
     fam = family_of(name)
     if fam.startswith("fit_"):
         return "fit"
+    if fam.startswith(OFFLINE_PREFIXES):
+        return "offline"
     return GROUP_OF.get(fam, "other")
 
 
@@ -109,12 +127,25 @@ def definition(name: str) -> str:
     for key, text in METRICS.items():
         if "@" in key and family_of(key) == fam:
             return text
+    for key, text in METRICS.items():  # pattern names: offline_shared_<metric>@K, ope_<estimator>_clicks, ...
+        if "<" in key and not key.startswith("fit_") and _pattern(key).fullmatch(name):
+            return text
     return METRICS.get("fit_<name>", "") if fam.startswith("fit_") else ""
+
+
+def _pattern(key: str) -> re.Pattern[str]:
+    """A documented name with ``<placeholders>`` and an ``@K``-style suffix as a regular expression."""
+    head, sep, _ = key.partition("@")
+    body = re.sub(r"<[a-z]+>", "[a-z0-9_]+", re.escape(head).replace(r"\<", "<").replace(r"\>", ">"))
+    return re.compile(body + (r"@[0-9.]+" if sep else ""))
 
 
 def metric_range(name: str) -> tuple[float, float] | None:
     """The possible values of a metric (bands are clipped to it), or None when unbounded or unknown."""
-    return _RANGES.get(family_of(name))
+    fam = family_of(name)
+    if fam in _RANGES or not fam.startswith((*OFFLINE_PREFIXES, "true_clicks", "true_finished")):
+        return _RANGES.get(fam)
+    return next((rng for prefixes, rng in _OFFLINE_RANGES if fam.startswith(prefixes)), None)
 
 
 def sort_key(name: str) -> tuple[str, float, str]:

@@ -39,6 +39,7 @@ class Run:
     path: Path
     manifest: dict[str, Any]
     metrics: pd.DataFrame = field(repr=False)
+    leaderboard: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)  # leaderboard.parquet (empty if absent)
 
     @property
     def scenario(self) -> dict[str, Any]:
@@ -88,7 +89,18 @@ def read_run(run_dir: str | Path, label: str | None = None) -> Run:
     metrics = metrics.assign(agent=metrics["agent"].astype(str), metric=metrics["metric"].astype(str),
                              round=metrics["round"].astype("int64") + ROUND_BASE, value=metrics["value"].astype("float64"))
     metrics = add_derived(metrics).assign(run=name)
-    return Run(name, path, manifest, metrics)
+    return Run(name, path, manifest, metrics, _read_leaderboard(path / "leaderboard.parquet"))
+
+
+def _read_leaderboard(path: Path) -> pd.DataFrame:
+    """The run's leaderboard agreement rows (rounds from 1), or an empty frame when the run has none."""
+    if not path.is_file():
+        return pd.DataFrame(columns=["seed", "round", "metric", "value"])
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"leaderboard: {path} is not a readable Parquet file ({type(err).__name__})") from None
+    return frame.assign(round=frame["round"].astype("int64") + ROUND_BASE)
 
 
 def read_runs(run_dirs: Sequence[str | Path]) -> list[Run]:
@@ -104,7 +116,7 @@ def read_runs(run_dirs: Sequence[str | Path]) -> list[Run]:
             label = f"{run.label} ({run.path.name})"
             if sum(f"{r.label} ({r.path.name})" == label for r in runs) > 1:
                 label = f"{label} #{i + 1}"
-        out.append(Run(label, run.path, run.manifest, run.metrics.assign(run=label)) if label != run.label else run)
+        out.append(Run(label, run.path, run.manifest, run.metrics.assign(run=label), run.leaderboard) if label != run.label else run)
     return out
 
 
@@ -139,9 +151,9 @@ def family(names: Iterable[str], prefix: str) -> dict[float, str]:
 
 
 def recall_ks(names: Iterable[str]) -> list[int]:
-    """Cut-offs K with both ``true_recall@K`` and ``logged_recall@K`` present."""
+    """Cut-offs K with both ``true_recall@K`` and ``offline_holdout_recall@K`` present."""
     names = set(names)
-    true, logged = family(names, "true_recall"), family(names, "logged_recall")
+    true, logged = family(names, "true_recall"), family(names, "offline_holdout_recall")
     return sorted(int(k) for k in true if k in logged and float(k).is_integer())
 
 
@@ -181,13 +193,16 @@ class Dataset:
     agents: tuple[str, ...]
     palette: tuple[str, ...]
     k_retrieve: int | None = None
+    leaderboard: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)  # every run's leaderboard rows, with ``run``
 
     @classmethod
     def from_runs(cls, runs: Sequence[Run]) -> Dataset:
         agents = tuple(_unique(a for r in runs for a in r.agents))
         palette = tuple(sorted(_unique(a for r in runs for a in [*r.listed_agents, *r.agents])))
         kr = [r.k_retrieve for r in runs if r.k_retrieve is not None]
-        return cls(combine(runs), tuple(r.label for r in runs), agents, palette, min(kr) if kr else None)
+        boards = [r.leaderboard.assign(run=r.label) for r in runs if not r.leaderboard.empty]
+        board = pd.concat(boards, ignore_index=True) if boards else pd.DataFrame(columns=["run", "seed", "round", "metric", "value"])
+        return cls(combine(runs), tuple(r.label for r in runs), agents, palette, min(kr) if kr else None, board)
 
     @property
     def names(self) -> set[str]:

@@ -35,8 +35,11 @@ FONT = "Helvetica, Arial, sans-serif"
 
 AXIS_LABELS: dict[str, str] = {
     "true_recall": "true recall@{p} (share of the true top-{p})",
-    "logged_recall": "logged recall@{p} (share of held-out clicks)",
-    "evaluation_bias": "evaluation bias@{p} (logged − true recall)",
+    "offline_holdout_recall": "offline hold-out recall@{p} (share of held-out clicks)",
+    "bias_holdout_recall": "hold-out bias@{p} (estimate − its truth)",
+    "true_holdout_recall": "true hold-out recall@{p} (same requests)",
+    "offline_shared_recall": "offline shared-log recall@{p}",
+    "true_shared_recall": "true shared-log recall@{p} (same requests)",
     "true_ndcg": "true NDCG@{p}",
     "exposure_gini": "exposure Gini (0 = equal, 1 = one item)",
     "exposure_top1_share": "top-1% items' share of exposures",
@@ -204,14 +207,26 @@ def json_float(v: Any) -> float | None:
 
 
 def recall_figure(ds: Dataset, k: int, compare: str = "side") -> go.Figure:
-    """True (solid) vs logged (dashed) recall@K over rounds per agent, 95% band across seeds."""
-    return line_figure(ds, [[f"true_recall@{k}", f"logged_recall@{k}"]], f"True vs logged recall@{k} over rounds",
-                       ylabels=[f"recall@{k} (solid: true, dashed: logged)"], styles=("true", "logged"), compare=compare)
+    """True (solid) vs offline hold-out (dashed) recall@K over rounds per agent, 95% band across seeds."""
+    return line_figure(ds, [[f"true_recall@{k}", f"offline_holdout_recall@{k}"]], f"True vs offline (hold-out) recall@{k} over rounds",
+                       ylabels=[f"recall@{k} (solid: true, dashed: hold-out)"], styles=("true", "logged"), compare=compare)
 
 
 def bias_figure(ds: Dataset, k: int, compare: str = "side") -> go.Figure:
-    """The evaluation bias logged_recall@K - true_recall@K over rounds (0 = the offline metric tells the truth)."""
-    return line_figure(ds, [[f"evaluation_bias@{k}"]], f"Evaluation bias@{k}: logged minus true recall", ref=0.0, compare=compare)
+    """The hold-out protocol's bias, estimate minus its truth on the same requests (0 = the offline metric tells the truth)."""
+    return line_figure(ds, [[f"bias_holdout_recall@{k}"]], f"Hold-out bias@{k}: offline recall minus its truth", ref=0.0, compare=compare)
+
+
+def offline_figure(ds: Dataset, k: int, compare: str = "side") -> go.Figure:
+    """Each offline protocol's estimate (dashed) against its truth on the same requests (solid), one panel per protocol."""
+    pairs = [(f"true_holdout_recall@{k}", f"offline_holdout_recall@{k}"), (f"true_shared_recall@{k}", f"offline_shared_recall@{k}")]
+    pairs += [("true_clicks", name) for name in sorted(n for n in ds.names if n.startswith("ope_") and n.endswith("_clicks"))]
+    panels = [list(p) for p in pairs if p[0] in ds.names and p[1] in ds.names]
+    if not panels:
+        raise MissingData("no offline protocol with its truth in these runs")
+    labels = [f"{p[1].removesuffix(f'@{k}')} (dashed) vs truth" for p in panels]
+    return line_figure(ds, panels, f"Offline estimates against their truth (K = {k} for the recalls)", ylabels=labels,
+                       styles=("true", "logged"), compare=compare)
 
 
 def concentration_figure(ds: Dataset, compare: str = "side") -> go.Figure:

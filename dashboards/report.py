@@ -40,8 +40,10 @@ from dashboards.figures import (
     concentration_figure,
     drift_figure,
     metric_label,
+    offline_figure,
     recall_figure,
 )
+from dashboards.leaderboard import leaderboard_figure
 from dashboards.page import RENDER_JS, STYLE, csv_link, esc, join_specs, run_block, script_json, section_head, toc
 from dashboards.runinfo import k_note, pending_text, seed_counts, seeds_caption
 from dashboards.scores import score_figure
@@ -71,11 +73,19 @@ class Section:
 Builder = Callable[[Dataset, "int | None"], go.Figure]
 SEEDS, POINTS = "seeds", "points"  # caption kinds: the seed caption (lines with bands, or intervals on hover), or a fixed text
 SECTIONS: list[tuple[str, str, str, str, Builder]] = [
-    ("fig-recall", "True vs logged recall", "Solid: true recall@K against the truth over the whole live catalogue; dashed: the logged "
-     "(offline) recall a practitioner would measure on the round's held-out clicks.", SEEDS,
-     lambda ds, k: recall_figure(ds, _need_k(k))),
-    ("fig-bias", "Evaluation bias", "Logged minus true recall@K: how much the offline metric overstates (above 0) or understates "
-     "the truth.", SEEDS, lambda ds, k: bias_figure(ds, _need_k(k))),
+    ("fig-recall", "True vs offline recall", "Solid: true recall@K of the serving model against the truth over the whole live "
+     "catalogue; dashed: the hold-out recall a practitioner measures on the round's withheld requests for the fresh candidate.",
+     SEEDS, lambda ds, k: recall_figure(ds, _need_k(k))),
+    ("fig-bias", "Offline hold-out bias", "Hold-out recall@K minus its truth on the same requests (the expected recall had every "
+     "live item been examined): how much the offline metric overstates (above 0) or understates the truth.", SEEDS,
+     lambda ds, k: bias_figure(ds, _need_k(k))),
+    ("fig-offline", "Offline vs truth, every protocol", "Each offline protocol's estimate (dashed) next to its truth on the same "
+     "requests (solid): hold-out and shared-log recall@K, and each off-policy estimator's clicks per request against the candidate "
+     "policy's expected clicks.", SEEDS, lambda ds, k: offline_figure(ds, _need_k(k))),
+    ("fig-leaderboard", "Does offline evaluation pick the right agent?", "Per protocol, Kendall's tau-b between the agents' "
+     "ranking by the estimate and by its truth (1: same order, 0: unrelated, -1: reversed) and how often it picks the truth's best "
+     "agent, over rounds and seeds (leaderboard.parquet; mean with a 95% t-interval across seeds of each seed's mean over rounds).",
+     "", lambda ds, k: leaderboard_figure(ds)),
     ("fig-concentration", "Exposure concentration", "Gini coefficient of the round's exposure counts over live items, and the share "
      "of exposures taken by the top 1% of items.", SEEDS, lambda ds, k: concentration_figure(ds)),
     ("fig-lorenz", "Concentration curves (top shares)", "The Lorenz curve read from the top: the share of the round's exposures held "
@@ -103,7 +113,7 @@ SUMMARY_BLURB = ("Per run and agent at its last round, true against offline firs
 
 def _need_k(k: int | None) -> int:
     if k is None:
-        raise MissingData("no true_recall@K and logged_recall@K pair in these runs")
+        raise MissingData("no true_recall@K and offline_holdout_recall@K pair in these runs")
     return k
 
 
@@ -129,7 +139,7 @@ def build_sections(ds: Dataset, k: int | None = None, chosen: bool | None = None
     out = []
     for fid, heading, blurb, caption, build in SECTIONS:
         text = kinds.get(caption, caption)
-        if fid in ("fig-recall", "fig-bias"):
+        if fid in ("fig-recall", "fig-bias", "fig-offline"):
             text = f"{k_note(k, ds.k_retrieve, chosen)} {text}".strip()
         try:
             out.append(Section(fid, heading, blurb, build(ds, k), caption=text))

@@ -24,7 +24,7 @@ NOT_RECORDED = "not recorded"
 def _when(value: Any) -> str:
     """An ISO time or a Unix timestamp as ``YYYY-MM-DD HH:MM:SS UTC`` (anything else as given)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(float(value), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return dt.datetime.fromtimestamp(float(value), dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     if isinstance(value, str) and value.strip():
         try:
             stamp = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -32,7 +32,7 @@ def _when(value: Any) -> str:
             return value.strip()
         if stamp.tzinfo is None:
             return stamp.strftime("%Y-%m-%d %H:%M:%S")
-        return stamp.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return stamp.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return NOT_RECORDED
 
 
@@ -132,15 +132,15 @@ def seed_counts(metrics: pd.DataFrame) -> list[int]:
 
 
 def k_note(k: int | None, k_retrieve: int | None, chosen: bool) -> str:
-    """Why this K (the default) or a warning that logged recall is degenerate at it (K >= K_r)."""
+    """Why this K (the default) or a warning that the serving model's replayed recall is degenerate at it (K >= K_r)."""
     if k is None:
         return ""
     if k_retrieve is None:
         return f"K = {k}. The manifest does not record the cascade's retrieval size K_r."
     if k >= k_retrieve:
-        return (f"Caution: K = {k} ≥ K_r = {k_retrieve} (the cascade retrieves {k_retrieve} candidates), so logged recall@{k} "
-                "is close to 1 by construction for every agent; a K below K_r shows the contrast.")
+        return (f"Caution: K = {k} ≥ K_r = {k_retrieve} (the cascade retrieves {k_retrieve} candidates), so the on-policy replay "
+                f"recall@{k} is close to 1 by construction for every agent; a K below K_r shows the contrast.")
     if chosen:
         return f"K = {k} (K_r = {k_retrieve})."
     return (f"K = {k}: the largest recall cut-off below the cascade's retrieval size K_r = {k_retrieve}, "
-            "where logged recall is not ~1 by construction.")
+            "where a replay of the serving model's own clicks is not ~1 by construction.")

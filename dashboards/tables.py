@@ -1,7 +1,7 @@
 """The summary table: per run and agent at its last round, mean over seeds [95% interval] of the headline metrics.
 
-It leads with the contrast the simulator exists to show (true vs logged
-recall at the headline K, and their difference), then concentration, drift
+It leads with the contrast the simulator exists to show (true recall against
+the offline hold-out recall at the headline K, and the hold-out bias), then concentration, drift
 and the scale-free score separation (AUC; the raw score gap when a run has no
 histograms). The same numbers feed the plotly table (the app), the HTML table
 (the report) and the CSV download.
@@ -18,7 +18,7 @@ from dashboards.figures import MissingData, agent_colors, base_layout, metric_la
 
 def summary_metrics(k: int | None, names: set[str] | None = None) -> list[str]:
     """The metrics of the summary table (the AUC replaces the raw score gap when ``names`` has it)."""
-    recall = [f"true_recall@{k}", f"logged_recall@{k}", f"evaluation_bias@{k}"] if k is not None else []
+    recall = [f"true_recall@{k}", f"offline_holdout_recall@{k}", f"bias_holdout_recall@{k}"] if k is not None else []
     gap = "score_auc_unexposed" if names is None or "score_auc_unexposed" in names else "score_gap_unexposed"
     return [*recall, "exposure_gini", "exposure_top1_share", "homogenisation", "preference_drift", gap]
 

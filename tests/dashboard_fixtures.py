@@ -36,8 +36,9 @@ def synthetic_metrics(agents: Sequence[str], seeds: int, rounds: int, ks: Sequen
             for k in ks:
                 true = np.clip(level + 0.05 * np.log1p(k) / 5 - 0.001 * r + rng.normal(0, 0.01, rounds), 0, 1)
                 logged = np.clip(true + 0.2 + 0.002 * r + rng.normal(0, 0.01, rounds), 0, 1)
-                cols[f"true_recall@{k}"], cols[f"logged_recall@{k}"] = true, logged
-                cols[f"evaluation_bias@{k}"] = logged - true
+                cols[f"true_recall@{k}"], cols[f"offline_holdout_recall@{k}"] = true, logged
+                cols[f"true_holdout_recall@{k}"] = np.clip(true + rng.normal(0, 0.01, rounds), 0, 1)
+                cols[f"bias_holdout_recall@{k}"] = logged - cols[f"true_holdout_recall@{k}"]
             cols["exposure_gini"] = np.clip(0.5 + 0.1 * a + 0.002 * r + rng.normal(0, 0.01, rounds), 0, 1)
             cols["exposure_top1_share"] = np.clip(0.05 + 0.05 * a + 0.001 * r + rng.normal(0, 0.005, rounds), 0, 1)
             cols["homogenisation"] = np.clip(0.1 + 0.02 * a + 0.001 * r + rng.normal(0, 0.005, rounds), 0, 1)

@@ -89,7 +89,7 @@ def test_recall_figure_equals_parquet(run3: Path, ds3: Dataset) -> None:
     fig = recall_figure(ds3, 100)
     frame = raw(run3)
     for agent in AGENTS:
-        for metric in ("true_recall@100", "logged_recall@100"):
+        for metric in ("true_recall@100", "offline_holdout_recall@100"):
             (line,) = traces(fig, agent=agent, metric=metric)  # one line per agent and metric
             assert line.line.dash == ("solid" if metric.startswith("true") else "dash")
             assert list(line.x) == list(range(1, 13))  # rounds numbered from 1
@@ -103,7 +103,7 @@ def test_recall_figure_equals_parquet(run3: Path, ds3: Dataset) -> None:
 
 def test_line_figures_have_one_trace_per_agent(run3: Path, ds3: Dataset) -> None:
     frame = raw(run3)
-    for fig, metrics in [(bias_figure(ds3, 10), ["evaluation_bias@10"]),
+    for fig, metrics in [(bias_figure(ds3, 10), ["bias_holdout_recall@10"]),
                          (concentration_figure(ds3), ["exposure_gini", "exposure_top1_share"]),
                          (drift_figure(ds3), ["homogenisation", "preference_drift"])]:
         for metric in metrics:
@@ -171,8 +171,9 @@ def test_missing_distributions_are_notes(tmp_path: Path) -> None:
         with pytest.raises(MissingData):
             build(ds)
     notes = {s.id for s in build_sections(ds) if s.figure is None}
-    assert notes == {"fig-lorenz", "fig-deciles", "fig-scores", "fig-auc"}  # the AUC is computed from the score histograms
-    assert render_html(read_runs([run])).count('<p class="note">Not shown') == 4
+    # the AUC is computed from the score histograms; the synthetic run has no leaderboard.parquet
+    assert notes == {"fig-lorenz", "fig-deciles", "fig-scores", "fig-auc", "fig-leaderboard"}
+    assert render_html(read_runs([run])).count('<p class="note">Not shown') == 5
 
 
 def test_several_runs_side_by_side(tmp_path: Path) -> None:
@@ -215,7 +216,8 @@ def test_report_is_self_contained_and_small(tmp_path: Path) -> None:
     assert text.count("data-plotly-bundle=") == 1 and "Plotly.newPlot" in text
     assert "Popularity &lt;trap&gt; &amp; friends" in text and "manifest.json" in text and '&quot;seeds&quot;' in text
     specs = json.loads(re.search(r'id="cascadesim-figures">(.*?)</script>', text, re.S).group(1).replace("<\\/", "</"))
-    assert set(specs) == {"fig-recall", "fig-bias", "fig-concentration", "fig-lorenz", "fig-deciles", "fig-drift", "fig-auc", "fig-scores"}
+    assert set(specs) == {"fig-recall", "fig-bias", "fig-offline", "fig-concentration", "fig-lorenz", "fig-deciles", "fig-drift", "fig-auc",
+                          "fig-scores"}  # no leaderboard.parquet in the synthetic run
     frame = raw(run)
     line = next(t for t in specs["fig-recall"]["data"]
                 if t["meta"].items() >= {"run": "synthetic", "agent": "popular", "metric": "true_recall@10", "role": "mean"}.items())
@@ -309,13 +311,13 @@ def test_static_export_with_kaleido(run3: Path, tmp_path: Path) -> None:
 def test_missing_values_are_gaps_not_errors(tmp_path: Path) -> None:
     run = make_run_dir(tmp_path / "nan", AGENTS, seeds=3, rounds=6)
     frame = pd.read_parquet(run / "metrics.parquet")
-    gap = (frame.metric == "logged_recall@100") & (frame.agent == "random")
+    gap = (frame.metric == "offline_holdout_recall@100") & (frame.agent == "random")
     frame.loc[gap & (frame["round"] == 2), "value"] = np.nan  # every seed: a gap (round 3 as displayed)
     frame.loc[gap & (frame["round"] == 4) & (frame.seed == 0), "value"] = np.nan  # one seed: mean of the others
     frame.to_parquet(run / "metrics.parquet")
     frame = raw(run)
     fig = recall_figure(Dataset.from_runs(read_runs([run])), 100)
-    (line,) = traces(fig, agent="random", metric="logged_recall@100")
+    (line,) = traces(fig, agent="random", metric="offline_holdout_recall@100")
     assert line.y[2] is None
-    assert line.y[4] == pytest.approx(seed_mean(frame, "random", "logged_recall@100", 5)) and line.customdata[4][2] == 2
+    assert line.y[4] == pytest.approx(seed_mean(frame, "random", "offline_holdout_recall@100", 5)) and line.customdata[4][2] == 2
     assert "NaN" not in render_html(read_runs([run])).split("</head>")[1]

@@ -34,7 +34,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--no-first-run"]
 AGENTS = ("oracle", "random", "popular")
-FIGURES = ("fig-recall", "fig-bias", "fig-concentration", "fig-lorenz", "fig-deciles", "fig-drift", "fig-auc", "fig-scores")
+FIGURES = ("fig-recall", "fig-bias", "fig-offline", "fig-concentration", "fig-lorenz", "fig-deciles", "fig-drift", "fig-auc", "fig-scores")
 PROVENANCE = {"command": ["cascadesim", "run", "--seeds", "2"], "git_commit": "9f1c2e7", "started": "2026-11-30T18:00:00Z",
               "finished": "2026-11-30T18:04:27Z", "wall_seconds": 267.0}
 
@@ -262,13 +262,13 @@ def test_dash_app_metric_picker_url_overlay_difference(browser: Browser, dash_ur
     page = open_page(browser, errors, height=1000)
     page.goto(dash_url)
     page.wait_for_function(SHOWN_IS, arg=sorted(AGENTS), timeout=30_000)
-    assert "True vs logged recall@50" in page.evaluate(f"{GRAPH}.layout.title.text")  # the default K is below K_r = 100
+    assert "True vs offline (hold-out) recall@50" in page.evaluate(f"{GRAPH}.layout.title.text")  # the default K is below K_r = 100
     page.locator("#metric").click()
     options = page.locator(".dash-dropdown-option").all_inner_texts()
     names = [o.split("\n")[0] for o in options]
     assert "Truth (against the ground truth, never visible to agents)" in names and "Offline (logged) evaluation" in names
     assert not [n for n in names if n.startswith(("exposure_lorenz", "score_hist", "exposure_share_decile"))]
-    assert [n for n in names if n.startswith("logged_recall@")] == [f"logged_recall@{k}" for k in (10, 20, 50, 100, 200)]
+    assert [n for n in names if n.startswith("offline_holdout_recall@")] == [f"offline_holdout_recall@{k}" for k in (10, 20, 50, 100, 200)]
     assert any(METRICS["coverage"] in o for o in options)
     shot(page, "app-metric-picker")
     page.locator(".dash-dropdown-option", has_text="coverage").first.click()

@@ -39,19 +39,19 @@ def test_catalogue_groups_defines_and_sorts() -> None:
         "true_recall@10", "true_recall@50", "true_recall@100", "true_recall@200"]
     assert definition("true_recall@50") == METRICS["true_recall@K"] and definition("fit_loss") == METRICS["fit_<name>"]
     assert definition("exposure_lorenz@0.3") == METRICS["exposure_lorenz@p"] and definition("no_such_metric") == ""
-    names = ["exposure_lorenz@0.1", "score_hist_pos@3", "exposure_share_decile@10", "score_hist_lo", "coverage", "logged_recall@20"]
-    assert [n for _, _, ms in grouped(names) for n in ms] == ["logged_recall@20", "coverage"]  # internals hidden
+    names = ["exposure_lorenz@0.1", "score_hist_pos@3", "exposure_share_decile@10", "score_hist_lo", "coverage", "offline_holdout_recall@20"]
+    assert [n for _, _, ms in grouped(names) for n in ms] == ["offline_holdout_recall@20", "coverage"]  # internals hidden
     assert all(is_internal(n) for n in names[:4])
-    assert metric_range("true_recall@50") == (0.0, 1.0) and metric_range("evaluation_bias@10") == (-1.0, 1.0)
+    assert metric_range("true_recall@50") == (0.0, 1.0) and metric_range("bias_holdout_recall@10") == (-1.0, 1.0)
     assert metric_range("homogenisation") == (0.0, 1.0) and metric_range("score_gap_unexposed") is None
 
 
 def test_bands_are_clipped_to_the_metric_range() -> None:
-    rows = [("r", "a", s, 1, m, v) for m, vals in {"logged_recall@100": (0.98, 1.0), "score_gap_unexposed": (0.98, 1.0)}.items()
+    rows = [("r", "a", s, 1, m, v) for m, vals in {"offline_holdout_recall@100": (0.98, 1.0), "score_gap_unexposed": (0.98, 1.0)}.items()
             for s, v in enumerate(vals)]
     stats = seed_stats(long(rows)).set_index("metric")
     half = t_quantile(1) * math.sqrt(2e-4) / math.sqrt(2)  # sd of (0.98, 1.0) = sqrt(2e-4)
-    assert stats.at["logged_recall@100", "lo"] == pytest.approx(0.99 - half) and stats.at["logged_recall@100", "hi"] == 1.0
+    assert stats.at["offline_holdout_recall@100", "lo"] == pytest.approx(0.99 - half) and stats.at["offline_holdout_recall@100", "hi"] == 1.0
     assert stats.at["score_gap_unexposed", "hi"] == pytest.approx(0.99 + half)  # unbounded: not clipped
     low = seed_stats(long([("r", "a", s, 1, "exposure_gini", v) for s, v in enumerate((0.0, 0.05, 0.01))]))
     assert low["lo"].iloc[0] == 0.0 and low["hi"].iloc[0] < 1.0
@@ -120,10 +120,10 @@ def test_provenance_progress_and_captions(tmp_path: Path) -> None:
 
 
 def test_headline_k_is_below_k_retrieve(tmp_path: Path) -> None:
-    names = [f"{m}@{k}" for m in ("true_recall", "logged_recall") for k in (10, 50, 100)]
+    names = [f"{m}@{k}" for m in ("true_recall", "offline_holdout_recall") for k in (10, 50, 100)]
     assert default_k(names, 100) == 50 and default_k(names, 51) == 50 and default_k(names, None) == 100 and default_k(names, 5) == 100
     text = render_html(read_runs([make_run_dir(tmp_path / "k", AGENTS, seeds=2, rounds=3, ks=(20, 50, 100), k_retrieve=100)]))
-    assert "True vs logged recall@50 over rounds" in text and "largest recall cut-off below" in text
+    assert "True vs offline (hold-out) recall@50 over rounds" in text and "largest recall cut-off below" in text
     text = render_html(read_runs([tmp_path / "k"]), k=100)
     assert "Caution: K = 100 ≥ K_r = 100" in text
 
@@ -134,8 +134,8 @@ def test_csv_export_holds_the_numbers_drawn(tmp_path: Path) -> None:
     frame = figure_frame(recall_figure(ds, 10))
     assert list(frame.columns[:5]) == ["run", "agent", "metric", "round", "role"] and len(frame) == 3 * 2 * 5
     raw = pd.read_parquet(run / "metrics.parquet")
-    want = raw[(raw.agent == "popular") & (raw.metric == "logged_recall@10") & (raw["round"] == 4)]["value"].mean()
-    row = frame[(frame.agent == "popular") & (frame.metric == "logged_recall@10") & (frame["round"] == 5)].iloc[0]
+    want = raw[(raw.agent == "popular") & (raw.metric == "offline_holdout_recall@10") & (raw["round"] == 4)]["value"].mean()
+    row = frame[(frame.agent == "popular") & (frame.metric == "offline_holdout_recall@10") & (frame["round"] == 5)].iloc[0]
     assert row["mean"] == pytest.approx(want, abs=1e-15) and row["seeds"] == 3 and row["lo"] < row["mean"] < row["hi"]
     heat = figure_frame(decile_figure(ds))
     assert len(heat) == 3 * 10 * 5 and set(heat.columns) >= {"agent", "round", "decile", "share_of_exposures", "seeds"}
@@ -152,8 +152,23 @@ def test_report_page_says_what_a_reader_needs(tmp_path: Path) -> None:
     anchors = re.findall(r'<nav class="toc".*?</nav>', one, re.S)[0]
     for target in re.findall(r'href="#([^"]+)"', anchors):
         assert f'id="{target}"' in one, target
-    assert one.count('class="csv"') == 9  # every figure and the summary table
+    assert one.count('class="csv"') == 10  # every figure drawn and the summary table (no leaderboard in synthetic runs)
     partial = render_html(read_runs([make_run_dir(tmp_path / "part", AGENTS, seeds=2, rounds=3, done={"popular": 0})]))
     assert 'id="pending"' in partial and "popular (no finished round yet)" in partial
     ds = Dataset.from_runs(read_runs([tmp_path / "part"]))
     assert ds.agents == ("oracle", "random") and len([t for t in decile_figure(ds).data if t.type == "heatmap"]) == 2
+
+
+def test_leaderboard_stats_average_rounds_within_seeds_then_seeds() -> None:
+    from dashboards.leaderboard import leaderboard_stats
+    from dashboards.stats import t_quantile
+
+    board = pd.DataFrame({
+        "run": "r", "metric": "leaderboard_tau_holdout", "seed": [0, 0, 1, 1, 2, 2], "round": [1, 2] * 3,
+        "value": [1.0, 0.0, 0.5, 0.5, -1.0, 1.0],
+    })  # fmt: skip
+    row = leaderboard_stats(board).iloc[0]
+    per_seed = [0.5, 0.5, 0.0]
+    half = t_quantile(2) * float(pd.Series(per_seed).std(ddof=1)) / 3**0.5
+    assert row["mean"] == pytest.approx(1 / 3) and row["n"] == 3
+    assert row["lo"] == pytest.approx(max(-1.0, 1 / 3 - half)) and row["hi"] == pytest.approx(min(1.0, 1 / 3 + half))

@@ -26,6 +26,7 @@ scenario = "tiny.toml"
 trials = 3
 validation_seeds = [100, 101]
 test_seeds = 3
+metric = "true_recall@50"
 last_rounds = 2
 threads = 1
 
