@@ -6,13 +6,13 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test lint test-all bench clean
 
 $(BIN)/cascadesim: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test,rl]"
+	$(BIN)/pip install --quiet -e ".[test,rl,lint,tune,ray]"
 	touch $@
 
 setup: $(BIN)/cascadesim
@@ -23,6 +23,13 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not benchmark"
+
+# the packages are lint-, format- and type-clean; CI runs this before the tests
+PACKAGES := simulator agents scenarios dashboards
+lint: setup
+	$(BIN)/ruff check $(PACKAGES)
+	$(BIN)/ruff format --check $(PACKAGES)
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/cascadesim bench
