@@ -154,6 +154,9 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> Non
     assert len(tracebacks) == 2 and all("Traceback" in p.read_text() for p in tracebacks)
     results = pd.read_parquet(out / "results.parquet")
     assert set(results.agent) == {"random", "bc-g5"}
+    board = pd.read_parquet(out / "leaderboard.parquet")  # the offline protocols across the agents of each grid point
+    assert set(board.metric) >= {"leaderboard_tau_holdout", "leaderboard_top1_holdout"}
+    assert set(board["world.conformity_mean"]) == set(results["world.conformity_mean"]) and (board.n_agents == 2).all()
 
 
 @pytest.mark.parametrize(

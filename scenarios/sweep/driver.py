@@ -13,7 +13,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from scenarios.sweep.cells import FORMAT, Cell, Outcome, atomic_write, part_path, read_part
-from scenarios.sweep.merge import cells_table, merge_results, write_frame
+from scenarios.sweep.merge import cells_table, merge_leaderboard, merge_results, write_frame
 from scenarios.sweep.pool import Runner, make_runner, usable_cores
 from scenarios.sweep.spec import SweepSpec
 from simulator.config import ConfigError
@@ -156,6 +156,14 @@ def run_sweep(spec: SweepSpec, out: str | Path, workers: int = 1, ray: str | Non
             runner.close()
     results = merge_results(cells, spec.fields, out)
     write_frame(results, out / "results.parquet")
+    write_frame(merge_leaderboard(results, spec.fields, _headline_k(spec)), out / "leaderboard.parquet")
     write_frame(cells_table(cells, by_key, spec.fields), out / "cells.parquet")
     outcomes = [by_key[c.key] for c in cells]
     return SweepResult(outcomes, results, out)
+
+
+def _headline_k(spec: SweepSpec) -> int:
+    """The K the leaderboard compares recalls at: the smallest headline K over the grid's scenarios."""
+    from scenarios.experiment import headline_k
+
+    return min(headline_k(sc) for sc in spec.scenarios)

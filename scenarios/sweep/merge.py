@@ -41,6 +41,23 @@ def merge_results(cells: list[Cell], fields: list[str], out: str | Path) -> pd.D
     return pd.concat(merged, ignore_index=True)[columns]
 
 
+def merge_leaderboard(results: pd.DataFrame, fields: list[str], k: int) -> pd.DataFrame:
+    """Leaderboard agreement of the offline protocols across the agents of each grid point (leaderboard.parquet)."""
+    from simulator.metrics.leaderboard import LEADERBOARD_COLUMNS, leaderboard
+
+    columns = [LEADERBOARD_COLUMNS[0], *fields, *LEADERBOARD_COLUMNS[1:]]
+    if results.empty:
+        return pd.DataFrame(columns=columns)
+    groups = [((), results)] if not fields else list(results.groupby([results[f].astype(str) for f in fields], sort=False))
+    frames = []
+    for _, group in groups:
+        board = leaderboard(group[["scenario", "agent", "seed", "round", "metric", "value"]], k)
+        for name in fields:
+            board[name] = group[name].iloc[0]
+        frames.append(board)
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
 def cells_table(cells: list[Cell], outcomes: dict[str, Outcome], fields: list[str]) -> pd.DataFrame:
     """One row per cell: key, label, seed, grid point, status, wall seconds and the headline metric."""
     rows = []
