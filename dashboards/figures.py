@@ -209,7 +209,7 @@ def json_float(v: Any) -> float | None:
 def recall_figure(ds: Dataset, k: int, compare: str = "side") -> go.Figure:
     """True (solid) vs offline hold-out (dashed) recall@K over rounds per agent, 95% band across seeds."""
     return line_figure(ds, [[f"true_recall@{k}", f"offline_holdout_recall@{k}"]], f"True vs offline (hold-out) recall@{k} over rounds",
-                       ylabels=[f"recall@{k} (solid: true, dashed: hold-out)"], styles=("true", "logged"), compare=compare)
+                       ylabels=[f"recall@{k} (solid: true, dashed: hold-out)"], styles=("true", "hold-out"), compare=compare)
 
 
 def bias_figure(ds: Dataset, k: int, compare: str = "side") -> go.Figure:
@@ -226,7 +226,7 @@ def offline_figure(ds: Dataset, k: int, compare: str = "side") -> go.Figure:
         raise MissingData("no offline protocol with its truth in these runs")
     labels = [f"{p[1].removesuffix(f'@{k}')} (dashed) vs truth" for p in panels]
     return line_figure(ds, panels, f"Offline estimates against their truth (K = {k} for the recalls)", ylabels=labels,
-                       styles=("true", "logged"), compare=compare)
+                       styles=("truth", "estimate"), compare=compare)
 
 
 def concentration_figure(ds: Dataset, compare: str = "side") -> go.Figure:
