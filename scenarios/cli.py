@@ -15,14 +15,22 @@ import click
 import pandas as pd
 from tqdm import tqdm
 
+from scenarios.signals import Interrupted
 from simulator.checkpoint import RunDirError
 from simulator.config import ConfigError
+from simulator.guard import DivergenceError
 from simulator.memory import pin_mmap_threshold
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     click.echo(f"error: {message}", err=True)
-    sys.exit(2)
+    sys.exit(code)
+
+
+def _os_error(err: OSError) -> str:
+    """One line for an I/O failure during a run: what failed, where, and that the run can be resumed."""
+    where = f" writing {err.filename}" if err.filename else ""
+    return f"disk: {err.strerror or type(err).__name__}{where}; what was committed is kept, free space and rerun with --resume"
 
 
 def _progress(total: int) -> Callable[[], None]:
@@ -41,8 +49,14 @@ class _Main(click.Group):
             _fail(err.format_message().replace("\n", " "))
         except click.exceptions.Abort:
             _fail("aborted")
-        except (ConfigError, RunDirError) as err:
-            _fail(str(err))
+        except (ConfigError, RunDirError, DivergenceError, FloatingPointError) as err:  # FloatingPointError: simulator.nn.check_finite
+            _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        except Interrupted as err:
+            _fail(f"interrupted ({err}): stopped after the last committed round; continue with --resume", err.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted (SIGINT): stopped at once; continue with --resume", 130)
+        except OSError as err:
+            _fail(_os_error(err))
 
 
 @click.group(cls=_Main)
@@ -61,16 +75,28 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="continue an interrupted run in --out")
 @click.option("--force", is_flag=True, help="replace an existing --out")
 @click.option("--save-logs", is_flag=True, help="also write the per-round log tables as Parquet")
-def run(scenario: str, agent_list: str, seeds: int, rounds: int | None, out: str | None, device: str, resume: bool, force: bool, save_logs: bool) -> None:
-    """Run scenario x agents x seeds as closed loops; write manifest.json and metrics.parquet."""
+@click.option("--keep-checkpoints", "keep", default="last", show_default=True, type=click.Choice(["all", "last", "none"]),
+              help="checkpoints kept: every round's, each loop's last (resumable), or none once the run completes")
+def run(  # noqa: PLR0913 - one parameter per option
+    scenario: str, agent_list: str, seeds: int, rounds: int | None, out: str | None, device: str, resume: bool, force: bool, save_logs: bool, keep: str
+) -> None:
+    """Run scenario x agents x seeds as closed loops; write manifest.json and metrics.parquet.
+
+    Ctrl-C (SIGINT) or SIGTERM stops at the next committed round with one line and exit 130 / 143; --resume continues.
+    """
+    from scenarios import signals
     from scenarios.experiment import make_experiment, run_experiment, summary, summary_metrics
+    from scenarios.rundir import check_out_path
 
     if resume and force:
         raise ConfigError("--resume and --force: choose one")
     names = [a.strip() for a in agent_list.split(",") if a.strip()]
     exp = make_experiment(scenario, names, seeds, rounds, device, save_logs)
-    out_dir = Path(out) if out else Path("runs") / exp.scenario.name
-    metrics = run_experiment(exp, out_dir, resume=resume, force=force, progress=_progress)
+    out_dir = Path(out) if out is not None else Path("runs") / exp.scenario.name
+    check_out_path("" if out is not None and not out.strip() else out_dir)
+    signals.install()
+    metrics = run_experiment(exp, out_dir, resume=resume, force=force, progress=_progress, keep_checkpoints=keep)
+    _explain_nan(metrics)
     table = summary(metrics, summary_metrics(exp.scenario))
     last = int(metrics["round"].max())
     with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
@@ -79,6 +105,20 @@ def run(scenario: str, agent_list: str, seeds: int, rounds: int | None, out: str
     from dashboards.report import write_report
 
     click.echo(f"report: {write_report([out_dir])}")
+    kept = sum(p.stat().st_size for p in (out_dir / "checkpoints").glob("*.pt"))
+    click.echo(f"checkpoints: {kept / 2**20:.1f} MiB kept (--keep-checkpoints {keep})")
+
+
+def _explain_nan(metrics: pd.DataFrame) -> None:
+    """NaN metrics are undefined, not broken: say which and why, once."""
+    nan = metrics[metrics["value"].isna()]
+    if len(nan):
+        names = sorted(set(nan["metric"]))
+        click.echo(
+            f"note: {len(names)} metric(s) are NaN in some rounds (e.g. {', '.join(names[:3])}): undefined there, "
+            "typically because a round had no clicks or no exposures to measure (see `cascadesim list metrics`)",
+            err=True,
+        )
 
 
 @main.command(name="list")
@@ -114,7 +154,6 @@ def bench(users: int, items: int, requests: int, repeats: int, device: str) -> N
 def _register_plugins() -> None:
     """Commands that live with their packages (dashboards, the gym evaluation)."""
     from dashboards.cli import dashboard, report
-
     from scenarios.evaluate import evaluate_cmd
 
     main.add_command(report)
