@@ -122,8 +122,15 @@ def _records(cls, data: dict[str, torch.Tensor], row: torch.Tensor):
     return cls(row=row, **{f.name: data[f.name] for f in fields(cls) if f.name != "row"})
 
 
+def _for_agents(scorer: FrozenScorer) -> FrozenScorer:
+    """A ranker as agents may hold it: its ``agent_handle()`` where it reads the truth (noisy oracle), else itself."""
+    handle = getattr(scorer, "agent_handle", None)
+    return handle() if handle is not None else scorer
+
+
 def build_view(log: LogStore, first_round: int, last_round: int, ranker: FrozenScorer, rankers: dict[int, FrozenScorer], retrievers: dict[int, dict] | None = None) -> TrainingView:
     """Assemble the training view of rounds ``first_round..last_round`` from the log."""
+    ranker, rankers = _for_agents(ranker), {v: _for_agents(m) for v, m in rankers.items()}
     req = log.concat("requests", first_round, last_round)
     imp = log.concat("impressions", first_round, last_round)
     ses = log.concat("sessions", first_round, last_round)
