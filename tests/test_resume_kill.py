@@ -42,7 +42,8 @@ def _args(scenario: Path, out: Path, *extra: str) -> list[str]:
 
 def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "tests.kill_driver", *args], cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, "-m", "tests.kill_driver", *args]
+    return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _finish(scenario: Path, out: Path) -> subprocess.CompletedProcess:
@@ -74,7 +75,10 @@ def _assert_resumes_identically(scenario: Path, out: Path, expected: pd.DataFram
     assert not list(out.rglob("*.tmp")) and (out / "report.html").is_file()
 
 
-@pytest.mark.parametrize("spec", ["2:after", "3:mid", pytest.param("2:mid", marks=pytest.mark.slow), pytest.param("5:after", marks=pytest.mark.slow)])
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("spec", ["2:after", "3:mid", pytest.param("2:mid", marks=SLOW), pytest.param("5:after", marks=SLOW)])
 def test_killed_inside_a_write_resumes_identically(spec: str, setup, tmp_path: Path) -> None:
     """Writes 2, 3 are round 0's checkpoint and manifest commit of the first loop; 5 its round 1 manifest.
 
