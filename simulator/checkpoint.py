@@ -48,6 +48,9 @@ def _atomic(path: str | Path, write: Any) -> None:
         write(tmp)
         fsync_path(tmp)  # the data is on disk before the name points at it
         os.replace(tmp, path)
+    except OSError as err:  # disk full, I/O error: say which file, whatever library raised it
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, os.strerror(err.errno) if err.errno else str(err), str(path)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -74,8 +77,20 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _torch_save(obj: Any, tmp: str) -> None:
+    # through a Python file, so that a full disk surfaces as the OSError it is (torch's own writer, or its
+    # zip footer written while the OSError unwinds, would raise a RuntimeError instead)
+    with open(tmp, "wb") as fh:
+        try:
+            torch.save(obj, fh)
+        except RuntimeError as err:
+            if isinstance(err.__context__, OSError):
+                raise err.__context__ from None
+            raise
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    _atomic(path, lambda tmp: _torch_save(obj, tmp))
 
 
 def atomic_write_json(data: Any, path: str | Path) -> None:
