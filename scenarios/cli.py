@@ -7,6 +7,7 @@ allowed>`` and exits with status 2 before anything is written.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,8 @@ from simulator.checkpoint import RunDirError
 from simulator.config import ConfigError
 from simulator.guard import DivergenceError
 from simulator.memory import pin_mmap_threshold
+
+_FIELD_MESSAGE = re.compile(r"^[a-z_]+\.[a-z_]+: ")  # "section.field: ..." is a user-facing one-line message
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -57,6 +60,10 @@ class _Main(click.Group):
             _fail("interrupted (SIGINT): stopped at once; continue with --resume", 130)
         except OSError as err:
             _fail(_os_error(err))
+        except RuntimeError as err:
+            if not _FIELD_MESSAGE.match(str(err)):
+                raise  # a bug, not bad input: keep its traceback
+            _fail(str(err).splitlines()[0])  # a size that only fails at run time, e.g. the live catalogue below K_r
 
 
 @click.group(cls=_Main)
@@ -78,7 +85,8 @@ def main() -> None:
 @click.option("--keep-checkpoints", "keep", default="last", show_default=True, type=click.Choice(["all", "last", "none"]),
               help="checkpoints kept: every round's, each loop's last (resumable), or none once the run completes")
 def run(  # noqa: PLR0913 - one parameter per option
-    scenario: str, agent_list: str, seeds: int, rounds: int | None, out: str | None, device: str, resume: bool, force: bool, save_logs: bool, keep: str
+    scenario: str, agent_list: str, seeds: int, rounds: int | None, out: str | None, device: str,
+    resume: bool, force: bool, save_logs: bool, keep: str,
 ) -> None:
     """Run scenario x agents x seeds as closed loops; write manifest.json and metrics.parquet.
 
