@@ -140,3 +140,23 @@ def test_sigterm_and_ctrl_c_stop_at_a_committed_round_with_one_line(sig: int, co
     assert stderr.startswith(f"error: interrupted ({signal.Signals(sig).name})") and stderr.count("\n") == 1, stderr
     assert not list(out.rglob("*.tmp"))
     _assert_resumes_identically(scenario, out, expected)
+
+
+def test_a_run_in_progress_is_not_joined_or_replaced(setup, tmp_path: Path) -> None:
+    """Two runs into one --out, or --force during a run: the second refuses; the first ends untouched."""
+    from scenarios.experiment import make_experiment, run_experiment
+    from simulator.checkpoint import RunDirError
+
+    scenario, expected, _ = setup
+    out = tmp_path / "run"
+    proc = _start(_args(scenario, out))
+    _wait_for_first_commit(out, proc)
+    exp = make_experiment(str(scenario), AGENTS.split(","), 1, ROUNDS)
+    with pytest.raises(RunDirError, match="already exists"):
+        run_experiment(exp, out)
+    for kwargs in ({"force": True}, {"resume": True}):
+        with pytest.raises(RunDirError, match="in use by another cascadesim run"):
+            run_experiment(exp, out, **kwargs)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "metrics.parquet"), expected)
