@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 import pandas as pd
-from tqdm import tqdm
 
 from scenarios.signals import Interrupted
 from simulator.checkpoint import RunDirError
@@ -36,18 +34,16 @@ def _os_error(err: OSError) -> str:
     return f"disk: {err.strerror or type(err).__name__}{where}; what was committed is kept, free space and rerun with --resume"
 
 
-def _progress(total: int) -> Callable[[], None]:
-    bar = tqdm(total=total, desc="rounds", unit="round", file=sys.stderr, dynamic_ncols=True, disable=None)
-    return lambda: bar.update(1)
-
-
 class _Main(click.Group):
     """Click group whose usage errors are one line, like every other error of the tool."""
 
-    def main(self, *args, **kwargs):  # type: ignore[override]
+    def main(self, args=None, *rest, **kwargs):  # type: ignore[override]
         pin_mmap_threshold()
+        if not (sys.argv[1:] if args is None else list(args)):  # bare `cascadesim`: the help, not an error
+            click.echo(self.get_help(click.Context(self, info_name=kwargs.get("prog_name", "cascadesim"))))
+            sys.exit(0)
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, *rest, standalone_mode=False, **kwargs)
         except click.UsageError as err:
             _fail(err.format_message().replace("\n", " "))
         except click.exceptions.Abort:
@@ -73,27 +69,34 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--scenario", default="default", show_default=True, help="preset name or path to a .toml file")
-@click.option("--agents", "agent_list", default="random,popular,oracle,bc", show_default=True, help="comma-separated agent names")
+@click.option("--scenario", default="default", show_default=True,
+              help="a preset name (see `cascadesim list scenarios`) or the path of a scenario .toml file")
+@click.option("--agents", "agent_list", default="random,popular,oracle,bc", show_default=True,
+              help="comma-separated agent names (see `cascadesim list agents`)")
 @click.option("--seeds", default=1, show_default=True, type=int, help="number of seeds (0..N-1)")
 @click.option("--rounds", default=None, type=int, help="override timeline.rounds")
-@click.option("--out", default=None, help="run directory [default: runs/<scenario>]")
+@click.option("--out", default=None, help="run directory [default: runs/<scenario name>]")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]")
-@click.option("--resume", is_flag=True, help="continue an interrupted run in --out")
-@click.option("--force", is_flag=True, help="replace an existing --out")
+@click.option("--resume", is_flag=True, help="continue the interrupted run in --out (its checkpoints are verified first)")
+@click.option("--force", is_flag=True, help="replace the cascadesim run in --out once this one has committed its first round")
 @click.option("--save-logs", is_flag=True, help="also write the per-round log tables as Parquet")
 @click.option("--keep-checkpoints", "keep", default="last", show_default=True, type=click.Choice(["all", "last", "none"]),
               help="checkpoints kept: every round's, each loop's last (resumable), or none once the run completes")
+@click.option("--threads", default=None, type=click.IntRange(1, 1024),
+              help="torch threads [default: CASCADESIM_THREADS, else OMP_NUM_THREADS, else all cores]; 1 per concurrent run")
 def run(  # noqa: PLR0913 - one parameter per option
     scenario: str, agent_list: str, seeds: int, rounds: int | None, out: str | None, device: str,
-    resume: bool, force: bool, save_logs: bool, keep: str,
+    resume: bool, force: bool, save_logs: bool, keep: str, threads: int | None,
 ) -> None:
     """Run scenario x agents x seeds as closed loops; write manifest.json and metrics.parquet.
 
     Ctrl-C (SIGINT) or SIGTERM stops at the next committed round with one line and exit 130 / 143; --resume continues.
     """
+    import torch
+
     from scenarios import signals
     from scenarios.experiment import make_experiment, run_experiment, summary, summary_metrics
+    from scenarios.progress import RunProgress, busy_note, choose_threads, header
     from scenarios.rundir import check_out_path
 
     if resume and force:
@@ -102,13 +105,20 @@ def run(  # noqa: PLR0913 - one parameter per option
     exp = make_experiment(scenario, names, seeds, rounds, device, save_logs)
     out_dir = Path(out) if out is not None else Path("runs") / exp.scenario.name
     check_out_path("" if out is not None and not out.strip() else out_dir)
+    n_threads = choose_threads(threads)
+    torch.set_num_threads(n_threads)
+    click.echo(header(exp, out_dir, n_threads))
+    if note := busy_note(n_threads):
+        click.echo(note)
     signals.install()
-    metrics = run_experiment(exp, out_dir, resume=resume, force=force, progress=_progress, keep_checkpoints=keep)
+    progress = RunProgress(summary_metrics(exp.scenario)[0])
+    metrics = run_experiment(exp, out_dir, resume=resume, force=force, progress=progress, keep_checkpoints=keep)
     _explain_nan(metrics)
     table = summary(metrics, summary_metrics(exp.scenario))
     last = int(metrics["round"].max())
     with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
-        click.echo(f"\n{exp.scenario.name}: round {last}, mean over {len(exp.seeds)} seed(s)\n{table.to_string()}")
+        head = f"{exp.scenario.name}: after round {last + 1} of {exp.scenario.timeline.rounds}, mean over {len(exp.seeds)} seed(s)"
+        click.echo(f"\n{head}\n{table.to_string()}")
     click.echo(f"\nresults: {out_dir / 'metrics.parquet'}")
     from dashboards.report import write_report
 
@@ -134,10 +144,10 @@ def _explain_nan(metrics: pd.DataFrame) -> None:
 def list_cmd(what: str | None) -> None:
     """Show scenarios, agents and metrics with their definitions."""
     from scenarios.experiment import agent_catalogue
-    from scenarios.presets import list_scenarios
+    from scenarios.presets import describe_scenarios
     from simulator.metrics.definitions import METRICS
 
-    sections = {"scenarios": list_scenarios(), "agents": agent_catalogue(), "metrics": METRICS}
+    sections = {"scenarios": describe_scenarios(), "agents": agent_catalogue(), "metrics": METRICS}
     for name, entries in sections.items():
         if what in (None, name):
             click.echo(f"{name}:")

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 import agents
-from scenarios.presets import load_scenario
+from scenarios.presets import did_you_mean, load_scenario
 from scenarios.rundir import KEEP_CHOICES, RunDir, check_out_path
 from scenarios.signals import stop_point
 from scenarios.sizing import check_fits
@@ -72,7 +72,7 @@ def validate_agents(names: Sequence[str], sc: Scenario) -> list[str]:
         raise ConfigError("agents: give at least one agent name")
     for name in names:
         if name not in known:
-            raise ConfigError(f"agents: unknown agent {name!r}; allowed: {', '.join(known)}")
+            raise ConfigError(f"agents: unknown agent {name!r}{did_you_mean(name, known)}; allowed: {', '.join(known)}")
     if len(set(names)) != len(names):
         raise ConfigError(f"agents: duplicate names in {','.join(names)}")
     for name in sc.agents:
@@ -175,6 +175,7 @@ def run_loop(
 ) -> ClosedLoop:
     """Run (or continue) one closed loop to the last round, committing a checkpoint each round."""
     found = run.checkpoint(agent, seed) if run is not None else None
+    _notify(tick, "loop", agent, seed)
     if found is not None:
         loop = ClosedLoop.load(str(found[0]))
         done = 1 + max((row["round"] for row in loop.rows), default=-1)
@@ -193,8 +194,16 @@ def run_loop(
         if run is not None:
             run.commit(loop.save, agent, seed, r)
         tick()
+        _notify(tick, "round_done", agent, seed, r, exp.scenario.timeline.rounds, loop.rows)
         stop_point()
     return loop
+
+
+def _notify(tick: Callable[[], None], hook: str, *args: Any) -> None:
+    """Call the progress reporter's optional ``hook`` (found through the tick, a bound method of it)."""
+    method = getattr(getattr(tick, "__self__", None), hook, None)
+    if method is not None:
+        method(*args)
 
 
 def write_round_logs(loop: ClosedLoop, folder: Path, r: int) -> None:

@@ -212,3 +212,74 @@ def test_fuzz_scenario_and_flags(case, capsys) -> None:
 @given(case=_inputs())
 def test_fuzz_scenario_and_flags_long(case, capsys) -> None:
     _check_fuzz_case(case, capsys)
+
+
+# ----- issue 14 items 2, 3, 6: what the command line says ----------------------------------------
+
+
+def test_bare_command_shows_help_and_exits_0(capsys) -> None:
+    code, out, err = _cli(capsys)
+    assert code == 0 and err == "" and out.startswith("Usage: cascadesim") and "\n  run " in out
+
+
+def test_misspelt_names_get_a_suggestion(capsys, tmp_path: Path) -> None:
+    code, _, err = _cli(capsys, "run", "--agents", "rnadom", "--out", str(tmp_path / "x"))
+    assert code == 2 and "unknown agent 'rnadom' (did you mean 'random'?)" in err
+    code, _, err = _cli(capsys, "run", "--scenario", "defualt", "--out", str(tmp_path / "x"))
+    assert code == 2 and "unknown preset 'defualt' (did you mean 'default'?)" in err
+    code, _, err = _cli(capsys, "run", "--agents", "zzzzzz", "--out", str(tmp_path / "x"))
+    assert code == 2 and "did you mean" not in err
+
+
+def test_list_scenarios_gives_whole_descriptions_and_sizes(capsys) -> None:
+    from importlib import resources
+
+    import tomllib
+
+    code, out, _ = _cli(capsys, "list", "scenarios")
+    assert code == 0
+    for entry in (resources.files("scenarios") / "data").iterdir():
+        if entry.name.endswith(".toml"):
+            desc = " ".join(tomllib.loads(entry.read_text())["description"].split())
+            assert desc in out and "requests/round" in out
+
+
+def test_progress_lines_without_a_terminal_number_rounds_from_1() -> None:
+    import io
+
+    from scenarios.progress import RunProgress
+
+    sink = io.StringIO()
+    progress = RunProgress("true_recall@50", tty=False, out=sink)
+    tick = progress(4)
+    rows = [{"round": 0, "metric": "true_recall@50", "value": 0.25}, {"round": 1, "metric": "true_recall@50", "value": 0.5}]
+    progress.loop("bc", 3)
+    for r in range(2):
+        tick()
+        progress.round_done("bc", 3, r, 2, rows)
+    lines = sink.getvalue().splitlines()
+    assert lines[0].startswith("round 1/2  bc seed 3  true_recall@50 0.2500  [1/4 loop-rounds")
+    assert lines[1].startswith("round 2/2  bc seed 3  true_recall@50 0.5000  [2/4 loop-rounds") and len(lines) == 2
+
+
+def test_threads_knob_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scenarios.progress import choose_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setenv("CASCADESIM_THREADS", "2")
+    assert choose_threads(5) == 5 and choose_threads(None) == 2
+    monkeypatch.delenv("CASCADESIM_THREADS")
+    assert choose_threads(None) == 3
+
+
+def test_run_prints_a_header_and_the_checkpoint_size(tmp_path: Path, capsys) -> None:
+    scenario = _write_scenario(tmp_path / "s.toml", _tiny())
+    out = tmp_path / "run"
+    args = ["--scenario", str(scenario), "--agents", "random", "--rounds", "1", "--out", str(out), "--threads", "1"]
+    code, stdout, err = _cli(capsys, "run", *args)
+    assert code == 0, err
+    head = "tiny: 300 users x 400 items, 240 requests/round; 1 agent(s) [random] x 1 seed(s) x 1 round(s); 1 torch thread(s)"
+    assert stdout.startswith(f"{head}; -> {out}")
+    assert "round 1/1  random seed 0  true_recall@50" in stdout and "after round 1 of 1" in stdout
+    size = sum(p.stat().st_size for p in (out / "checkpoints").glob("*.pt")) / 2**20
+    assert f"checkpoints: {size:.1f} MiB kept (--keep-checkpoints last)" in stdout
