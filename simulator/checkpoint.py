@@ -9,6 +9,7 @@ old file or the new one, never half of one; a killed write leaves at most a
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -34,6 +35,9 @@ def fsync_path(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP):  # file systems that cannot fsync a directory
+            raise
     finally:
         os.close(fd)
 
