@@ -133,19 +133,25 @@ class RunDir:
         manifest = {**manifest, "format": FORMAT, "scenario_hash": scenario_hash(manifest["scenario"])}
         manifest.update(checkpoints={}, complete=False)
         _check_replaceable(final, out, force)
+        locks: list[int] = []
         try:
             final.mkdir(parents=True, exist_ok=True)
-            locks = [_lock(final)]
+            locks.append(_lock(final))
             _check_replaceable(final, out, force)  # again under the lock: another run may have started meanwhile
             if not _entries(final):
                 run = cls(final, final, manifest, locks, keep, replaces=False)
             else:
                 remove_stale_siblings(final)
                 work = Path(tempfile.mkdtemp(prefix=f".{final.name}.new-", dir=final.parent))
-                run = cls(final, work, manifest, [*locks, _lock(work)], keep, replaces=True)
+                locks.append(_lock(work))
+                run = cls(final, work, manifest, locks, keep, replaces=True)
             run.write_manifest()
-        except OSError as err:
-            raise RunDirError(f"--out: cannot create the run directory {out} ({err.strerror or type(err).__name__})") from None
+        except BaseException as err:
+            for fd in locks:
+                os.close(fd)
+            if isinstance(err, OSError):
+                raise RunDirError(f"--out: cannot create the run directory {out} ({err.strerror or type(err).__name__})") from None
+            raise
         return run
 
     @classmethod
