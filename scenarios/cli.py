@@ -7,42 +7,59 @@ allowed>`` and exits with status 2 before anything is written.
 
 from __future__ import annotations
 
+import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 import pandas as pd
-from tqdm import tqdm
 
+from scenarios.signals import Interrupted
 from simulator.checkpoint import RunDirError
 from simulator.config import ConfigError
+from simulator.guard import DivergenceError
 from simulator.memory import pin_mmap_threshold
 
+_FIELD_MESSAGE = re.compile(r"^[a-z_]+\.[a-z_]+: ")  # "section.field: ..." is a user-facing one-line message
 
-def _fail(message: str) -> None:
+
+def _fail(message: str, code: int = 2) -> None:
     click.echo(f"error: {message}", err=True)
-    sys.exit(2)
+    sys.exit(code)
 
 
-def _progress(total: int) -> Callable[[], None]:
-    bar = tqdm(total=total, desc="rounds", unit="round", file=sys.stderr, dynamic_ncols=True, disable=None)
-    return lambda: bar.update(1)
+def _os_error(err: OSError) -> str:
+    """One line for an I/O failure during a run: what failed, where, and that the run can be resumed."""
+    where = f" writing {err.filename}" if err.filename else ""
+    return f"disk: {err.strerror or type(err).__name__}{where}; what was committed is kept, free space and rerun with --resume"
 
 
 class _Main(click.Group):
     """Click group whose usage errors are one line, like every other error of the tool."""
 
-    def main(self, *args, **kwargs):  # type: ignore[override]
+    def main(self, args=None, *rest, **kwargs):  # type: ignore[override]
         pin_mmap_threshold()
+        if not (sys.argv[1:] if args is None else list(args)):  # bare `cascadesim`: the help, not an error
+            click.echo(self.get_help(click.Context(self, info_name=kwargs.get("prog_name", "cascadesim"))))
+            sys.exit(0)
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, *rest, standalone_mode=False, **kwargs)
         except click.UsageError as err:
             _fail(err.format_message().replace("\n", " "))
         except click.exceptions.Abort:
             _fail("aborted")
-        except (ConfigError, RunDirError) as err:
-            _fail(str(err))
+        except (ConfigError, RunDirError, DivergenceError, FloatingPointError) as err:  # FloatingPointError: simulator.nn.check_finite
+            _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        except Interrupted as err:
+            _fail(f"interrupted ({err}): stopped after the last committed round; continue with --resume", err.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted (SIGINT): stopped at once; continue with --resume", 130)
+        except OSError as err:
+            _fail(_os_error(err))
+        except RuntimeError as err:
+            if not _FIELD_MESSAGE.match(str(err)):
+                raise  # a bug, not bad input: keep its traceback
+            _fail(str(err).splitlines()[0])  # a size that only fails at run time, e.g. the live catalogue below K_r
 
 
 @click.group(cls=_Main)
@@ -52,33 +69,74 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--scenario", default="default", show_default=True, help="preset name or path to a .toml file")
-@click.option("--agents", "agent_list", default="random,popular,oracle,bc", show_default=True, help="comma-separated agent names")
+@click.option("--scenario", default="default", show_default=True,
+              help="a preset name (see `cascadesim list scenarios`) or the path of a scenario .toml file")
+@click.option("--agents", "agent_list", default="random,popular,oracle,bc", show_default=True,
+              help="comma-separated agent names (see `cascadesim list agents`)")
 @click.option("--seeds", default=1, show_default=True, type=int, help="number of seeds (0..N-1)")
 @click.option("--rounds", default=None, type=int, help="override timeline.rounds")
-@click.option("--out", default=None, help="run directory [default: runs/<scenario>]")
+@click.option("--out", default=None, help="run directory [default: runs/<scenario name>]")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]")
-@click.option("--resume", is_flag=True, help="continue an interrupted run in --out")
-@click.option("--force", is_flag=True, help="replace an existing --out")
+@click.option("--resume", is_flag=True, help="continue the interrupted run in --out (its checkpoints are verified first)")
+@click.option("--force", is_flag=True, help="replace the cascadesim run in --out once this one has committed its first round")
 @click.option("--save-logs", is_flag=True, help="also write the per-round log tables as Parquet")
-def run(scenario: str, agent_list: str, seeds: int, rounds: int | None, out: str | None, device: str, resume: bool, force: bool, save_logs: bool) -> None:
-    """Run scenario x agents x seeds as closed loops; write manifest.json and metrics.parquet."""
+@click.option("--keep-checkpoints", "keep", default="last", show_default=True, type=click.Choice(["all", "last", "none"]),
+              help="checkpoints kept: every round's, each loop's last (resumable), or none once the run completes")
+@click.option("--threads", default=None, type=click.IntRange(1, 1024),
+              help="torch threads [default: CASCADESIM_THREADS, else OMP_NUM_THREADS, else all cores]; 1 per concurrent run")
+def run(  # noqa: PLR0913 - one parameter per option
+    scenario: str, agent_list: str, seeds: int, rounds: int | None, out: str | None, device: str,
+    resume: bool, force: bool, save_logs: bool, keep: str, threads: int | None,
+) -> None:
+    """Run scenario x agents x seeds as closed loops; write manifest.json and metrics.parquet.
+
+    Ctrl-C (SIGINT) or SIGTERM stops at the next committed round with one line and exit 130 / 143; --resume continues.
+    """
+    import torch
+
+    from scenarios import signals
     from scenarios.experiment import make_experiment, run_experiment, summary, summary_metrics
+    from scenarios.progress import RunProgress, busy_note, choose_threads, header
+    from scenarios.rundir import check_out_path
 
     if resume and force:
         raise ConfigError("--resume and --force: choose one")
     names = [a.strip() for a in agent_list.split(",") if a.strip()]
     exp = make_experiment(scenario, names, seeds, rounds, device, save_logs)
-    out_dir = Path(out) if out else Path("runs") / exp.scenario.name
-    metrics = run_experiment(exp, out_dir, resume=resume, force=force, progress=_progress)
+    out_dir = Path(out) if out is not None else Path("runs") / exp.scenario.name
+    check_out_path("" if out is not None and not out.strip() else out_dir)
+    n_threads = choose_threads(threads)
+    torch.set_num_threads(n_threads)
+    click.echo(header(exp, out_dir, n_threads))
+    if note := busy_note(n_threads):
+        click.echo(note)
+    signals.install()
+    progress = RunProgress(summary_metrics(exp.scenario)[0])
+    metrics = run_experiment(exp, out_dir, resume=resume, force=force, progress=progress, keep_checkpoints=keep)
+    _explain_nan(metrics)
     table = summary(metrics, summary_metrics(exp.scenario))
     last = int(metrics["round"].max())
     with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
-        click.echo(f"\n{exp.scenario.name}: round {last}, mean over {len(exp.seeds)} seed(s)\n{table.to_string()}")
+        head = f"{exp.scenario.name}: after round {last + 1} of {exp.scenario.timeline.rounds}, mean over {len(exp.seeds)} seed(s)"
+        click.echo(f"\n{head}\n{table.to_string()}")
     click.echo(f"\nresults: {out_dir / 'metrics.parquet'}")
     from dashboards.report import write_report
 
     click.echo(f"report: {write_report([out_dir])}")
+    kept = sum(p.stat().st_size for p in (out_dir / "checkpoints").glob("*.pt"))
+    click.echo(f"checkpoints: {kept / 2**20:.1f} MiB kept (--keep-checkpoints {keep})")
+
+
+def _explain_nan(metrics: pd.DataFrame) -> None:
+    """NaN metrics are undefined, not broken: say which and why, once."""
+    nan = metrics[metrics["value"].isna()]
+    if len(nan):
+        names = sorted(set(nan["metric"]))
+        click.echo(
+            f"note: {len(names)} metric(s) are NaN in some rounds (e.g. {', '.join(names[:3])}): undefined there, "
+            "typically because a round had no clicks or no exposures to measure (see `cascadesim list metrics`)",
+            err=True,
+        )
 
 
 @main.command(name="list")
@@ -86,10 +144,10 @@ def run(scenario: str, agent_list: str, seeds: int, rounds: int | None, out: str
 def list_cmd(what: str | None) -> None:
     """Show scenarios, agents and metrics with their definitions."""
     from scenarios.experiment import agent_catalogue
-    from scenarios.presets import list_scenarios
+    from scenarios.presets import describe_scenarios
     from simulator.metrics.definitions import METRICS
 
-    sections = {"scenarios": list_scenarios(), "agents": agent_catalogue(), "metrics": METRICS}
+    sections = {"scenarios": describe_scenarios(), "agents": agent_catalogue(), "metrics": METRICS}
     for name, entries in sections.items():
         if what in (None, name):
             click.echo(f"{name}:")
@@ -114,7 +172,6 @@ def bench(users: int, items: int, requests: int, repeats: int, device: str) -> N
 def _register_plugins() -> None:
     """Commands that live with their packages (dashboards, the gym evaluation)."""
     from dashboards.cli import dashboard, report
-
     from scenarios.evaluate import evaluate_cmd
 
     main.add_command(report)

@@ -10,7 +10,7 @@ Run directory::
 
     manifest.json        config, agents, seeds, versions
     metrics.parquet      long form: scenario, agent, seed, round, metric, value
-    checkpoints/         one file per (agent, seed): the loop at its last round boundary
+    checkpoints/         one file per (agent, seed): the loop at its last committed round (see scenarios.rundir)
     logs/                optional per-round log tables (Parquet)
 """
 
@@ -29,11 +29,14 @@ import pandas as pd
 import torch
 
 import agents
-from scenarios.presets import load_scenario
+from scenarios.presets import did_you_mean, load_scenario
+from scenarios.rundir import KEEP_CHOICES, RunDir, check_out_path
+from scenarios.signals import stop_point
+from scenarios.sizing import check_fits
 from simulator.agent_api import AgentContext
 from simulator.checkpoint import RunDirError, atomic_write_json, atomic_write_parquet, read_json, read_metrics
-from simulator.log.schema import METRIC_COLUMNS
 from simulator.config import ConfigError, Scenario
+from simulator.log.schema import METRIC_COLUMNS
 from simulator.loop import ClosedLoop
 from simulator.metrics.formulas import popularity_index
 from simulator.oracle import OracleAgent
@@ -80,13 +83,30 @@ def validate_agents(names: Sequence[str], sc: Scenario) -> list[str]:
         raise ConfigError("agents: give at least one agent name")
     for name in names:
         if name not in known:
-            raise ConfigError(f"agents: unknown agent {name!r}; allowed: {', '.join(known)}")
+            raise ConfigError(f"agents: unknown agent {name!r}{did_you_mean(name, known)}; allowed: {', '.join(known)}")
     if len(set(names)) != len(names):
         raise ConfigError(f"agents: duplicate names in {','.join(names)}")
+    for name in sc.agents:
+        if name not in known:
+            raise ConfigError(f"agents.{name}: unknown agent in the scenario's [agents] tables; allowed: {', '.join(known)}")
     for name in names:
         if name != "oracle":
-            agents.make_agent(name, AgentContext.from_scenario(sc, 0), **dict(sc.agents.get(name, {})))
+            overrides = dict(sc.agents.get(name, {}))
+            _check_rates(name, overrides)
+            try:
+                agents.make_agent(name, AgentContext.from_scenario(sc, 0), **overrides)
+            except (ValueError, TypeError) as err:
+                msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise ConfigError(msg if msg.startswith("agents.") else f"agents.{name}: {msg}") from None
     return list(names)
+
+
+def _check_rates(name: str, overrides: dict[str, Any]) -> None:
+    """Learning rates get the range of ``training.lr``: a rate of 1e30 is a typo, not an experiment."""
+    for key, value in overrides.items():
+        if (key == "lr" or key.endswith("_lr")) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not 0 < value <= 10:
+                raise ConfigError(f"agents.{name}.{key}: must be in (0, 10], got {value!r}")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -134,30 +154,23 @@ def make_experiment(scenario: str | Scenario = "default", agent_names: Sequence[
         sc = sc.with_overrides(timeline={"rounds": rounds})
     if not 1 <= seeds <= 10_000:
         raise ConfigError(f"seeds: must be in [1, 10000], got {seeds}")
+    check_fits(sc)
     return Experiment(sc, tuple(validate_agents(agent_names, sc)), tuple(range(seeds)), resolve_device(device), save_logs)
 
 
 def prepare_run_dir(exp: Experiment, out: Path, resume: bool, force: bool) -> None:
-    """Create, check or (with ``force``) replace the run directory; never overwrite silently."""
-    manifest = out / "manifest.json"
+    """Create ``out`` (or, with ``force``, replace the cascadesim run in it) and write the manifest (the gym path)."""
+    final = check_out_path(out)
     if resume:
-        if not manifest.exists():
-            raise RunDirError(f"--resume: {out} holds no run (manifest.json missing)")
-        old = read_json(manifest, "manifest")
-        new = exp.manifest()
-        for key in ("scenario", "agents", "seeds", "rounds"):
-            if old.get(key) != new[key]:
-                raise RunDirError(f"--resume: {out} was run with a different {key}; use a new --out or --force")
-        return
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise RunDirError(f"--out: {out} already exists and is not empty; pass --resume to continue it or --force to replace it")
-        shutil.rmtree(out)
-    atomic_write_json(exp.manifest(), manifest)
-
-
-def checkpoint_path(out: Path, agent: str, seed: int) -> Path:
-    return out / "checkpoints" / f"{agent}__seed{seed}.pt"
+        raise RunDirError("--resume: this command cannot resume; rerun it")
+    entries = [p for p in final.iterdir() if p.name != ".lock"] if final.is_dir() else []
+    if entries and not force:
+        raise RunDirError(f"--out: {out} already exists and is not empty; pass --force to replace it")
+    if entries and not (final / "manifest.json").is_file():
+        raise RunDirError(f"--force: {out} does not hold a cascadesim run (no manifest.json); refusing to replace it")
+    if entries:
+        shutil.rmtree(final)
+    atomic_write_json(exp.manifest(), final / "manifest.json")
 
 
 class SeedStart:
@@ -180,12 +193,17 @@ class SeedStart:
         return self._shared
 
 
-def run_loop(exp: Experiment, agent: str, seed: int, out: Path | None, start: SeedStart, tick: Callable[[], None]) -> ClosedLoop:
-    """Run (or continue) one closed loop to the last round, checkpointing each round."""
-    ckpt = checkpoint_path(out, agent, seed) if out is not None else None
-    if ckpt is not None and ckpt.exists():
-        loop = ClosedLoop.load(str(ckpt))
+def run_loop(
+    exp: Experiment, agent: str, seed: int, run: RunDir | None, start: SeedStart, tick: Callable[[], None]
+) -> ClosedLoop:
+    """Run (or continue) one closed loop to the last round, committing a checkpoint each round."""
+    found = run.checkpoint(agent, seed) if run is not None else None
+    _notify(tick, "loop", agent, seed)
+    if found is not None:
+        loop = ClosedLoop.load(str(found[0]))
         done = 1 + max((row["round"] for row in loop.rows), default=-1)
+        if (loop.agent_name, loop.seed, done) != (agent, seed, found[1] + 1):
+            raise RunDirError(f"checkpoint: {found[0]} holds {loop.agent_name} seed {loop.seed} after {done} rounds, not as the manifest says")
         for _ in range(done):
             tick()
     else:
@@ -195,12 +213,21 @@ def run_loop(exp: Experiment, agent: str, seed: int, out: Path | None, start: Se
     loop.shared_log = start.shared_log()
     for r in range(done, exp.scenario.timeline.rounds):
         run_round(loop, r)
-        if out is not None and exp.save_logs:
-            write_round_logs(loop, out / "logs" / f"{agent}__seed{seed}", r)
-        if ckpt is not None:
-            loop.save(str(ckpt))
+        if run is not None and exp.save_logs:
+            write_round_logs(loop, run.path / "logs" / f"{agent}__seed{seed}", r)
+        if run is not None:
+            run.commit(loop.save, agent, seed, r)
         tick()
+        _notify(tick, "round_done", agent, seed, r, exp.scenario.timeline.rounds, loop.rows)
+        stop_point()
     return loop
+
+
+def _notify(tick: Callable[[], None], hook: str, *args: Any) -> None:
+    """Call the progress reporter's optional ``hook`` (found through the tick, a bound method of it)."""
+    method = getattr(getattr(tick, "__self__", None), hook, None)
+    if method is not None:
+        method(*args)
 
 
 def write_round_logs(loop: ClosedLoop, folder: Path, r: int) -> None:
@@ -239,24 +266,53 @@ def add_popularity_index(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([frame, pd.DataFrame(rows, columns=METRIC_COLUMNS)], ignore_index=True)
 
 
-def run_experiment(exp: Experiment, out: str | Path | None = None, resume: bool = False, force: bool = False, progress: Callable[[int], Callable[[], None]] | None = None) -> pd.DataFrame:
-    """Run every (agent, seed) loop of ``exp``; returns (and writes) the long-form metrics."""
-    out_path = Path(out) if out is not None else None
-    if out_path is not None:
-        prepare_run_dir(exp, out_path, resume, force)
+def run_experiment(
+    exp: Experiment, out: str | Path | None = None, resume: bool = False, force: bool = False,
+    progress: Callable[[int], Callable[[], None]] | None = None, keep_checkpoints: str = "last",
+) -> pd.DataFrame:
+    """Run every (agent, seed) loop of ``exp``; returns (and writes) the long-form metrics.
+
+    Args:
+        exp: a validated experiment.
+        out: the run directory (None writes nothing).
+        resume: continue the run in ``out`` from its verified checkpoints.
+        force: replace the cascadesim run in ``out`` once this one has committed its first round.
+        progress: ``total -> tick`` callback factory, ticked once per finished round.
+        keep_checkpoints: ``all``, ``last`` (each loop's latest) or ``none`` (removed when the run completes).
+
+    Raises:
+        RunDirError: ``out`` is in use, not a run, or its checkpoints do not match the manifest.
+        Interrupted: SIGINT / SIGTERM arrived; everything up to the last round is committed.
+    """
+    if keep_checkpoints not in KEEP_CHOICES:
+        raise ConfigError(f"--keep-checkpoints: must be one of {', '.join(KEEP_CHOICES)}, got {keep_checkpoints!r}")
+    if out is None:
+        return _run_all(exp, None, progress)
+    manifest = exp.manifest()
+    run = RunDir.resume(manifest, out, keep_checkpoints) if resume else RunDir.create(manifest, out, force, keep_checkpoints)
+    with run:
+        if run.manifest.get("complete"):
+            return read_metrics(run.path / "metrics.parquet")
+        metrics = _run_all(exp, run, progress)
+        run.finish()
+    return metrics
+
+
+def _run_all(exp: Experiment, run: RunDir | None, progress: Callable[[int], Callable[[], None]] | None) -> pd.DataFrame:
     tick = progress(len(exp.agents) * len(exp.seeds) * exp.scenario.timeline.rounds) if progress else (lambda: None)
     frames, timings = [], []
     for seed in exp.seeds:
         start = SeedStart(exp.scenario, seed, exp.device)
         for agent in exp.agents:
-            loop = run_loop(exp, agent, seed, out_path, start, tick)
+            stop_point()
+            loop = run_loop(exp, agent, seed, run, start, tick)
             frames.append(loop_frame(loop, exp.scenario.name, agent, seed))
             timings.append(loop_timings(loop, agent, seed))
-            if out_path is not None:  # results so far are on disk after every finished loop
+            if run is not None:  # results so far are on disk after every finished loop
                 metrics = add_popularity_index(pd.concat(frames, ignore_index=True))
-                atomic_write_parquet(metrics, out_path / "metrics.parquet")
-                atomic_write_parquet(leaderboard(metrics, headline_k(exp.scenario)), out_path / "leaderboard.parquet")
-                atomic_write_parquet(pd.concat(timings, ignore_index=True), out_path / "timings.parquet")
+                atomic_write_parquet(metrics, run.path / "metrics.parquet")
+                atomic_write_parquet(leaderboard(metrics, headline_k(exp.scenario)), run.path / "leaderboard.parquet")
+                atomic_write_parquet(pd.concat(timings, ignore_index=True), run.path / "timings.parquet")
     return add_popularity_index(pd.concat(frames, ignore_index=True))
 
 

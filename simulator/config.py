@@ -9,10 +9,10 @@ and what is allowed, e.g. ``cascade.slate_size: must be <= cascade.k_retrieve
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from simulator.evaluation_config import EvaluationConfig, check_estimators
@@ -23,7 +23,9 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    # strict: no bool or str -> number coercion (`n_categories = true`, `k_retrieve = "20"` are errors);
+    # ints are still accepted for floats, and TOML arrays become tuples in scenario_from_dict
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class WorldConfig(_Section):
@@ -95,7 +97,7 @@ class DynamicsConfig(_Section):
     churn_threshold: float = Field(0.05, ge=0, le=1, description="satisfaction (finished per visit) below which users may churn")
     new_users_per_round: int = Field(0, ge=0, description="users joining each round")
     new_items_per_round: int = Field(20, ge=0, description="items arriving each round")
-    item_lifetime_rounds: float = Field(0.0, ge=0, description="mean item lifetime in rounds (0: items never retire)")
+    item_lifetime_rounds: float = Field(0.0, ge=0, le=1e9, description="mean item lifetime in rounds (0: items never retire)")
     weekend_shift: float = Field(2.0, ge=1, le=100, description="activity multiplier of weekend-heavy users on weekends (1: off)")
 
 
@@ -143,7 +145,21 @@ class TimelineConfig(_Section):
             raise ValueError(f"timeline.train_delay_hours: must be < timeline.round_hours ({self.round_hours}), got {self.train_delay_hours}")
         if not self.daily_profile or any(w < 0 for w in self.daily_profile) or sum(self.daily_profile) <= 0:
             raise ValueError("timeline.daily_profile: must be non-negative weights with a positive sum")
+        if self.least_requests() < 1:
+            raise ValueError(
+                f"timeline.requests_per_round: every round needs at least one request; {self.requests_per_round} "
+                "spread over the daily_profile and weekend_traffic leaves a round empty; raise it"
+            )
         return self
+
+    def least_requests(self) -> int:
+        """A lower bound of the requests of any round (slice volumes as in simulator.world.traffic)."""
+        n_slices = int(self.round_hours / self.slice_hours)
+        mean_w = sum(self.daily_profile) / len(self.daily_profile)
+        weekly = min(1.0, self.weekend_traffic)
+        per_slice = self.requests_per_round / n_slices * weekly / mean_w
+        prof = self.daily_profile
+        return min(sum(int(round(per_slice * prof[(start + i) % len(prof)])) for i in range(n_slices)) for start in range(len(prof)))
 
 
 class TrainingConfig(_Section):
@@ -172,7 +188,7 @@ class MetricsConfig(_Section):
 class Scenario(_Section):
     """One named, validated configuration of world, biases, dynamics, cascade and timeline."""
 
-    name: str = "custom"
+    name: str = Field("custom", min_length=1, max_length=100, description="run name; runs/<name> when --out is omitted")
     description: str = ""
     world: WorldConfig = WorldConfig()
     features: FeatureConfig = FeatureConfig()
@@ -187,6 +203,8 @@ class Scenario(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Scenario:
+        if "/" in self.name or "\\" in self.name or "\0" in self.name or self.name.strip() in ("", ".", ".."):
+            raise ValueError(f"name: must be a plain name (no '/', '\\', '..'; it names runs/<name>), got {self.name!r}")
         k, live = self.cascade.k_retrieve, self.world.n_items
         if k > live:
             raise ValueError(f"cascade.k_retrieve: must be <= world.n_items ({live}), got {k}")
@@ -244,17 +262,29 @@ def _one_line(err: ValidationError, prefix: str = "") -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
     msg = first["msg"].removeprefix("Value error, ")
-    if ":" in msg and msg.split(":", 1)[0].count(".") >= 1:
+    head = msg.split(":", 1)[0]
+    if ":" in msg and head and " " not in head:
         return msg  # our own validators already name the field
     got = first.get("input")
     got_txt = "" if isinstance(got, dict) else f", got {got!r}"
     return f"{prefix}{loc}: {msg}{got_txt}"
 
 
+def _tuples(value: Any, depth: int = 0) -> Any:
+    """TOML arrays as tuples (the strict schema takes tuples); agent overrides are checked by the agents' registry."""
+    if isinstance(value, dict):
+        return {k: (v if depth == 0 and k == "agents" else _tuples(v, depth + 1)) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(v, depth + 1) for v in value)
+    return value
+
+
 def scenario_from_dict(data: dict[str, Any]) -> Scenario:
     """Validate a dict (as read from TOML) into a Scenario or raise a one-line ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"scenario: must be a table of sections, got {type(data).__name__}")
     try:
-        return Scenario.model_validate(data)
+        return Scenario.model_validate(_tuples(data))
     except ValidationError as err:
         raise ConfigError(_one_line(err)) from None
 
@@ -265,8 +295,12 @@ def load_scenario_file(path: str | Path) -> Scenario:
     if not path.is_file():
         raise ConfigError(f"scenario: no such file {str(path)!r}")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise ConfigError(f"scenario: cannot read {str(path)!r} ({err.strerror or type(err).__name__})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"scenario: {path.name} is not UTF-8 text (byte {err.start}); a scenario is a TOML file") from None
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"scenario: {path.name} is not valid TOML ({err})") from None
+        raise ConfigError(f"scenario: {path.name} is not valid TOML ({str(err).splitlines()[0]})") from None
     data.setdefault("name", path.stem)
     return scenario_from_dict(data)

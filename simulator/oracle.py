@@ -6,6 +6,8 @@
   true relevance plus a fixed per-pair Gaussian noise.
 * :class:`IntentLookup`: how both learn the true intent of the requests being
   served (set by the loop, from the truth of the current batch).
+* :class:`OracleScorerHandle`: what an agent's training view holds of a
+  noisy-oracle snapshot (its version and a ticket, no reference to the world).
 
 Only this module and :mod:`simulator.metrics` read the world's truth.
 """
@@ -13,6 +15,8 @@ Only this module and :mod:`simulator.metrics` read the world's truth.
 from __future__ import annotations
 
 import copy
+import itertools
+import weakref
 from typing import Any
 
 import torch
@@ -95,8 +99,40 @@ class NoisyOracleRanker:
     def frozen(self) -> NoisyOracleRanker:
         return copy.copy(self)  # shares the world (truth moves on), keeps its version
 
+    def agent_handle(self) -> OracleScorerHandle:
+        """The handle a training view carries instead of this snapshot (the information barrier)."""
+        ticket = next(_TICKETS)
+        _SNAPSHOTS[ticket] = self
+        return OracleScorerHandle(self.version, ticket)
+
     def state_dict(self) -> dict[str, Any]:
         return {"version": self.version}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.version = int(state["version"])
+
+
+# Snapshots by ticket: a handle reaches its snapshot through this table, never through an attribute, so
+# nothing reachable from a training view leads to the world. Weak: a snapshot lives as long as the loop keeps it.
+_SNAPSHOTS: weakref.WeakValueDictionary[int, NoisyOracleRanker] = weakref.WeakValueDictionary()
+_TICKETS = itertools.count()
+
+
+class OracleScorerHandle:
+    """A noisy-oracle snapshot as an agent sees it: ``version`` and ``score``, the same scores, no world.
+
+    Python cannot stop code that walks module globals or ``gc.get_objects()``; agents are held to the
+    import contract for that. This closes the data path: attributes, containers and closures.
+    """
+
+    __slots__ = ("version", "_ticket")
+
+    def __init__(self, version: int, ticket: int) -> None:
+        self.version, self._ticket = version, ticket
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` scores of the snapshot this handle stands for (valid while the loop keeps that snapshot)."""
+        snapshot = _SNAPSHOTS.get(self._ticket)
+        if snapshot is None:
+            raise RuntimeError(f"ranker: the noisy-oracle snapshot of version {self.version} is no longer kept; score during fit")
+        return snapshot.score(requests, item_ids)

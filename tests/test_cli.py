@@ -94,7 +94,10 @@ def test_invalid_scenario_file_names_the_field(tmp_path: Path) -> None:
 def test_corrupt_checkpoint_is_a_clear_error(tiny_toml: Path, tmp_path: Path) -> None:
     out_dir = tmp_path / "run"
     assert _cli("run", "--scenario", str(tiny_toml), "--agents", "random", "--rounds", "1", "--out", str(out_dir)).returncode == 0
-    (out_dir / "checkpoints" / "random__seed0.pt").write_bytes(b"garbage")
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    manifest["complete"] = False  # an interrupted run, so that resume reads its checkpoint
+    (out_dir / "manifest.json").write_text(json.dumps(manifest))
+    (out_dir / "checkpoints" / "random__seed0__r00000.pt").write_bytes(b"garbage")
     res = _cli("run", "--scenario", str(tiny_toml), "--agents", "random", "--rounds", "1", "--out", str(out_dir), "--resume")
     assert res.returncode == 2 and "checkpoint:" in res.stderr and "corrupt" in res.stderr and res.stderr.count("\n") == 1
 

@@ -64,7 +64,7 @@ def test_resume_after_interruption_ends_identical(tiny, tmp_path) -> None:
 
     with pytest.raises(Interrupt):
         _run(tiny, out=tmp_path / "cut", progress=progress)
-    assert (tmp_path / "cut" / "checkpoints" / "bc__seed0.pt").exists()
+    assert (tmp_path / "cut" / "checkpoints" / "bc__seed0__r00000.pt").exists()  # named by its last round (scenarios.rundir)
     resumed = _run(tiny, out=tmp_path / "cut", resume=True)
     pd.testing.assert_frame_equal(full, resumed)
     pd.testing.assert_frame_equal(full, pd.read_parquet(tmp_path / "cut" / "metrics.parquet"))

@@ -122,6 +122,12 @@ def _records(cls, data: dict[str, torch.Tensor], row: torch.Tensor):
     return cls(row=row, **{f.name: data[f.name] for f in fields(cls) if f.name != "row"})
 
 
+def _for_agents(scorer: FrozenScorer) -> FrozenScorer:
+    """A ranker as agents may hold it: its ``agent_handle()`` where it reads the truth (noisy oracle), else itself."""
+    handle = getattr(scorer, "agent_handle", None)
+    return handle() if handle is not None else scorer
+
+
 Withhold = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (user_id [R], round [R]) -> [R] bool: keep out of training
 
 
@@ -134,6 +140,7 @@ def build_view(
     ``withhold`` names requests kept out of the view (the offline hold-out): their rows, impressions,
     sessions and candidates never reach it.
     """
+    ranker, rankers = _for_agents(ranker), {v: _for_agents(m) for v, m in rankers.items()}
     req = log.concat("requests", first_round, last_round)
     imp = log.concat("impressions", first_round, last_round)
     ses = log.concat("sessions", first_round, last_round)
