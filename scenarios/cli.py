@@ -80,13 +80,15 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="continue the interrupted run in --out (its checkpoints are verified first)")
 @click.option("--force", is_flag=True, help="replace the cascadesim run in --out once this one has committed its first round")
 @click.option("--save-logs", is_flag=True, help="also write the per-round log tables as Parquet")
+@click.option("--save-truth", is_flag=True,
+              help="also write, per round, what every truth and offline metric was computed from (truth/<agent>__seed<s>/)")
 @click.option("--keep-checkpoints", "keep", default="last", show_default=True, type=click.Choice(["all", "last", "none"]),
               help="checkpoints kept: every round's, each loop's last (resumable), or none once the run completes")
 @click.option("--threads", default=None, type=click.IntRange(1, 1024),
               help="torch threads [default: CASCADESIM_THREADS, else OMP_NUM_THREADS, else all cores]; 1 per concurrent run")
 def run(  # noqa: PLR0913 - one parameter per option
     scenario: str, agent_list: str, seeds: int, rounds: int | None, out: str | None, device: str,
-    resume: bool, force: bool, save_logs: bool, keep: str, threads: int | None,
+    resume: bool, force: bool, save_logs: bool, save_truth: bool, keep: str, threads: int | None,
 ) -> None:
     """Run scenario x agents x seeds as closed loops; write manifest.json and metrics.parquet.
 
@@ -102,7 +104,7 @@ def run(  # noqa: PLR0913 - one parameter per option
     if resume and force:
         raise ConfigError("--resume and --force: choose one")
     names = [a.strip() for a in agent_list.split(",") if a.strip()]
-    exp = make_experiment(scenario, names, seeds, rounds, device, save_logs)
+    exp = make_experiment(scenario, names, seeds, rounds, device, save_logs, save_truth)
     out_dir = Path(out) if out is not None else Path("runs") / exp.scenario.name
     check_out_path("" if out is not None and not out.strip() else out_dir)
     n_threads = choose_threads(threads)

@@ -38,6 +38,7 @@ from simulator.checkpoint import RunDirError, atomic_write_json, atomic_write_pa
 from simulator.config import ConfigError, Scenario
 from simulator.log.schema import METRIC_COLUMNS
 from simulator.loop import ClosedLoop
+from simulator.metrics.audit import Audit
 from simulator.metrics.formulas import popularity_index
 from simulator.oracle import OracleAgent
 from simulator.metrics.leaderboard import leaderboard
@@ -126,11 +127,13 @@ class Experiment:
     seeds: tuple[int, ...]
     device: torch.device
     save_logs: bool = False
+    save_truth: bool = False  # the audit trail of every truth and offline metric (truth/<agent>__seed<s>/)
 
     def manifest(self) -> dict[str, Any]:
         return {
             "scenario": self.scenario.model_dump(mode="json"), "agents": list(self.agents), "seeds": list(self.seeds),
             "rounds": self.scenario.timeline.rounds, "device": str(self.device), "save_logs": self.save_logs,
+            "save_truth": self.save_truth,
             "versions": package_versions(), "format": 1,
         }
 
@@ -145,7 +148,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def make_experiment(scenario: str | Scenario = "default", agent_names: Sequence[str] = ("random", "popular", "oracle", "bc"), seeds: int = 1, rounds: int | None = None, device: str = "cpu", save_logs: bool = False) -> Experiment:
+def make_experiment(scenario: str | Scenario = "default", agent_names: Sequence[str] = ("random", "popular", "oracle", "bc"), seeds: int = 1, rounds: int | None = None, device: str = "cpu", save_logs: bool = False, save_truth: bool = False) -> Experiment:
     """Validate everything an experiment needs; raises a one-line ConfigError on bad input."""
     sc = load_scenario(scenario) if isinstance(scenario, str) else scenario
     if rounds is not None:
@@ -155,7 +158,7 @@ def make_experiment(scenario: str | Scenario = "default", agent_names: Sequence[
     if not 1 <= seeds <= 10_000:
         raise ConfigError(f"seeds: must be in [1, 10000], got {seeds}")
     check_fits(sc)
-    return Experiment(sc, tuple(validate_agents(agent_names, sc)), tuple(range(seeds)), resolve_device(device), save_logs)
+    return Experiment(sc, tuple(validate_agents(agent_names, sc)), tuple(range(seeds)), resolve_device(device), save_logs, save_truth)
 
 
 def prepare_run_dir(exp: Experiment, out: Path, resume: bool, force: bool) -> None:
@@ -210,11 +213,13 @@ def run_loop(
         loop = start.warm().copy()
         attach_agent(loop, agent_factory(agent, exp.scenario, seed, exp.device), agent)
         done = 0
-    loop.shared_log = start.shared_log()
+    loop.shared_log, loop.save_truth = start.shared_log(), exp.save_truth and run is not None
     for r in range(done, exp.scenario.timeline.rounds):
         run_round(loop, r)
         if run is not None and exp.save_logs:
             write_round_logs(loop, run.path / "logs" / f"{agent}__seed{seed}", r)
+        if run is not None and loop.audit is not None:
+            write_round_truth(loop.audit, run.path / "truth" / f"{agent}__seed{seed}", r)
         if run is not None:
             run.commit(loop.save, agent, seed, r)
         tick()
@@ -228,6 +233,12 @@ def _notify(tick: Callable[[], None], hook: str, *args: Any) -> None:
     method = getattr(getattr(tick, "__self__", None), hook, None)
     if method is not None:
         method(*args)
+
+
+def write_round_truth(audit: Audit, folder: Path, r: int) -> None:
+    """What round ``r``'s truth and offline metrics were computed from (``--save-truth``), one Parquet file per table."""
+    for table, frame in audit.frames().items():
+        atomic_write_parquet(frame, folder / table / f"round={r:05d}.parquet")
 
 
 def write_round_logs(loop: ClosedLoop, folder: Path, r: int) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -208,3 +209,17 @@ def test_the_audit_trail_recomputes_the_truth_and_offline_metrics() -> None:
     assert len(ope) == metrics["ope_requests"]
     assert float(np.stack(ope.p_click).sum(1).mean()) == pytest.approx(metrics["true_clicks"], rel=1e-6)
     assert loop.copy().audit is None  # never copied or checkpointed
+
+
+def test_save_truth_writes_the_audit_trail_per_round(tmp_path) -> None:
+    sc = tiny_scenario(timeline={"rounds": 2})
+    exp = make_experiment(sc, agent_names=["popular"], seeds=1, rounds=2, save_truth=True)
+    metrics = run_experiment(exp, tmp_path / "run")
+    folder = tmp_path / "run" / "truth" / "popular__seed0"
+    assert sorted(p.name for p in folder.iterdir()) == ["holdout", "panel", "shared"]
+    for r in (0, 1):
+        panel = pd.read_parquet(folder / "panel" / f"round={r:05d}.parquet")
+        agent, true = np.stack(panel.agent_top), np.stack(panel.true_top)
+        recall = np.mean([len(set(a[:20]) & set(t[:20])) / 20 for a, t in zip(agent, true, strict=True)])
+        want = metrics[(metrics["round"] == r) & (metrics.metric == "true_recall@20")].value.item()
+        assert recall == pytest.approx(want, abs=1e-9)
