@@ -48,6 +48,11 @@ class Impressions:
     watch_time: torch.Tensor
     dwell: torch.Tensor
     portal_only: torch.Tensor
+    # the optional world features' proxies (simulator.world.features); None in logs that predate them
+    engagement: torch.Tensor | None = None  # post-click item engagement seconds as logged
+    other_clicks: torch.Tensor | None = None  # clicks in the same session on other slots
+    converted: torch.Tensor | None = None  # bool
+    scroll_depth: torch.Tensor | None = None  # the request's logged scroll depth (NaN: not logged)
 
     def __len__(self) -> int:
         return int(self.row.shape[0])
@@ -119,7 +124,7 @@ class TrainingView:
 
 
 def _records(cls, data: dict[str, torch.Tensor], row: torch.Tensor):
-    return cls(row=row, **{f.name: data[f.name] for f in fields(cls) if f.name != "row"})
+    return cls(row=row, **{f.name: data[f.name] for f in fields(cls) if f.name != "row" and f.name in data})
 
 
 Withhold = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (user_id [R], round [R]) -> [R] bool: keep out of training
@@ -139,12 +144,15 @@ def build_view(
     ses = log.concat("sessions", first_round, last_round)
     users = log.users[last_round]
     rows = _Rows(req["request_id"], None if withhold is None else ~withhold(req["user_id"], req["round"]))
+    extra = {k: ses.get(k) for k in ("engagement", "other_clicks")}
+    if "scroll_depth" in req:  # per request -> per impression, before the hold-out filter (ids are contiguous in a window)
+        extra["scroll_depth"] = req["scroll_depth"][imp["request_id"] - req["request_id"][0]]
     req = rows.requests(req)
-    imp = rows.select({**imp, "dwell": ses["dwell"], "portal_only": ses["portal_only"]})
+    imp = rows.select({**imp, "dwell": ses["dwell"], "portal_only": ses["portal_only"], **{k: v for k, v in extra.items() if v is not None}})
     requests = RequestBatch(
         request_id=req["request_id"], user_id=req["user_id"], domain=req["domain"], entry=req["entry"],
         hour=req["time"] % 168.0, profile=users.profile[req["user_id"]], history=req["history"], round=last_round,
-        history_time=req.get("history_time"),
+        history_time=req.get("history_time"), session_id=req.get("session_id"),
     )
     impressions = _records(Impressions, imp, rows.row(imp["request_id"]))
     chunks = {r: list(log.tables.get("candidates", {}).get(r, [])) for r in range(first_round, last_round + 1)}
