@@ -55,5 +55,7 @@ class MiniAppConfig(_Section):
 class WeekendConfig(_Section):
     """Weekend-heavy users hold different intents, so weekend traffic shifts toward 'weekend' categories."""
 
-    intent_correlation: float = Field(0.0, ge=0, le=1, description="how much the weekend segment follows the weekend-category intents (0: off)")
+    intent_correlation: float = Field(
+        0.0, ge=0, le=1, description="how much the weekend segment follows the weekend-category intents (0: off)"
+    )
     weekend_category_share: float = Field(0.5, gt=0, lt=1, description="share of categories that are weekend categories")

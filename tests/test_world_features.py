@@ -230,3 +230,33 @@ def test_ranker_registry_validates_and_builds_registered_kinds() -> None:
             register_ranker("deepfm", lambda *a: None)
     finally:
         ranker_registry._REGISTRY.pop("toy-ctr", None)
+
+
+# --- what agents see, and the preset -----------------------------------------------------------------------------------
+
+
+def test_training_view_carries_the_observable_proxies() -> None:
+    from simulator.round import training_view
+
+    loop, f = _warm_frames(session={"enabled": True}, attention=ATT, click_motive={"enabled": True}, mini_app={"conversion_prob": 0.5})
+    view = training_view(loop, loop.log.rounds()[0])
+    imp = view.impressions
+    assert torch.equal(imp.other_clicks.long(), torch.tensor(f["sessions"].other_clicks.to_numpy()).long())
+    assert torch.equal(imp.engagement, torch.tensor(f["sessions"].engagement.to_numpy()))
+    assert torch.equal(imp.converted, torch.tensor(f["impressions"].converted.to_numpy()))
+    scroll = f["requests"].set_index("request_id").scroll_depth.loc[f["impressions"].request_id].to_numpy()
+    assert torch.equal(imp.scroll_depth, torch.tensor(scroll))
+    assert torch.equal(view.requests.session_id, torch.tensor(f["requests"].session_id.to_numpy()))
+
+
+def test_homepage_preset_switches_every_feature_on_and_defaults_leave_them_off() -> None:
+    from scenarios.presets import list_scenarios, load_scenario
+
+    sc = load_scenario("homepage")
+    assert sc.session.enabled and sc.attention.enabled and sc.click_motive.enabled
+    assert sc.world.mini_app_share > 0 and sc.mini_app.preference_shift > 0 and sc.weekend.intent_correlation > 0
+    for name in list_scenarios():
+        if name != "homepage":
+            other = load_scenario(name)
+            assert not (other.session.enabled or other.attention.enabled or other.click_motive.enabled), name
+            assert other.mini_app.preference_shift == other.mini_app.conversion_prob == other.weekend.intent_correlation == 0, name

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from simulator.cascade.ranker_models import DCN, MODELS, ClickModel, DeepFM, FieldSizes, RankerFeatures
 from simulator.cascade.ranker_registry import ranker_kinds, register_ranker, registered_factory
-from simulator.cascade.ranker_models import MODELS, DCN, ClickModel, DeepFM, FieldSizes, RankerFeatures
 from simulator.config import Scenario
 from simulator.log.view import TrainingView
 from simulator.nn import check_finite, minibatches
@@ -225,7 +225,8 @@ def make_ranker(kind: str, sc: Scenario, seed: int, device: torch.device | str =
     if factory is not None:
         return factory(sc, int(seed), torch.device(device))
     if kind not in MODELS:
-        raise ValueError(f"make_ranker: kind must be one of {sorted(MODELS)} or registered {ranker_kinds()[3:]} (noisy-oracle is built elsewhere), got {kind!r}")
+        known = sorted(MODELS) + ranker_kinds()[3:]
+        raise ValueError(f"make_ranker: kind must be one of {known} (noisy-oracle is built elsewhere), got {kind!r}")
     return PlatformRanker(
         kind=kind, n_users=sc.user_capacity, n_items=sc.item_capacity, n_categories=sc.world.n_categories,
         n_creators=sc.world.n_creators, profile_dim=sc.features.profile_dim, modality_dim=sc.features.modality_dim,

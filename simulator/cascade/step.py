@@ -9,6 +9,7 @@ deterministically or by Gumbel-top-k sampling (``cascade.stochastic``).
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -47,17 +48,22 @@ def serve_batch(loop: ClosedLoop, batch: RequestBatch, intents: torch.Tensor) ->
         relevance = _relevance(loop, part, slate, part_intents)
         attend = features.draw_attention(loop.sc, part.entry, _stream(loop, "attention", part, uniform))
         fb = respond(loop.world, loop.sc, part.user_id, part.entry, slate, relevance, _stream(loop, "choice", part, uniform), attend)
-        fb = features.observe(loop.sc, part.domain, fb, lambda name: _stream(loop, name, part, uniform))
+        fb = features.observe(loop.sc, part.domain, fb, partial(_stream, loop, batch=part, uniform=uniform))
         # 5. the world moves: counters, histories, consumption
         dynamics.record_feedback(loop.world, part.user_id, part.request_id, slate, fb, part.absolute_time())
-        examine = examination_curve(loop.sc, slate.shape[1], loop.device) * loop.world.user_attention[part.user_id].unsqueeze(1)
-        if attend is not None:
-            examine = examine.clamp(max=1.0) * features.attend_prob(loop.sc, part.entry).unsqueeze(1)
         served = Served(part, part_intents, uniform, loop.retriever_version, loop.serving_ranker.version, recall, rank_scores,
-                        exposure, slate, fb, examine.clamp(max=1.0), attend)  # fmt: skip
+                        exposure, slate, fb, _examine_prob(loop, part, slate.shape[1]), attend)  # fmt: skip
         parts.append(part_tables(served))
     # 6. log (observable) and truth, requests in id order
     append_parts(loop.log, loop.truth, batch.round, parts)
+
+
+def _examine_prob(loop: ClosedLoop, part: RequestBatch, n_slots: int) -> torch.Tensor:
+    """``[B, S]`` the true examination probability (truth): slot curve x attention depth, x P(attend | entry) when on."""
+    examine = (examination_curve(loop.sc, n_slots, loop.device) * loop.world.user_attention[part.user_id].unsqueeze(1)).clamp(max=1.0)
+    if loop.sc.attention.enabled:
+        examine = examine * features.attend_prob(loop.sc, part.entry).unsqueeze(1)
+    return examine
 
 
 def _relevance(loop: ClosedLoop, part: RequestBatch, slate: torch.Tensor, intents: torch.Tensor) -> torch.Tensor:

@@ -144,11 +144,8 @@ def build_view(
     ses = log.concat("sessions", first_round, last_round)
     users = log.users[last_round]
     rows = _Rows(req["request_id"], None if withhold is None else ~withhold(req["user_id"], req["round"]))
-    extra = {k: ses.get(k) for k in ("engagement", "other_clicks")}
-    if "scroll_depth" in req:  # per request -> per impression, before the hold-out filter (ids are contiguous in a window)
-        extra["scroll_depth"] = req["scroll_depth"][imp["request_id"] - req["request_id"][0]]
-    req = rows.requests(req)
-    imp = rows.select({**imp, "dwell": ses["dwell"], "portal_only": ses["portal_only"], **{k: v for k, v in extra.items() if v is not None}})
+    imp = {**imp, "dwell": ses["dwell"], "portal_only": ses["portal_only"], **_proxies(req, imp, ses)}
+    req, imp = rows.requests(req), rows.select(imp)
     requests = RequestBatch(
         request_id=req["request_id"], user_id=req["user_id"], domain=req["domain"], entry=req["entry"],
         hour=req["time"] % 168.0, profile=users.profile[req["user_id"]], history=req["history"], round=last_round,
@@ -170,6 +167,14 @@ def build_view(
         catalogue=catalogue, users=users, ranker=ranker, rankers=rankers, retrievers=dict(retrievers or {}),
         n_users=int(users.alive.shape[0]), n_items=catalogue.capacity, candidate_source=load_candidates,
     )
+
+
+def _proxies(req: dict[str, torch.Tensor], imp: dict[str, torch.Tensor], ses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per impression, the optional world features' proxies the log holds (none in logs that predate them)."""
+    out = {k: ses[k] for k in ("engagement", "other_clicks") if k in ses}
+    if "scroll_depth" in req:  # per request -> per impression (request ids are contiguous in a window)
+        out["scroll_depth"] = req["scroll_depth"][imp["request_id"] - req["request_id"][0]]
+    return out
 
 
 class _Rows:

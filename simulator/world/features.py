@@ -89,7 +89,9 @@ def scroll_depth(sc: Scenario, examined: torch.Tensor, gen: torch.Generator) -> 
     return (deepest + noise).clamp(0.0, float(s))
 
 
-def session_other_clicks(session_id: torch.Tensor, request_id: torch.Tensor, slot_request: torch.Tensor, clicked: torch.Tensor) -> torch.Tensor:
+def session_other_clicks(
+    session_id: torch.Tensor, request_id: torch.Tensor, slot_request: torch.Tensor, clicked: torch.Tensor
+) -> torch.Tensor:
     """``[E] int32`` clicks in the same session on other slots (this impression's own click excluded).
 
     Args:

@@ -60,7 +60,8 @@ def sample_requests(world: WorldState, sc: Scenario, seed: int, round_idx: int, 
     request_id = torch.arange(first_id, first_id + n, device=dev)
     session_id = None
     if sc.session.enabled:  # its own stream: the draws above stay what they were without sessions
-        users, intents, head = group_sessions(sc, users, world.user_intents, torch_stream(seed, "session", round_idx, slice_idx, device=dev))
+        session_gen = torch_stream(seed, "session", round_idx, slice_idx, device=dev)
+        users, intents, head = group_sessions(sc, users, world.user_intents, session_gen)
         session_id, hours = request_id[head], hours.sort().values  # a session's requests follow one another in time
     batch = RequestBatch(
         request_id=request_id,

@@ -64,8 +64,8 @@ def popularity_signal(world: WorldState, item_ids: torch.Tensor) -> torch.Tensor
 
 
 def respond(
-    world: WorldState, sc: Scenario, users: torch.Tensor, entry: torch.Tensor, slate: torch.Tensor, relevance: torch.Tensor, gen: torch.Generator,
-    attend: torch.Tensor | None = None,
+    world: WorldState, sc: Scenario, users: torch.Tensor, entry: torch.Tensor, slate: torch.Tensor, relevance: torch.Tensor,
+    gen: torch.Generator, attend: torch.Tensor | None = None,
 ) -> Feedback:
     """Draw the user's response to ``slate [B, S]`` whose true relevance is ``relevance [B, S]``.
 
