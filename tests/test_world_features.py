@@ -260,3 +260,38 @@ def test_homepage_preset_switches_every_feature_on_and_defaults_leave_them_off()
             other = load_scenario(name)
             assert not (other.session.enabled or other.attention.enabled or other.click_motive.enabled), name
             assert other.mini_app.preference_shift == other.mini_app.conversion_prob == other.weekend.intent_correlation == 0, name
+
+
+class _CountingRanker:
+    """A ranking-stage method standing in as the platform ranker: a DCN that counts its fits."""
+
+    def __init__(self, sc, seed, device) -> None:
+        from simulator.cascade.ranker import make_ranker
+
+        self.inner, self.fits = make_ranker("dcn", sc, seed, device), 0
+
+    def __getattr__(self, name):  # version, score, set_catalogue, frozen, state_dict... of the inner ranker
+        return getattr(self.inner, name)
+
+    def fit(self, view):
+        self.fits += 1
+        return self.inner.fit(view)
+
+
+def test_a_registered_ranker_serves_and_retrains_in_the_loop() -> None:
+    from scenarios.experiment import agent_factory
+    from simulator.cascade import ranker_registry
+    from simulator.cascade.ranker import register_ranker
+    from simulator.round import attach_agent
+    from simulator.timeline import run_round
+
+    register_ranker("counting-dcn", _CountingRanker)
+    try:
+        sc = tiny_scenario(cascade={"ranker": "counting-dcn"})
+        loop = warm_started_loop(sc, 0, torch.device("cpu"))
+        attach_agent(loop, agent_factory("random", sc, 0, torch.device("cpu")), "random")
+        run_round(loop, 0)
+        assert isinstance(loop.ranker_learner, _CountingRanker) and loop.ranker_learner.fits >= 2  # warm start + round 0
+        assert loop.serving_ranker.version >= 1 and len(loop.log.frame("impressions", 0)) > 0
+    finally:
+        ranker_registry._REGISTRY.pop("counting-dcn", None)
