@@ -10,12 +10,14 @@ and what is allowed, e.g. ``cascade.slate_size: must be <= cascade.k_retrieve
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from simulator.cascade.ranker_registry import ranker_kinds
 from simulator.evaluation_config import EvaluationConfig, check_estimators
+from simulator.world_config import AttentionConfig, ClickMotiveConfig, MiniAppConfig, SessionConfig, WeekendConfig
 
 
 class ConfigError(ValueError):
@@ -106,7 +108,7 @@ class CascadeConfig(_Section):
 
     k_retrieve: int = Field(100, ge=1, le=10_000, description="candidates recalled per request (K_r)")
     slate_size: int = Field(10, ge=1, description="items exposed per request (S)")
-    ranker: Literal["deepfm", "dcn", "noisy-oracle"] = Field("deepfm", description="the platform ranker")
+    ranker: str = Field("deepfm", description="the platform ranker: deepfm, dcn, noisy-oracle or a kind added by register_ranker")
     ranker_noise: float = Field(0.1, ge=0, le=10, description="noise std of the noisy-oracle ranker")
     ranker_epochs: int = Field(1, ge=0, le=100, description="ranker epochs per retrain")
     ranker_dim: int = Field(16, ge=1, le=512, description="ranker field embedding size")
@@ -117,6 +119,12 @@ class CascadeConfig(_Section):
     propensity_samples: int = Field(256, ge=8, le=100_000, description="Monte-Carlo draws estimating inclusion probabilities")
     exploration_share: float = Field(0.0, ge=0, le=1, description="share of requests served uniformly at random")
     legacy_popularity_bias: float = Field(0.3, ge=0, le=10, description="warm-start legacy recall samples items with P ~ (1 + clicks)^bias (0: uniform)")
+
+    @model_validator(mode="after")
+    def _ranker_known(self) -> CascadeConfig:
+        if self.ranker not in ranker_kinds():
+            raise ValueError(f"cascade.ranker: must be one of {', '.join(ranker_kinds())}, got {self.ranker!r}")
+        return self
 
     @model_validator(mode="after")
     def _slate_fits(self) -> CascadeConfig:
@@ -199,6 +207,11 @@ class Scenario(_Section):
     training: TrainingConfig = TrainingConfig()
     metrics: MetricsConfig = MetricsConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    session: SessionConfig = SessionConfig()
+    attention: AttentionConfig = AttentionConfig()
+    click_motive: ClickMotiveConfig = ClickMotiveConfig()
+    mini_app: MiniAppConfig = MiniAppConfig()
+    weekend: WeekendConfig = WeekendConfig()
     agents: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-agent config overrides")
 
     @model_validator(mode="after")

@@ -110,6 +110,8 @@ class RequestBatch:
         time: ``[B] float64`` absolute simulated time in hours (None for synthetic batches).
         history_time: ``[B, L] float64`` absolute time (hours) of each history click, NaN padded
             like ``history`` (None when unknown: synthetic batches, older logs).
+        session_id: ``[B] int64`` the request id that opened the request's session (None: each request is
+            its own session).
     """
 
     request_id: torch.Tensor
@@ -122,6 +124,7 @@ class RequestBatch:
     round: int
     time: torch.Tensor | None = None
     history_time: torch.Tensor | None = None
+    session_id: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.request_id.shape[0])
@@ -129,6 +132,10 @@ class RequestBatch:
     def select(self, index: torch.Tensor) -> RequestBatch:
         """The sub-batch at ``index`` (``[B'] int64`` or ``[B] bool``)."""
         return _map_tensors(self, lambda t: t[index])
+
+    def sessions(self) -> torch.Tensor:
+        """``[B] int64`` the session of each request (its own id when sessions are off)."""
+        return self.request_id if self.session_id is None else self.session_id
 
     def absolute_time(self) -> torch.Tensor:
         """``[B] float64`` absolute hours (the hour of the week when no absolute time was given)."""

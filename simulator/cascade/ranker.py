@@ -17,14 +17,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from simulator.cascade.ranker_models import MODELS, DCN, ClickModel, DeepFM, FieldSizes, RankerFeatures
+from simulator.cascade.ranker_models import DCN, MODELS, ClickModel, DeepFM, FieldSizes, RankerFeatures
+from simulator.cascade.ranker_registry import ranker_kinds, register_ranker, registered_factory
 from simulator.config import Scenario
 from simulator.log.view import TrainingView
 from simulator.nn import check_finite, minibatches
 from simulator.rng import stream_seed, torch_stream
 from simulator.types import Catalogue, RequestBatch
 
-__all__ = ["DCN", "DeepFM", "FrozenRanker", "PlatformRanker", "RankerFeatures", "make_ranker"]
+__all__ = ["DCN", "DeepFM", "FrozenRanker", "PlatformRanker", "RankerFeatures", "make_ranker", "ranker_kinds", "register_ranker"]
 
 BLOCK_PAIRS = 1 << 16  # (request, item) pairs scored per forward pass
 
@@ -217,10 +218,15 @@ class PlatformRanker:
         self.version = int(state["version"])
 
 
-def make_ranker(kind: str, sc: Scenario, seed: int, device: torch.device | str = "cpu") -> PlatformRanker:
-    """A :class:`PlatformRanker` sized from scenario ``sc`` (``kind``: ``"deepfm"`` or ``"dcn"``)."""
+def make_ranker(kind: str, sc: Scenario, seed: int, device: torch.device | str = "cpu") -> Any:
+    """The platform ranker ``kind`` sized from scenario ``sc``: a :class:`PlatformRanker` for ``"deepfm"`` /
+    ``"dcn"``, else the registered factory's ranker."""
+    factory = registered_factory(kind)
+    if factory is not None:
+        return factory(sc, int(seed), torch.device(device))
     if kind not in MODELS:
-        raise ValueError(f"make_ranker: kind must be one of {sorted(MODELS)} (noisy-oracle is built elsewhere), got {kind!r}")
+        known = sorted(MODELS) + ranker_kinds()[3:]
+        raise ValueError(f"make_ranker: kind must be one of {known} (noisy-oracle is built elsewhere), got {kind!r}")
     return PlatformRanker(
         kind=kind, n_users=sc.user_capacity, n_items=sc.item_capacity, n_categories=sc.world.n_categories,
         n_creators=sc.world.n_creators, profile_dim=sc.features.profile_dim, modality_dim=sc.features.modality_dim,

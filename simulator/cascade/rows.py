@@ -9,6 +9,7 @@ import torch
 from simulator.cascade.serving import Exposure, Recall
 from simulator.log.store import Chunk, LogStore, TruthStore
 from simulator.types import RequestBatch
+from simulator.world.features import session_other_clicks
 from simulator.world.user_model import Feedback
 
 Tables = dict[str, Chunk]
@@ -29,6 +30,7 @@ class Served:
     slate: torch.Tensor  # [B, S] item ids in slot order
     feedback: Feedback
     examine_prob: torch.Tensor  # [B, S] true examination probability (truth)
+    attended: torch.Tensor | None = None  # [B] bool the block was attended (truth; None: all were)
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -47,7 +49,8 @@ def request_rows(p: Served) -> Chunk:
         "user_id": p.batch.user_id, "domain": p.batch.domain, "entry": p.batch.entry,
         "explore": torch.full((b,), p.explore, dtype=torch.bool, device=dev),
         "retriever_version": torch.full_like(rid, p.retriever_version), "ranker_version": torch.full_like(rid, p.ranker_version),
-        "history": p.batch.history,
+        "history": p.batch.history, "session_id": p.batch.sessions(),
+        "scroll_depth": p.feedback.scroll_depth if p.feedback.scroll_depth is not None else torch.full((b,), float("nan"), device=dev),
         **({} if p.batch.history_time is None else {"history_time": p.batch.history_time}),
     }
 
@@ -79,6 +82,7 @@ def impression_rows(p: Served) -> Chunk:
         "retrieval_score": at_slots(p.recall.scores), "ranking_score": at_slots(p.rank_scores),
         "exposure_propensity": at_slots(p.exposure.propensity),
         "clicked": _flat(fb.clicked), "finished": _flat(fb.finished), "watch_time": _flat(fb.watch_time),
+        "converted": _flat(fb.converted if fb.converted is not None else torch.zeros_like(fb.clicked)),
     }
 
 
@@ -89,8 +93,10 @@ def part_tables(p: Served) -> Tables:
     fb = p.feedback
     return {
         "requests": request_rows(p), "candidates": candidate_rows(p), "impressions": imp,
-        "sessions": {**slot, "dwell": _flat(fb.dwell), "portal_only": _flat(fb.portal_only)},
-        "truth_requests": {"request_id": p.batch.request_id, "intent": p.intents},
+        "sessions": {**slot, "dwell": _flat(fb.dwell), "portal_only": _flat(fb.portal_only),
+                     "engagement": _flat(fb.watch_time if fb.engagement is None else fb.engagement)},
+        "truth_requests": {"request_id": p.batch.request_id, "intent": p.intents,
+                           "attended": torch.ones_like(p.intents, dtype=torch.bool) if p.attended is None else p.attended},
         "truth_impressions": {
             **slot, "item_id": imp["item_id"], "user_id": imp["user_id"], "relevance": _flat(fb.relevance),
             "examined": _flat(fb.examined), "motive": _flat(fb.motive), "examine_prob": _flat(p.examine_prob),
@@ -100,9 +106,14 @@ def part_tables(p: Served) -> Tables:
 
 def append_parts(log: LogStore, truth: TruthStore, r: int, parts: list[Tables]) -> None:
     """Append the parts of one batch as one chunk per table; requests in id order."""
+    tables = {}
     for table in parts[0]:
         merged = {c: torch.cat([part[table][c] for part in parts]) for c in parts[0][table]}
         if table in ("requests", "truth_requests"):
             order = merged["request_id"].argsort()
             merged = {c: v[order] for c, v in merged.items()}
+        tables[table] = merged
+    req, imp = tables["requests"], tables["impressions"]  # sessions rows align with impressions rows
+    tables["sessions"]["other_clicks"] = session_other_clicks(req["session_id"], req["request_id"], imp["request_id"], imp["clicked"])
+    for table, merged in tables.items():
         (truth if table.startswith("truth_") else log).append(table, r, merged)

@@ -9,6 +9,7 @@ deterministically or by Gumbel-top-k sampling (``cascade.stochastic``).
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,7 +18,7 @@ from simulator.cascade import serving
 from simulator.cascade.rows import Served, Tables, append_parts, part_tables
 from simulator.rng import torch_stream
 from simulator.types import RequestBatch
-from simulator.world import dynamics
+from simulator.world import dynamics, features
 from simulator.world.relevance import true_relevance
 from simulator.world.user_model import examination_curve, respond
 
@@ -44,16 +45,32 @@ def serve_batch(loop: ClosedLoop, batch: RequestBatch, intents: torch.Tensor) ->
         exposure = _expose(loop, part, recall, rank_scores, len(live), uniform)
         slate = recall.item_ids.gather(1, exposure.slot_index)
         # 4. the user responds (ground truth + biases)
-        relevance = true_relevance(loop.world, loop.sc, part.user_id, slate, part_intents)
-        fb = respond(loop.world, loop.sc, part.user_id, part.entry, slate, relevance, _stream(loop, "choice", part, uniform))
+        relevance = _relevance(loop, part, slate, part_intents)
+        attend = features.draw_attention(loop.sc, part.entry, _stream(loop, "attention", part, uniform))
+        fb = respond(loop.world, loop.sc, part.user_id, part.entry, slate, relevance, _stream(loop, "choice", part, uniform), attend)
+        fb = features.observe(loop.sc, part.domain, fb, partial(_stream, loop, batch=part, uniform=uniform))
         # 5. the world moves: counters, histories, consumption
         dynamics.record_feedback(loop.world, part.user_id, part.request_id, slate, fb, part.absolute_time())
-        examine = examination_curve(loop.sc, slate.shape[1], loop.device) * loop.world.user_attention[part.user_id].unsqueeze(1)
         served = Served(part, part_intents, uniform, loop.retriever_version, loop.serving_ranker.version, recall, rank_scores,
-                        exposure, slate, fb, examine.clamp(max=1.0))  # fmt: skip
+                        exposure, slate, fb, _examine_prob(loop, part, slate.shape[1]), attend)  # fmt: skip
         parts.append(part_tables(served))
     # 6. log (observable) and truth, requests in id order
     append_parts(loop.log, loop.truth, batch.round, parts)
+
+
+def _examine_prob(loop: ClosedLoop, part: RequestBatch, n_slots: int) -> torch.Tensor:
+    """``[B, S]`` the true examination probability (truth): slot curve x attention depth, x P(attend | entry) when on."""
+    examine = (examination_curve(loop.sc, n_slots, loop.device) * loop.world.user_attention[part.user_id].unsqueeze(1)).clamp(max=1.0)
+    if loop.sc.attention.enabled:
+        examine = examine * features.attend_prob(loop.sc, part.entry).unsqueeze(1)
+    return examine
+
+
+def _relevance(loop: ClosedLoop, part: RequestBatch, slate: torch.Tensor, intents: torch.Tensor) -> torch.Tensor:
+    """``[B, S]`` the true relevance the user responds to (the mini-app's shift applied to its requests)."""
+    relevance = true_relevance(loop.world, loop.sc, part.user_id, slate, intents)
+    w = loop.world
+    return features.domain_relevance(loop.sc, loop.seed, w.item_category[slate], w.item_domain[slate], part.domain, relevance)
 
 
 def exploration_flags(loop: ClosedLoop, batch: RequestBatch) -> torch.Tensor:

@@ -48,6 +48,11 @@ class Impressions:
     watch_time: torch.Tensor
     dwell: torch.Tensor
     portal_only: torch.Tensor
+    # the optional world features' proxies (simulator.world.features); None in logs that predate them
+    engagement: torch.Tensor | None = None  # post-click item engagement seconds as logged
+    other_clicks: torch.Tensor | None = None  # clicks in the same session on other slots
+    converted: torch.Tensor | None = None  # bool
+    scroll_depth: torch.Tensor | None = None  # the request's logged scroll depth (NaN: not logged)
 
     def __len__(self) -> int:
         return int(self.row.shape[0])
@@ -119,7 +124,7 @@ class TrainingView:
 
 
 def _records(cls, data: dict[str, torch.Tensor], row: torch.Tensor):
-    return cls(row=row, **{f.name: data[f.name] for f in fields(cls) if f.name != "row"})
+    return cls(row=row, **{f.name: data[f.name] for f in fields(cls) if f.name != "row" and f.name in data})
 
 
 def _for_agents(scorer: FrozenScorer) -> FrozenScorer:
@@ -146,12 +151,12 @@ def build_view(
     ses = log.concat("sessions", first_round, last_round)
     users = log.users[last_round]
     rows = _Rows(req["request_id"], None if withhold is None else ~withhold(req["user_id"], req["round"]))
-    req = rows.requests(req)
-    imp = rows.select({**imp, "dwell": ses["dwell"], "portal_only": ses["portal_only"]})
+    imp = {**imp, "dwell": ses["dwell"], "portal_only": ses["portal_only"], **_proxies(req, imp, ses)}
+    req, imp = rows.requests(req), rows.select(imp)
     requests = RequestBatch(
         request_id=req["request_id"], user_id=req["user_id"], domain=req["domain"], entry=req["entry"],
         hour=req["time"] % 168.0, profile=users.profile[req["user_id"]], history=req["history"], round=last_round,
-        history_time=req.get("history_time"),
+        history_time=req.get("history_time"), session_id=req.get("session_id"),
     )
     impressions = _records(Impressions, imp, rows.row(imp["request_id"]))
     chunks = {r: list(log.tables.get("candidates", {}).get(r, [])) for r in range(first_round, last_round + 1)}
@@ -169,6 +174,14 @@ def build_view(
         catalogue=catalogue, users=users, ranker=ranker, rankers=rankers, retrievers=dict(retrievers or {}),
         n_users=int(users.alive.shape[0]), n_items=catalogue.capacity, candidate_source=load_candidates,
     )
+
+
+def _proxies(req: dict[str, torch.Tensor], imp: dict[str, torch.Tensor], ses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per impression, the optional world features' proxies the log holds (none in logs that predate them)."""
+    out = {k: ses[k] for k in ("engagement", "other_clicks") if k in ses}
+    if "scroll_depth" in req:  # per request -> per impression (request ids are contiguous in a window)
+        out["scroll_depth"] = req["scroll_depth"][imp["request_id"] - req["request_id"][0]]
+    return out
 
 
 class _Rows:

@@ -17,6 +17,7 @@ import torch
 from simulator.config import Scenario
 from simulator.rng import torch_stream
 from simulator.types import Catalogue, UserTable
+from simulator.world.features import weekend_segment
 
 
 @dataclass
@@ -176,7 +177,11 @@ def generate_world(sc: Scenario, seed: int, device: torch.device | str = "cpu") 
     w = sc.world
     protos = torch.randn(w.n_categories, w.d_true, generator=gen, device=dev)
     protos = protos / protos.norm(dim=1, keepdim=True)
-    return WorldState(prototypes=protos, **_make_items(sc, protos, gen), **_make_users(sc, protos, gen))
+    items = _make_items(sc, protos, gen)  # items before users: the order of draws on the world stream
+    users = _make_users(sc, protos, gen)
+    if sc.weekend.intent_correlation > 0:  # own streams: the world stream's draws stay as they were
+        users["user_segment"] = weekend_segment(sc, seed, users["user_intents"])
+    return WorldState(prototypes=protos, **items, **users)
 
 
 def observe(world: WorldState) -> tuple[Catalogue, UserTable]:

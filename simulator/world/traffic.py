@@ -3,7 +3,8 @@
 Arrivals follow a daily profile (per slice) and a weekly one (days 5 and 6 are
 the weekend); weekend-heavy users are more active on weekends and less on
 weekdays (``dynamics.weekend_shift``; 1 switches the shift off). Each request
-draws the user's current intent from their intent mixture (truth).
+draws the user's current intent from their intent mixture (truth); with ``[session]`` on, runs of
+consecutive requests form one user's session and share its intent with a stated persistence.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from simulator.config import Scenario
 from simulator.rng import torch_stream
 from simulator.types import ENTRY_BROWSE, ENTRY_PORTAL, ENTRY_SEARCH, RequestBatch
+from simulator.world.features import entry_search_share, group_sessions
 from simulator.world.state import WorldState
 
 
@@ -52,11 +54,17 @@ def sample_requests(world: WorldState, sc: Scenario, seed: int, round_idx: int, 
     u = torch.rand(n, 2, generator=gen, device=dev)
     domain = (u[:, 0] < sc.world.mini_app_share).long()
     portal = u[:, 1] < sc.user_model.portal_entry_share
-    search = u[:, 1] > 1.0 - 0.2 * (1.0 - sc.user_model.portal_entry_share)
+    search = u[:, 1] > 1.0 - entry_search_share(sc) * (1.0 - sc.user_model.portal_entry_share)
     entry = torch.where(portal, ENTRY_PORTAL, torch.where(search, ENTRY_SEARCH, ENTRY_BROWSE))
     hours = hour + sc.timeline.slice_hours * torch.rand(n, generator=gen, device=dev, dtype=torch.float64)
+    request_id = torch.arange(first_id, first_id + n, device=dev)
+    session_id = None
+    if sc.session.enabled:  # its own stream: the draws above stay what they were without sessions
+        session_gen = torch_stream(seed, "session", round_idx, slice_idx, device=dev)
+        users, intents, head = group_sessions(sc, users, world.user_intents, session_gen)
+        session_id, hours = request_id[head], hours.sort().values  # a session's requests follow one another in time
     batch = RequestBatch(
-        request_id=torch.arange(first_id, first_id + n, device=dev),
+        request_id=request_id,
         user_id=users,
         domain=domain,
         entry=entry,
@@ -66,5 +74,6 @@ def sample_requests(world: WorldState, sc: Scenario, seed: int, round_idx: int, 
         round=round_idx,
         time=hours.double(),
         history_time=None if world.user_history_time is None else world.user_history_time[users].clone(),
+        session_id=session_id,
     )
     return batch, intents

@@ -25,12 +25,13 @@ import torch
 
 from simulator.config import Scenario
 from simulator.types import ENTRY_PORTAL, MOTIVE_CONFORMITY, MOTIVE_INTEREST, MOTIVE_NONE, MOTIVE_PORTAL
+from simulator.world.features import attend_prob
 from simulator.world.state import WorldState
 
 
 @dataclass(frozen=True)
 class Feedback:
-    """Responses to a slate, all ``[B, S]``. The first five fields are observable."""
+    """Responses to a slate, all ``[B, S]``. The first five fields are observable (and the optional ones after the truth)."""
 
     clicked: torch.Tensor  # bool
     finished: torch.Tensor  # bool
@@ -41,6 +42,10 @@ class Feedback:
     examined: torch.Tensor  # bool
     motive: torch.Tensor  # int64 MOTIVE_*
     relevance: torch.Tensor  # float
+    # observable, set by the optional world features (simulator.world.features.observe); None: not yet observed
+    engagement: torch.Tensor | None = None  # float post-click item engagement seconds as logged
+    converted: torch.Tensor | None = None  # bool
+    scroll_depth: torch.Tensor | None = None  # [B] float slots (NaN: not logged)
 
 
 def examination_curve(sc: Scenario, n_slots: int, device: torch.device) -> torch.Tensor:
@@ -58,12 +63,21 @@ def popularity_signal(world: WorldState, item_ids: torch.Tensor) -> torch.Tensor
     return torch.log1p(world.item_clicks[item_ids]) / top
 
 
-def respond(world: WorldState, sc: Scenario, users: torch.Tensor, entry: torch.Tensor, slate: torch.Tensor, relevance: torch.Tensor, gen: torch.Generator) -> Feedback:
-    """Draw the user's response to ``slate [B, S]`` whose true relevance is ``relevance [B, S]``."""
+def respond(
+    world: WorldState, sc: Scenario, users: torch.Tensor, entry: torch.Tensor, slate: torch.Tensor, relevance: torch.Tensor,
+    gen: torch.Generator, attend: torch.Tensor | None = None,
+) -> Feedback:
+    """Draw the user's response to ``slate [B, S]`` whose true relevance is ``relevance [B, S]``.
+
+    ``attend [B] bool`` (the ``[attention]`` feature) marks requests whose block the user looks at; elsewhere
+    nothing is examined. None: every block is attended.
+    """
     b, s = slate.shape
     u = torch.rand(b, s, 7, generator=gen, device=slate.device)
     exam_p = (examination_curve(sc, s, slate.device) * world.user_attention[users].unsqueeze(1)).clamp(max=1.0)
     examined = u[..., 0] < exam_p
+    if attend is not None:
+        examined &= attend.unsqueeze(1)
     interest = u[..., 1] < relevance
     conform = u[..., 2] < world.user_conformity[users].unsqueeze(1) * popularity_signal(world, slate)
     portal_p = sc.user_model.promo_click_prob * torch.where(entry == ENTRY_PORTAL, 2.0, 1.0).unsqueeze(1)
@@ -90,6 +104,8 @@ def expected_response(
     """
     s = slate.shape[1]
     exam_p = (examination_curve(sc, s, slate.device) * world.user_attention[users].unsqueeze(1)).clamp(max=1.0)
+    if sc.attention.enabled:
+        exam_p = exam_p * attend_prob(sc, entry).unsqueeze(1)
     conform = (world.user_conformity[users].unsqueeze(1) * popularity_signal(world, slate)).clamp(0.0, 1.0)
     portal_p = (sc.user_model.promo_click_prob * torch.where(entry == ENTRY_PORTAL, 2.0, 1.0).unsqueeze(1)).clamp(max=1.0)
     portal = world.item_promoted[slate].float() * portal_p
