@@ -23,6 +23,7 @@ from simulator.log.store import LogStore, TruthStore
 from simulator.loop import ClosedLoop
 from simulator.metrics.measure import MetricState
 from simulator.oracle import IntentLookup, NoisyOracleRanker, OracleAgent, OracleScorerHandle
+from simulator.round import attach_agent, training_view
 from simulator.timeline import run_round
 from simulator.world.state import WorldState
 from tests.conftest import tiny_scenario
@@ -107,7 +108,7 @@ def test_nothing_an_agent_receives_leads_to_the_truth(ranker: str) -> None:
     loop = warm_started_loop(sc, 0, torch.device("cpu")).copy()
     found: list[str] = []
     seen: dict[str, int] = {}
-    loop.attach_agent(lambda lp: Adversary(AgentContext.from_scenario(sc, 0), lp.world, found, seen), "adversary")
+    attach_agent(loop, lambda lp: Adversary(AgentContext.from_scenario(sc, 0), lp.world, found, seen), "adversary")
     for r in range(2):
         run_round(loop, r)
     assert {"ctx", "fit", "index", "retrieve", "load_state_dict"} <= set(seen), seen
@@ -118,15 +119,15 @@ def test_the_search_finds_the_world_where_it_is() -> None:
     """The check can fail: the raw noisy-oracle snapshot (what views carried before) reaches the world."""
     sc = tiny_scenario(cascade={"ranker": "noisy-oracle"})
     loop = ClosedLoop(sc, 0)
-    assert "WorldState" in leaks(loop.world, loop.ranker.frozen())
-    assert leaks(loop.world, loop.ranker.agent_handle()) == []
+    assert "WorldState" in leaks(loop.world, loop.next_ranker.frozen())
+    assert leaks(loop.world, loop.next_ranker.agent_handle()) == []
 
 
 def test_noisy_oracle_handle_scores_exactly_like_its_snapshot() -> None:
     sc = tiny_scenario(cascade={"ranker": "noisy-oracle"}, timeline={"rounds": 1})
     loop = warm_started_loop(sc, 0, torch.device("cpu"))
-    view = loop.view(-1)
-    assert isinstance(view.ranker, OracleScorerHandle) and view.ranker.version == loop.ranker.version
+    view = training_view(loop, -1)
+    assert isinstance(view.ranker, OracleScorerHandle) and view.ranker.version == loop.next_ranker.version
     req = view.requests.select(torch.arange(20))
     items = view.candidates.item_id[: 20 * 7].reshape(20, 7)
-    torch.testing.assert_close(view.ranker.score(req, items), loop.ranker.score(req, items), rtol=0, atol=0)
+    torch.testing.assert_close(view.ranker.score(req, items), loop.next_ranker.score(req, items), rtol=0, atol=0)

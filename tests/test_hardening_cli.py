@@ -280,6 +280,6 @@ def test_run_prints_a_header_and_the_checkpoint_size(tmp_path: Path, capsys) -> 
     assert code == 0, err
     head = "tiny: 300 users x 400 items, 240 requests/round; 1 agent(s) [random] x 1 seed(s) x 1 round(s); 1 torch thread(s)"
     assert stdout.startswith(f"{head}; -> {out}")
-    assert "round 1/1  random seed 0  true_recall@50" in stdout and "after round 1 of 1" in stdout
+    assert "round 1/1  random seed 0  true_recall@20" in stdout  # the headline K: the largest below K_r = 50 and "after round 1 of 1" in stdout
     size = sum(p.stat().st_size for p in (out / "checkpoints").glob("*.pt")) / 2**20
     assert f"checkpoints: {size:.1f} MiB kept (--keep-checkpoints last)" in stdout

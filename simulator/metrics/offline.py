@@ -104,6 +104,8 @@ def holdout(inp: OfflineInput) -> dict[str, float]:
 
 def shared(inp: OfflineInput, sr: SharedRound) -> dict[str, float]:
     """The shared-log protocol: the candidate on the common log's clicked requests."""
+    if len(sr.batch) == 0:  # no click in the shared log this round: nothing to score on
+        return {}
     users = torch.arange(len(sr.batch), device=sr.intents.device)
     return _scored("shared", inp, sr.batch, sr.clicked, sr.world, users, sr.intents)
 
