@@ -526,6 +526,28 @@ def findings(stats: dict[str, ConfigStats], presets: list[str], sweep: list[tupl
     return out + [""]
 
 
+PROTOCOLS = """## The protocols, each against its own truth (`simulator/metrics/offline.py`)
+
+Every round, after the retrain, each agent's freshly trained *candidate* (the model that will serve next) is evaluated:
+
+- `holdout`: the practitioner's default. A seeded 10% of the round's users is withheld from training; the candidate ranks
+  the whole live catalogue for their clicked requests (history excluded) and is scored on their clicks
+  (`offline_holdout_recall@K`); truth: the candidate top-K's share of the user's total true relevance over the live
+  catalogue, same requests (`true_holdout_recall@K`).
+- `shared`: one common log per seed served by the legacy system with a 20% uniform slice, identical for every agent
+  (`offline_shared_recall@K` against `true_shared_recall@K`).
+- `onpolicy_replay`: the *serving* model replayed on the clicks its own recall produced (`onpolicy_replay_recall@K`),
+  against `unbiased_recall@K` on the truth panel (the only protocol whose truth is on other requests).
+- `ope_<estimator>`: off-policy estimates of the candidate policy's clicks per request (candidate top-K_r -> ranker ->
+  top-S) from the agent's own logged rows with propensities: `ips` and `ips_pos` (the item-position estimator of Li et
+  al. 2018), `snips`, `dm` (the ranker as reward model) and `dr`; truth `true_clicks`, the expected clicks under the user
+  model on the same requests.
+
+The leaderboard rows (`leaderboard.parquet` of each run, copied beside this page) rank the agents by a protocol's
+estimate and by its truth at each (seed, round).
+"""
+
+
 LIMITS = """## Limits, and what did not reproduce
 
 - **Power.** {power}
@@ -546,6 +568,9 @@ LIMITS = """## Limits, and what did not reproduce
   exploration, so no logged propensities exist and no estimator runs there (asking for one is a configuration error);
   the estimators are measured on `stochastic-serving` (Monte-Carlo propensities of stochastic serving) and on the
   exploration sweep (exact propensities of the uniform slice).
+- **Top-1 where the estimate ties every agent.** `simulator.metrics.leaderboard.top1_agreement` takes `argmax` of the
+  estimates, so when they all tie (e.g. every candidate scores 0 on a shared log with few clicks) it credits the
+  agent that sorts first by name. The tables here drop top-1 wherever tau is undefined and say how often that happens.
 - **Short horizon, small worlds.** {horizon}
 """
 
@@ -578,6 +603,7 @@ def page(metrics: pd.DataFrame, board: pd.DataFrame, meta: dict, regen: str | No
     sweep = sweep_points(meta, labels, base)
     adjusted = holm(comparisons(stats, sweep, window))
     out = header(meta, regen, missing, present) + setup_table(meta, labels)
+    out += PROTOCOLS.splitlines() + [""]
     out += headline_tables([stats[lab] for lab in labels], window)
     out += findings(stats, presets, sweep, window)
     for lab in labels:

@@ -89,3 +89,13 @@ def test_bad_flags_are_one_line_errors(argv, field, capsys):
 def test_interval_ignores_nans():
     mean, half, sd = P.interval([1.0, np.nan, 3.0])
     assert mean == 2.0 and sd == pytest.approx(math.sqrt(2)) and half == pytest.approx(12.706 * 1.0, abs=1e-2)
+
+
+def test_the_stochastic_serving_preset_feeds_the_estimators_monte_carlo_propensities():
+    from scenarios.presets import list_scenarios, load_scenario
+    from simulator.evaluation_config import active_estimators, ope_rows
+
+    sc = load_scenario("stochastic-serving")
+    assert sc.name == "stochastic-serving" and "stochastic-serving" in list_scenarios() and len(sc.description) > 80
+    assert sc.cascade.stochastic and 0 < sc.cascade.exploration_share <= 0.1
+    assert ope_rows(sc) == "stochastic" and active_estimators(sc) == ("ips", "snips", "dr", "dm")  # ips_pos needs the uniform slice
