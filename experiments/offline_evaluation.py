@@ -211,9 +211,9 @@ def main(argv: list[str] | None = None) -> None:
             metrics, board, meta["scenarios"] = collect(out, meta["labels"])
             if args.from_run:
                 meta["page_commit"] = commit()
+            meta["headline_k"] = {label: headline_k(scenario_from_dict(s)) for label, s in meta["scenarios"].items()}
         if args.window is not None:
             meta["window"] = args.window
-            meta["headline_k"] = {label: headline_k(scenario_from_dict(s)) for label, s in meta["scenarios"].items()}
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -55,7 +55,7 @@ def paired_p(diff: Sequence[float]) -> float:
         return math.nan
     sd = xs.std(ddof=1)
     if sd == 0:
-        return 0.0 if xs.mean() != 0 else 1.0
+        return math.nan  # a constant difference: the t-test is undefined (reported as "–")
     return 2 * (1 - t_cdf(abs(xs.mean()) / (sd / math.sqrt(len(xs))), len(xs) - 1))
 
 
@@ -381,13 +381,29 @@ def leaderboard_table(st: ConfigStats, window: int, adjusted: dict[str, float]) 
         raw = lb[lb.metric == f"leaderboard_tau_{proto}"].value
         top = lb[lb.metric == f"leaderboard_top1_{proto}"].value
         p = adjusted.get(f"{st.label}: tau {proto} - tau holdout", math.nan)
-        rows.append([f"`{proto}`", fmt_plain(mean, half, 2), fmt_plain(*interval(tops[tops.protocol == proto].bias)[:2], digits=2),
+        top1 = fmt_plain(*interval(tops[tops.protocol == proto].bias)[:2], digits=2)
+        rows.append([f"`{proto}`", fmt_plain(mean, half, 2), fmt_plain(*tau_without(st, proto, window), digits=2), top1,
                      _share(raw.dropna() < 1 - 1e-9), _share(raw.dropna() < 0), _share(top.dropna() < 0.5),
                      _num(mde(sd, len(t))), _pval(p), flips.get(proto, "–"),
                      f"{_undecided(st, proto, window):.0%}"])  # fmt: skip
-    head = ["protocol", "tau-b", "top-1", "seed-rounds with tau < 1 (a pair inverted or tied)", "with tau < 0", "with the wrong winner",
+    head = ["protocol", "tau-b", "tau-b without `random`", "top-1", "seed-rounds with tau < 1 (a pair inverted or tied)", "with tau < 0",
+            "with the wrong winner",
             "MDE of tau (80% power)", "tau vs holdout: Holm p", "most often inverted pair", "seed-rounds with tau undefined"]  # fmt: skip
     return table(head, rows)
+
+
+def tau_without(st: ConfigStats, proto: str, window: int, drop: str = "random") -> tuple[float, float]:
+    """Mean ± interval over seeds of the time-averaged tau-b recomputed without agent ``drop`` (isolates its artefact)."""
+    from simulator.metrics.leaderboard import kendall_tau_b
+
+    b = last_rounds(st.bias, window)
+    b = b[(b.protocol == proto) & (b.agent != drop)]
+    per: dict[int, list[float]] = {}
+    for (seed, _), grp in b.groupby(["seed", "round"]):
+        if len(grp) >= 2:
+            per.setdefault(int(seed), []).append(kendall_tau_b(grp.estimate.to_numpy(float), grp.truth.to_numpy(float)))
+    seeds = [float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for v in per.values()]
+    return interval(seeds)[:2]
 
 
 def _undecided(st: ConfigStats, proto: str, window: int) -> float:
@@ -493,7 +509,7 @@ def sweep_section(stats: dict[str, ConfigStats], sweep: list[tuple[float, str]],
     tests = {k: v for k, v in adjusted.items() if k.startswith("exploration")}
     if tests:
         out += ["Paired tests across shares (seeds paired; Holm-adjusted over every comparison on this page):", ""]
-        out += [f"- {k}: Holm p = {_pval(v)}" for k, v in sorted(tests.items())] + [""]
+        out += [f"- {k}: Holm-adjusted p {'' if _pval(v).startswith('<') else '= '}{_pval(v)}" for k, v in sorted(tests.items())] + [""]
     return out
 
 
@@ -508,7 +524,7 @@ def findings(stats: dict[str, ConfigStats], presets: list[str], sweep: list[tupl
         best, worst = taus.idxmax(), taus.idxmin()
         units = {p: _gap_units(st, p, window) for p in proto_order(st.bias.protocol.unique())}
         biased = max(units, key=lambda p: float(units[p].split()[0]) if units[p] != "–" else -1.0)
-        parts = ", ".join(f"`{p}` {taus[p]:.2f}" for p in proto_order(taus.index))
+        parts = ", ".join(f"`{p}` {taus[p]:.2f} ({tau_without(st, p, window)[0]:.2f} without `random`)" for p in proto_order(taus.index))
         out.append(f"- `{label}` (K = {st.k}): leaderboard tau-b {parts}. Closest to the truth's order: `{best}`; farthest: "
                    f"`{worst}`. Largest mean |bias| relative to the oracle-random gap: `{biased}` ({units[biased]}).")  # fmt: skip
     if len(sweep) >= 2:
@@ -568,6 +584,11 @@ LIMITS = """## Limits, and what did not reproduce
   exploration, so no logged propensities exist and no estimator runs there (asking for one is a configuration error);
   the estimators are measured on `stochastic-serving` (Monte-Carlo propensities of stochastic serving) and on the
   exploration sweep (exact propensities of the uniform slice).
+- **Monte-Carlo propensities are floored.** {mc}
+- **Item-level estimators ignore the slot.** `ips`, `snips` and `dr` credit a logged click to the target policy whenever
+  it shows the item anywhere in its slate; with position bias (examination falls with the slot) that is biased whenever
+  the target would show the item at another slot. `ips_pos` matches slots and is unbiased under a position-based model,
+  at the price of far fewer matches (higher variance).
 - **Top-1 where the estimate ties every agent.** `simulator.metrics.leaderboard.top1_agreement` takes `argmax` of the
   estimates, so when they all tie (e.g. every candidate scores 0 on a shared log with few clicks) it credits the
   agent that sorts first by name. The tables here drop top-1 wherever tau is undefined and say how often that happens.
@@ -589,7 +610,15 @@ def limits(meta: dict, stats: dict[str, ConfigStats], window: int) -> str:
                "longer horizon is where exposure concentration (and with it the hold-out protocol's optimism) grows.")  # fmt: skip
     if meta["rounds"] >= 20 and meta["scale"] >= 1:
         horizon = f"{meta['rounds']} rounds at the presets' scale; the catalogue is under 100 x K_r on most presets."
-    return LIMITS.format(power=power, horizon=horizon)
+    stoch = {lab: sc["cascade"]["propensity_samples"] for lab, sc in meta["scenarios"].items() if sc["cascade"]["stochastic"]}
+    mc = "No configuration serves stochastically here."
+    if stoch:
+        lab, n_mc = next(iter(stoch.items()))
+        mc = (f"On `{lab}` each exposure propensity is `(hits + 1) / ({n_mc} + 1)` over {n_mc} Monte-Carlo draws plus the "
+              f"realised one, so no logged propensity is below 1/{n_mc + 1}: an item the logging policy rarely shows gets too "
+              "small a weight, and IPS-type estimates of a target policy unlike the logging one are pulled down. More draws "
+              "(`cascade.propensity_samples`) trade serving time for less of this bias.")  # fmt: skip
+    return LIMITS.format(power=power, horizon=horizon, mc=mc)
 
 
 def page(metrics: pd.DataFrame, board: pd.DataFrame, meta: dict, regen: str | None) -> str:
