@@ -463,6 +463,11 @@ def comparisons(stats: dict[str, ConfigStats], sweep: list[tuple[float, str]], w
     return out
 
 
+def _ips_pos_worse(st: ConfigStats, window: int) -> bool:
+    a = _abs_bias_seed(st, window).mean()
+    return "ope_ips_pos" in a and "ope_ips" in a and bool(a["ope_ips_pos"] > a["ope_ips"])
+
+
 def _abs_bias_seed(st: ConfigStats, window: int) -> pd.DataFrame:
     """Seed x protocol: the mean over agents of |time-averaged bias| (OPE protocols only)."""
     ope = st.bias[st.bias.protocol.str.startswith("ope_")]
@@ -539,6 +544,15 @@ def findings(stats: dict[str, ConfigStats], presets: list[str], sweep: list[tupl
                 a = _abs_bias_seed(stats[lab], window).mean()
                 parts.append(f"share {s:g}: " + ", ".join(f"`{p}` {v:.3f}" for p, v in a.items()))
             out.append("- Mean |bias| of the OPE estimates of clicks per request (over agents): " + "; ".join(parts) + ".")
+            worse = [s for s, lab in ope if _ips_pos_worse(stats[lab], window)]
+            if worse:
+                out.append(
+                    "- Did not reproduce: the item-position estimator (`ips_pos`, Li et al. 2018), unbiased under a position-based "
+                    "click model, was expected to beat item-level IPS when examination falls with the slot; at share(s) "
+                    + ", ".join(f"{s:g}" for s in worse)
+                    + " its mean |bias| is the larger. Slot-level matches are rare (a uniform slate matches the target's item at "
+                    "the same slot with probability about 1/M_live per slot), so its variance dominates at these sample sizes."
+                )
     return out + [""]
 
 
@@ -616,7 +630,7 @@ def limits(meta: dict, stats: dict[str, ConfigStats], window: int) -> str:
         lab, n_mc = next(iter(stoch.items()))
         mc = (f"On `{lab}` each exposure propensity is `(hits + 1) / ({n_mc} + 1)` over {n_mc} Monte-Carlo draws plus the "
               f"realised one, so no logged propensity is below 1/{n_mc + 1}: an item the logging policy rarely shows gets too "
-              "small a weight, and IPS-type estimates of a target policy unlike the logging one are pulled down. More draws "
+              "small a weight, which can pull IPS-type estimates of a target policy unlike the logging one down. More draws "
               "(`cascade.propensity_samples`) trade serving time for less of this bias.")  # fmt: skip
     return LIMITS.format(power=power, horizon=horizon, mc=mc)
 
