@@ -175,6 +175,9 @@ def test_kendall_tau_b_and_top1_on_hand_computed_cases() -> None:
     assert math.isnan(kendall_tau_b(np.array([1.0, 1, 1]), np.array([1.0, 2, 3])))
     assert top1_agreement(np.array([0.1, 0.9, 0.5]), np.array([1.0, 3.0, 2.0])) == 1.0
     assert top1_agreement(np.array([0.9, 0.1, 0.5]), np.array([1.0, 3.0, 2.0])) == 0.0
+    # a tie at the top is a coin flip among the tied agents, whatever their names
+    assert top1_agreement(np.zeros(3), np.array([3.0, 1.0, 2.0])) == pytest.approx(1 / 3)
+    assert top1_agreement(np.zeros(3), np.array([1.0, 3.0, 2.0])) == pytest.approx(1 / 3)
 
 
 def test_shared_log_is_identical_for_every_agent_and_offline_rows_exist() -> None:

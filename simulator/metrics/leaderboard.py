@@ -26,8 +26,13 @@ def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def top1_agreement(estimate: np.ndarray, truth: np.ndarray) -> float:
-    """1.0 when the estimate's best agent is among the truth's best (ties count as agreement), else 0.0."""
-    return float(truth[int(np.argmax(estimate))] == truth.max())
+    """The chance that the agent a team picks by the estimate is among the truth's best.
+
+    Ties in the estimate's best are broken uniformly at random (so the answer never depends on agent names):
+    the share of the estimate's tied best agents that are also the truth's best.
+    """
+    picked = estimate == estimate.max()
+    return float((truth[picked] == truth.max()).mean())
 
 
 def protocol_pairs(metrics: set[str], k: int) -> dict[str, tuple[str, str]]:
