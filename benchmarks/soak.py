@@ -64,6 +64,8 @@ def soak(rounds: int, agent: str, checkpoint_dir: Path | None) -> pd.DataFrame:
         seconds = time.perf_counter() - started
         gc.collect()
         rows.append({"round": r, "seconds": seconds, "rss_mib": _rss_mib(), "live_items": int(loop.world.item_live.sum())})
+        if (r + 1) % max(1, rounds // 20) == 0:  # partial results survive a killed soak
+            print(f"round {r + 1}: rss {rows[-1]['rss_mib']:.1f} MiB, {seconds:.3f} s", flush=True)
     return pd.DataFrame(rows)
 
 
