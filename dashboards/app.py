@@ -65,9 +65,17 @@ REFRESH_MS = 5000
 CONTROLS = [Output(key, "value") for key in KEYS]
 
 
-def render(ds: Dataset, view: str, runs: Sequence[str] | None, agents: Sequence[str] | None, metric: str | None = None,
-           k: int | None = None, rounds: Sequence[int] | None = None, seed: int | None = None,
-           compare: str = "side") -> tuple[go.Figure, str]:
+def render(
+    ds: Dataset,
+    view: str,
+    runs: Sequence[str] | None,
+    agents: Sequence[str] | None,
+    metric: str | None = None,
+    k: int | None = None,
+    rounds: Sequence[int] | None = None,
+    seed: int | None = None,
+    compare: str = "side",
+) -> tuple[go.Figure, str]:
     """The figure of one choice of controls, and a note ('' when there is nothing to say)."""
     window = (int(rounds[0]), int(rounds[1])) if rounds else None
     sub = ds.subset(runs, agents, window)
@@ -83,14 +91,20 @@ def render(ds: Dataset, view: str, runs: Sequence[str] | None, agents: Sequence[
     return fig, ""
 
 
-def _build(ds: Dataset, view: str, metric: str | None, k: int | None, window: tuple[int, int] | None, seed: int | None,
-           compare: str) -> go.Figure:
+def _build(
+    ds: Dataset, view: str, metric: str | None, k: int | None, window: tuple[int, int] | None, seed: int | None, compare: str
+) -> go.Figure:
     if view in ("recall", "bias", "offline") and k is None:
         raise MissingData("no true_recall@K and offline_holdout_recall@K pair in these runs")
-    lines = {"recall": lambda: recall_figure(ds, int(k or 0), compare), "bias": lambda: bias_figure(ds, int(k or 0), compare),
-             "offline": lambda: offline_figure(ds, int(k or 0), compare),
-             "concentration": lambda: concentration_figure(ds, compare), "drift": lambda: drift_figure(ds, compare),
-             "auc": lambda: auc_figure(ds, compare), "metric": lambda: metric_figure(ds, metric or "exposure_gini", compare)}
+    lines = {
+        "recall": lambda: recall_figure(ds, int(k or 0), compare),
+        "bias": lambda: bias_figure(ds, int(k or 0), compare),
+        "offline": lambda: offline_figure(ds, int(k or 0), compare),
+        "concentration": lambda: concentration_figure(ds, compare),
+        "drift": lambda: drift_figure(ds, compare),
+        "auc": lambda: auc_figure(ds, compare),
+        "metric": lambda: metric_figure(ds, metric or "exposure_gini", compare),
+    }
     if view in lines:
         return lines[view]()
     if view == "lorenz":
@@ -114,8 +128,10 @@ def caption(ds: Dataset, view: str, k: int | None, compare: str, runs: Sequence[
     if compare != "side" and view not in LINE_VIEWS:
         parts.append("Overlay and difference apply to the figures over rounds; this view shows runs side by side.")
     if compare == "diff" and view in LINE_VIEWS:
-        parts.append("Lines: the first chosen run's mean over seeds minus the second's, per agent and round; bands: Welch 95% "
-                     "intervals (none where a run has a single seed), clipped to the possible range of a difference.")
+        parts.append(
+            "Lines: the first chosen run's mean over seeds minus the second's, per agent and round; bands: Welch 95% "
+            "intervals (none where a run has a single seed), clipped to the possible range of a difference."
+        )
     elif view in LINE_VIEWS or view == "lorenz":
         parts.append(seeds_caption(seed_counts(sub.metrics), bands=view != "lorenz"))
     return " ".join(p for p in parts if p)
@@ -138,17 +154,22 @@ def page(live: LiveRuns) -> html.Div:
     """The whole page over the runs as they are on disk now."""
     live.refresh()
     choices = Choices.of(live.ds, list(VIEWS), list(COMPARE_MODES))
-    return html.Div([
-        dcc.Location(id="url", refresh=False), dcc.Interval(id="tick", interval=REFRESH_MS), dcc.Store(id="version", data=live.version),
-        dcc.Download(id="csv"),
-        html.H1("cascadesim dashboard", style={"fontSize": "24px", "marginBottom": "4px"}),
-        html.Div(run_facts(live.runs), id="run-facts", style={"overflowX": "auto"}),
-        html.Div(pending_text(live.runs), id="progress", style={"color": "#8a5a00"}),
-        controls(live.ds, choices, VIEWS, COMPARE_MODES),
-        html.Div(id="note", style={"color": "#8a5a00", "minHeight": "1.2em"}),
-        html.Div(id="caption", style={"color": "#333", "fontSize": "14px", "minHeight": "1.2em"}),
-        dcc.Graph(id="figure", config=GRAPH_CONFIG, style={"minHeight": "480px"}),  # type: ignore[arg-type]
-    ], style={"fontFamily": "Helvetica, Arial, sans-serif", "maxWidth": "1400px", "margin": "0 auto", "padding": "0 24px"})
+    return html.Div(
+        [
+            dcc.Location(id="url", refresh=False),
+            dcc.Interval(id="tick", interval=REFRESH_MS),
+            dcc.Store(id="version", data=live.version),
+            dcc.Download(id="csv"),
+            html.H1("cascadesim dashboard", style={"fontSize": "24px", "marginBottom": "4px"}),
+            html.Div(run_facts(live.runs), id="run-facts", style={"overflowX": "auto"}),
+            html.Div(pending_text(live.runs), id="progress", style={"color": "#8a5a00"}),
+            controls(live.ds, choices, VIEWS, COMPARE_MODES),
+            html.Div(id="note", style={"color": "#8a5a00", "minHeight": "1.2em"}),
+            html.Div(id="caption", style={"color": "#333", "fontSize": "14px", "minHeight": "1.2em"}),
+            dcc.Graph(id="figure", config=GRAPH_CONFIG, style={"minHeight": "480px"}),  # type: ignore[arg-type]
+        ],
+        style={"fontFamily": "Helvetica, Arial, sans-serif", "maxWidth": "1400px", "margin": "0 auto", "padding": "0 24px"},
+    )
 
 
 def _state_callbacks(app: dash.Dash, live: LiveRuns) -> None:
@@ -166,10 +187,19 @@ def _state_callbacks(app: dash.Dash, live: LiveRuns) -> None:
             return (encode(state), *[state[key] if key == "view" else dash.no_update for key in KEYS])
         return (encode(state), *[dash.no_update] * len(KEYS))
 
-    @app.callback(Output("version", "data"), Output("rounds", "max"), Output("rounds", "marks"),
-                  Output("rounds", "value", allow_duplicate=True), Output("run-facts", "children"), Output("progress", "children"),
-                  Output("seed", "options"),
-                  Input("tick", "n_intervals"), State("rounds", "value"), State("rounds", "max"), prevent_initial_call=True)
+    @app.callback(
+        Output("version", "data"),
+        Output("rounds", "max"),
+        Output("rounds", "marks"),
+        Output("rounds", "value", allow_duplicate=True),
+        Output("run-facts", "children"),
+        Output("progress", "children"),
+        Output("seed", "options"),
+        Input("tick", "n_intervals"),
+        State("rounds", "value"),
+        State("rounds", "max"),
+        prevent_initial_call=True,
+    )
     def _refresh(_: int, window: list[int], old_max: int) -> tuple[Any, ...]:
         if not live.refresh():
             return (dash.no_update,) * 7
@@ -178,14 +208,19 @@ def _state_callbacks(app: dash.Dash, live: LiveRuns) -> None:
         return live.version, hi, round_marks(lo, hi), grow, run_facts(live.runs), pending_text(live.runs), live.ds.seeds
 
 
-
 def _view_callbacks(app: dash.Dash, live: LiveRuns) -> None:
     """The figure, the metric's definition and the CSV download."""
 
-    @app.callback(Output("figure", "figure"), Output("note", "children"), Output("caption", "children"),
-                  *[Input(key, "value") for key in KEYS], Input("version", "data"))
-    def _draw(view: str, metric: str, runs: list[str], agents: list[str], k: int | None, seed: int, rounds: list[int], compare: str,
-              _version: str) -> tuple[go.Figure, str, str]:
+    @app.callback(
+        Output("figure", "figure"),
+        Output("note", "children"),
+        Output("caption", "children"),
+        *[Input(key, "value") for key in KEYS],
+        Input("version", "data"),
+    )
+    def _draw(
+        view: str, metric: str, runs: list[str], agents: list[str], k: int | None, seed: int, rounds: list[int], compare: str, _version: str
+    ) -> tuple[go.Figure, str, str]:
         fig, note = render(live.ds, view, runs, agents, metric, k, rounds, seed, compare or "side")
         return fig, note, caption(live.ds, view, k, compare or "side", runs) if not note else ""
 
@@ -194,8 +229,9 @@ def _view_callbacks(app: dash.Dash, live: LiveRuns) -> None:
         return f"{metric}: {definition(metric) or '(no definition recorded)'}" if metric else ""
 
     @app.callback(Output("csv", "data"), Input("csv-button", "n_clicks"), *[State(key, "value") for key in KEYS], prevent_initial_call=True)
-    def _csv(_: int, view: str, metric: str, runs: list[str], agents: list[str], k: int | None, seed: int, rounds: list[int],
-             compare: str) -> dict[str, Any]:
+    def _csv(
+        _: int, view: str, metric: str, runs: list[str], agents: list[str], k: int | None, seed: int, rounds: list[int], compare: str
+    ) -> dict[str, Any]:
         fig, _note = render(live.ds, view, runs, agents, metric, k, rounds, seed, compare or "side")
         name = f"cascadesim-{view}{'-' + metric if view == 'metric' and metric else ''}{'-' + compare if compare != 'side' else ''}.csv"
         return dcc.send_string(to_csv(figure_frame(fig)), name)

@@ -31,32 +31,41 @@ def round_marks(lo: int, hi: int) -> dict[int, str]:
 def controls(ds: Dataset, choices: Choices, views: Mapping[str, str], compares: Mapping[str, str]) -> html.Div:
     """Every control, at its default value (the URL callback then sets them from the query string)."""
     d = choices.defaults()
-    colors = agent_colors(ds.palette)
-    agents = [{"label": html.Span(a, style={"color": colors[a], "fontWeight": 600}), "value": a, "search": a} for a in ds.palette]
-    first = html.Div([
-        _control("Runs", dcc.Checklist(id="runs", options=[{"label": r, "value": r} for r in ds.runs], value=d["runs"],
-                                       inputStyle={"marginRight": "6px"}, labelStyle={"display": "block"}), width="160px"),
-        _control("Agents", dcc.Dropdown(id="agents", options=agents, value=d["agents"], multi=True, clearable=True,
-                                        placeholder="choose agents"), width="260px"),
-        _control("View", dcc.Dropdown(id="view", options=[{"label": v, "value": key} for key, v in views.items()], value=d["view"],
-                                      clearable=False), width="300px"),
-        _control("Metric (view 'Any metric'; grouped, defined)", dcc.Dropdown(
-            id="metric", options=metric_options(choices.metrics), value=d["metric"], clearable=False, search_order="original",
-            maxHeight=420), width="400px"),
-    ], style=ROW)
-    lo, hi = choices.rounds
-    second = html.Div([
-        _control("Compare runs", dcc.RadioItems(id="compare", options=[{"label": v, "value": key} for key, v in compares.items()],
-                                                value=d["compare"], inline=True, inputStyle={"marginRight": "4px"},
-                                                labelStyle={"marginRight": "14px"}), width="430px"),
-        _control("K", dcc.Dropdown(id="k", options=list(choices.ks), value=d["k"], clearable=False), width="90px"),
-        _control("Seed (scores)", dcc.Dropdown(id="seed", options=list(choices.seeds), value=d["seed"], clearable=False), width="110px"),
-        _control("Rounds", dcc.RangeSlider(id="rounds", min=lo, max=hi, step=1, value=d["rounds"], marks=round_marks(lo, hi),
-                                           allowCross=False), width="420px"),
-    ], style=ROW)
     definition = html.Div(id="metric-definition", style={"color": "#444", "fontSize": "13px", "maxWidth": "1100px", "marginBottom": "6px"})
     csv = html.Button("Download the data shown (CSV)", id="csv-button", style={"marginBottom": "6px"})
-    return html.Div([first, second, definition, csv])
+    return html.Div([_what_controls(ds, choices, views, d), _how_controls(choices, compares, d), definition, csv])
+
+
+def _what_controls(ds: Dataset, choices: Choices, views: Mapping[str, str], d: dict[str, Any]) -> html.Div:
+    """What is drawn: runs, agents, view and metric."""
+    colors = agent_colors(ds.palette)
+    agents = [{"label": html.Span(a, style={"color": colors[a], "fontWeight": 600}), "value": a, "search": a} for a in ds.palette]
+    runs = dcc.Checklist(id="runs", options=[{"label": r, "value": r} for r in ds.runs], value=d["runs"],
+                         inputStyle={"marginRight": "6px"}, labelStyle={"display": "block"})  # fmt: skip
+    view = dcc.Dropdown(id="view", options=[{"label": v, "value": key} for key, v in views.items()], value=d["view"], clearable=False)
+    metric = dcc.Dropdown(id="metric", options=metric_options(choices.metrics), value=d["metric"], clearable=False,
+                          search_order="original", maxHeight=420)  # fmt: skip
+    return html.Div([
+        _control("Runs", runs, width="160px"),
+        _control("Agents", dcc.Dropdown(id="agents", options=agents, value=d["agents"], multi=True, clearable=True,
+                                        placeholder="choose agents"), width="260px"),
+        _control("View", view, width="300px"),
+        _control("Metric (view 'Any metric'; grouped, defined)", metric, width="400px"),
+    ], style=ROW)  # fmt: skip
+
+
+def _how_controls(choices: Choices, compares: Mapping[str, str], d: dict[str, Any]) -> html.Div:
+    """How it is drawn: run comparison, K, the seed of the score view, the rounds window."""
+    lo, hi = choices.rounds
+    compare = dcc.RadioItems(id="compare", options=[{"label": v, "value": key} for key, v in compares.items()], value=d["compare"],
+                             inline=True, inputStyle={"marginRight": "4px"}, labelStyle={"marginRight": "14px"})  # fmt: skip
+    rounds = dcc.RangeSlider(id="rounds", min=lo, max=hi, step=1, value=d["rounds"], marks=round_marks(lo, hi), allowCross=False)
+    return html.Div([
+        _control("Compare runs", compare, width="430px"),
+        _control("K", dcc.Dropdown(id="k", options=list(choices.ks), value=d["k"], clearable=False), width="90px"),
+        _control("Seed (scores)", dcc.Dropdown(id="seed", options=list(choices.seeds), value=d["seed"], clearable=False), width="110px"),
+        _control("Rounds", rounds, width="420px"),
+    ], style=ROW)  # fmt: skip
 
 
 FACTS = ("started", "wall time", "command", "git commit")
@@ -70,8 +79,15 @@ def run_facts(runs: Sequence[Run]) -> html.Table:
     for run in runs:
         facts = provenance(run)
         agents = ", ".join(f"{a} ({note})" if note else a for a, note in agent_progress(run).items())
-        values = [html.B(run.label), run.description or "(no description)", *[html.Code(facts[k]) if k in ("command", "git commit")
-                                                                             else facts[k] for k in FACTS], agents]
+        values = [
+            html.B(run.label),
+            run.description or "(no description)",
+            *[html.Code(facts[k]) if k in ("command", "git commit") else facts[k] for k in FACTS],
+            agents,
+        ]
         rows.append(html.Tr([html.Td(v, style=cell) for v in values], **{"data-run": run.label}))  # type: ignore[arg-type]
-    return html.Table([html.Thead(head), html.Tbody(rows)], id="run-table", style={"fontSize": "13px", "borderCollapse": "collapse",
-                                                                                    "marginBottom": "8px"})
+    return html.Table(
+        [html.Thead(head), html.Tbody(rows)],
+        id="run-table",
+        style={"fontSize": "13px", "borderCollapse": "collapse", "marginBottom": "8px"},
+    )

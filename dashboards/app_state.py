@@ -43,14 +43,30 @@ class Choices:
 
     @classmethod
     def of(cls, ds: Dataset, views: Sequence[str], compares: Sequence[str]) -> Choices:
-        return cls(tuple(views), ds.runs, ds.palette, tuple(sorted(ds.names)), tuple(recall_ks(ds.names)), tuple(ds.seeds),
-                   (min(ds.rounds), max(ds.rounds)), tuple(compares), ds.k_retrieve)
+        return cls(
+            tuple(views),
+            ds.runs,
+            ds.palette,
+            tuple(sorted(ds.names)),
+            tuple(recall_ks(ds.names)),
+            tuple(ds.seeds),
+            (min(ds.rounds), max(ds.rounds)),
+            tuple(compares),
+            ds.k_retrieve,
+        )
 
     def defaults(self) -> dict[str, Any]:
         metric = DEFAULT_METRIC if DEFAULT_METRIC in self.metrics else (self.metrics[0] if self.metrics else None)
-        return {"view": self.views[0], "metric": metric, "runs": list(self.runs), "agents": list(self.agents),
-                "k": pick_k(self.ks, self.k_retrieve),
-                "seed": self.seeds[0] if self.seeds else None, "rounds": list(self.rounds), "compare": self.compares[0]}
+        return {
+            "view": self.views[0],
+            "metric": metric,
+            "runs": list(self.runs),
+            "agents": list(self.agents),
+            "k": pick_k(self.ks, self.k_retrieve),
+            "seed": self.seeds[0] if self.seeds else None,
+            "rounds": list(self.rounds),
+            "compare": self.compares[0],
+        }
 
 
 def encode(state: dict[str, Any]) -> str:
@@ -83,8 +99,13 @@ def decode(search: str | None, choices: Choices) -> dict[str, Any]:
     """The controls a query string asks for, each checked against ``choices`` (invalid or missing -> the default)."""
     state = choices.defaults()
     query = urllib.parse.parse_qs((search or "").lstrip("?"), keep_blank_values=True)
-    options: dict[str, Sequence[Any]] = {"view": choices.views, "metric": choices.metrics, "compare": choices.compares,
-                                         "k": choices.ks, "seed": choices.seeds}
+    options: dict[str, Sequence[Any]] = {
+        "view": choices.views,
+        "metric": choices.metrics,
+        "compare": choices.compares,
+        "k": choices.ks,
+        "seed": choices.seeds,
+    }
     for key, values in query.items():
         if key in LISTS:
             allowed = choices.runs if key == "runs" else choices.agents
@@ -108,9 +129,19 @@ def metric_options(names: Sequence[str]) -> list[dict[str, Any]]:
         for name in metrics:
             text = definition(name)
             short = text if len(text) <= SHORT else text[: SHORT - 1].rstrip() + "…"
-            out.append({"label": html.Div([html.Span(name, className="metric-name"), html.Br(),
-                                           html.Small(short, className="metric-def", style={"color": "#666"})]),
-                        "value": name, "search": f"{name} {text}"})
+            out.append(
+                {
+                    "label": html.Div(
+                        [
+                            html.Span(name, className="metric-name"),
+                            html.Br(),
+                            html.Small(short, className="metric-def", style={"color": "#666"}),
+                        ]
+                    ),
+                    "value": name,
+                    "search": f"{name} {text}",
+                }
+            )
     return out
 
 

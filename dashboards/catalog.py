@@ -38,37 +38,103 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("other", "Other"),
 )
 _FAMILIES: dict[str, tuple[str, ...]] = {
-    "truth": ("true_recall", "unbiased_recall", "unbiased_precision", "unbiased_hitrate", "true_ndcg", "retrieval_slate_utility",
-              "retrieval_slate_regret", "true_top_ever_exposed", "true_exposed_relevance", "true_attention_rate"),
-    "offline": ("offline_holdout_recall", "true_holdout_recall", "bias_holdout_recall", "offline_shared_recall", "true_shared_recall",
-                "bias_shared_recall", "true_clicks", "true_finished", "onpolicy_replay_recall", "onpolicy_replay_precision",
-                "onpolicy_replay_f1", "onpolicy_replay_hitrate", "logged_ctr", "logged_finish_rate"),
+    "truth": (
+        "true_recall",
+        "unbiased_recall",
+        "unbiased_precision",
+        "unbiased_hitrate",
+        "true_ndcg",
+        "retrieval_slate_utility",
+        "retrieval_slate_regret",
+        "true_top_ever_exposed",
+        "true_exposed_relevance",
+        "true_attention_rate",
+    ),
+    "offline": (
+        "offline_holdout_recall",
+        "true_holdout_recall",
+        "bias_holdout_recall",
+        "offline_shared_recall",
+        "true_shared_recall",
+        "bias_shared_recall",
+        "true_clicks",
+        "true_finished",
+        "onpolicy_replay_recall",
+        "onpolicy_replay_precision",
+        "onpolicy_replay_f1",
+        "onpolicy_replay_hitrate",
+        "logged_ctr",
+        "logged_finish_rate",
+    ),
     "ranker": ("slate_utility", "slate_regret", "ranked_true_recall", "ranked_true_ndcg", "ranked_true_map", "ranked_true_hr"),
-    "exposure": ("exposure_gini", "exposure_top1_share", "aggregate_diversity", "coverage", "long_tail_coverage", "novelty",
-                 "mean_exposed_popularity", "popularity_index", "ssb_divergence", "exposure_lorenz", "exposure_share_decile",
-                 "exposure_top_share"),
+    "exposure": (
+        "exposure_gini",
+        "exposure_top1_share",
+        "aggregate_diversity",
+        "coverage",
+        "long_tail_coverage",
+        "novelty",
+        "mean_exposed_popularity",
+        "popularity_index",
+        "ssb_divergence",
+        "exposure_lorenz",
+        "exposure_share_decile",
+        "exposure_top_share",
+    ),
     "drift": ("preference_drift", "homogenisation"),
-    "scores": ("score_auc_unexposed", "score_gap_unexposed", "score_unexposed_true_pos", "score_unexposed_true_neg", "score_hist_pos",
-               "score_hist_neg", "score_hist_lo", "score_hist_hi"),
+    "scores": (
+        "score_auc_unexposed",
+        "score_gap_unexposed",
+        "score_unexposed_true_pos",
+        "score_unexposed_true_neg",
+        "score_hist_pos",
+        "score_hist_neg",
+        "score_hist_lo",
+        "score_hist_hi",
+    ),
     "population": ("live_items", "active_users"),
 }
 GROUP_OF: dict[str, str] = {fam: key for key, fams in _FAMILIES.items() for fam in fams}
-INTERNAL_FAMILIES = frozenset({"exposure_lorenz", "exposure_share_decile", "exposure_top_share", "score_hist_pos", "score_hist_neg",
-                               "score_hist_lo",
-                               "score_hist_hi"})
+INTERNAL_FAMILIES = frozenset(
+    {"exposure_lorenz", "exposure_share_decile", "exposure_top_share", "score_hist_pos", "score_hist_neg", "score_hist_lo", "score_hist_hi"}
+)
 
 UNIT = (0.0, 1.0)
 _UNIT_OFFLINE = tuple(f for f in _FAMILIES["offline"] if f not in ("true_clicks", "true_finished") and not f.startswith("bias_"))
 SIGNED_UNIT = (-1.0, 1.0)
 NON_NEGATIVE = (0.0, math.inf)
 _RANGES: dict[str, tuple[float, float]] = {
-    **{fam: UNIT for fam in (*_UNIT_OFFLINE, *_FAMILIES["ranker"], "true_recall", "unbiased_recall", "unbiased_precision",
-                             "unbiased_hitrate", "true_ndcg", "retrieval_slate_utility", "true_top_ever_exposed", "true_exposed_relevance",
-                             "true_attention_rate", "exposure_gini", "exposure_top1_share", "coverage", "long_tail_coverage",
-                             "popularity_index", "ssb_divergence", "exposure_lorenz", "exposure_share_decile", "exposure_top_share",
-                             "homogenisation",
-                             "score_hist_pos", "score_hist_neg", "score_auc_unexposed")},
-    "retrieval_slate_regret": SIGNED_UNIT, "slate_regret": SIGNED_UNIT,
+    **{
+        fam: UNIT
+        for fam in (
+            *_UNIT_OFFLINE,
+            *_FAMILIES["ranker"],
+            "true_recall",
+            "unbiased_recall",
+            "unbiased_precision",
+            "unbiased_hitrate",
+            "true_ndcg",
+            "retrieval_slate_utility",
+            "true_top_ever_exposed",
+            "true_exposed_relevance",
+            "true_attention_rate",
+            "exposure_gini",
+            "exposure_top1_share",
+            "coverage",
+            "long_tail_coverage",
+            "popularity_index",
+            "ssb_divergence",
+            "exposure_lorenz",
+            "exposure_share_decile",
+            "exposure_top_share",
+            "homogenisation",
+            "score_hist_pos",
+            "score_hist_neg",
+            "score_auc_unexposed",
+        )
+    },
+    "retrieval_slate_regret": SIGNED_UNIT,
+    "slate_regret": SIGNED_UNIT,
     "preference_drift": (0.0, 2.0),  # 1 - cos
     **{fam: NON_NEGATIVE for fam in ("aggregate_diversity", "novelty", "mean_exposed_popularity", "live_items", "active_users")},
 }

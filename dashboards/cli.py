@@ -16,8 +16,13 @@ import click
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR [RUN_DIR ...]")
 @click.option("--out", default=None, help="HTML file [default: RUN_DIR/report.html for one run, ./report.html for several]")
-@click.option("--k", "k", default=None, type=int,
-              help="recall cut-off K [default: the largest below the cascade's K_r, where logged recall is not ~1 by construction]")
+@click.option(
+    "--k",
+    "k",
+    default=None,
+    type=int,
+    help="recall cut-off K [default: the largest below the cascade's K_r, where logged recall is not ~1 by construction]",
+)
 @click.option("--images", default=None, metavar="DIR", help="also write every figure as a static image into DIR (needs kaleido + Chromium)")
 @click.option("--image-format", default="svg", show_default=True, type=click.Choice(["svg", "png"]), help="format of --images")
 def report(run_dirs: tuple[str, ...], out: str | None, k: int | None, images: str | None, image_format: str) -> None:

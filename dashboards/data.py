@@ -86,8 +86,12 @@ def read_run(run_dir: str | Path, label: str | None = None) -> Run:
     if metrics.empty:
         raise RunDirError(f"metrics: {parquet} holds no rows")
     name = label or str(manifest.get("scenario", {}).get("name") or path.name)
-    metrics = metrics.assign(agent=metrics["agent"].astype(str), metric=metrics["metric"].astype(str),
-                             round=metrics["round"].astype("int64") + ROUND_BASE, value=metrics["value"].astype("float64"))
+    metrics = metrics.assign(
+        agent=metrics["agent"].astype(str),
+        metric=metrics["metric"].astype(str),
+        round=metrics["round"].astype("int64") + ROUND_BASE,
+        value=metrics["value"].astype("float64"),
+    )
     metrics = add_derived(metrics).assign(run=name)
     return Run(name, path, manifest, metrics, _read_leaderboard(path / "leaderboard.parquet"))
 
@@ -216,8 +220,9 @@ class Dataset:
     def seeds(self) -> list[int]:
         return sorted(int(s) for s in pd.unique(self.metrics["seed"]))
 
-    def subset(self, runs: Iterable[str] | None = None, agents: Iterable[str] | None = None,
-               rounds: tuple[int, int] | None = None) -> Dataset:
+    def subset(
+        self, runs: Iterable[str] | None = None, agents: Iterable[str] | None = None, rounds: tuple[int, int] | None = None
+    ) -> Dataset:
         """Some runs, agents and an inclusive round window; colours (``palette``) are kept."""
         keep_runs = self.runs if runs is None else tuple(r for r in self.runs if r in set(runs))
         keep_agents = self.agents if agents is None else tuple(a for a in self.agents if a in set(agents))

@@ -66,8 +66,11 @@ def lorenz_figure(ds: Dataset, rounds: Sequence[int] | None = None) -> go.Figure
     if stats.empty:
         raise MissingData(f"Concentration curves: no exposure_lorenz@p values at rounds {sorted(set(rounds or []))}")
     cols = max(len(rs) for rs in per_run.values())
-    titles = [(f"{run} · round {rs[j]}" if len(ds.runs) > 1 else f"round {rs[j]}") if j < len(rs) else ""
-              for run, rs in per_run.items() for j in range(cols)]
+    titles = [
+        (f"{run} · round {rs[j]}" if len(ds.runs) > 1 else f"round {rs[j]}") if j < len(rs) else ""
+        for run, rs in per_run.items()
+        for j in range(cols)
+    ]
     fig = facets(len(ds.runs), cols, titles)
     stats = stats.assign(q=stats["metric"].str.slice(len("exposure_top_share@")).astype("float64"))
     groups = {key: sub for key, sub in stats.groupby(["run", "agent", "round"], sort=False)}
@@ -89,22 +92,56 @@ def lorenz_figure(ds: Dataset, rounds: Sequence[int] | None = None) -> go.Figure
 def _equality(fig: go.Figure, q_min: float, row: int, col: int, first: bool) -> None:
     """The equal-exposure reference y = q (a curve on the log axis)."""
     xs = [10 ** (math.log10(min(q_min, 0.01)) * (1 - t / 40)) for t in range(41)]
-    fig.add_trace(go.Scatter(x=xs, y=xs, mode="lines", line={"color": "#999", "dash": "dot", "width": 1}, hoverinfo="skip",
-                             name="equal exposure", showlegend=first, meta={"role": "reference"}), row=row, col=col)
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=xs,
+            mode="lines",
+            line={"color": "#999", "dash": "dot", "width": 1},
+            hoverinfo="skip",
+            name="equal exposure",
+            showlegend=first,
+            meta={"role": "reference"},
+        ),
+        row=row,
+        col=col,
+    )
 
 
-def _top_share_trace(fig: go.Figure, ds: Dataset, sub: pd.DataFrame, run: str, agent: str, rnd: int, legend: bool,
-                     cell: tuple[int, int]) -> None:
+def _top_share_trace(
+    fig: go.Figure, ds: Dataset, sub: pd.DataFrame, run: str, agent: str, rnd: int, legend: bool, cell: tuple[int, int]
+) -> None:
     sub = sub.sort_values("q")
     custom = [[json_float(lo), json_float(hi), int(n)] for lo, hi, n in zip(sub["lo"], sub["hi"], sub["n"], strict=False)]
-    fig.add_trace(go.Scatter(
-        x=[float(q) for q in sub["q"]], y=[json_float(v) for v in sub["mean"]], customdata=custom, mode="lines+markers",
-        line={"color": agent_colors(ds.palette)[agent], "width": 2}, marker={"size": 6}, name=agent, legendgroup=agent,
-        showlegend=legend, meta={"run": run, "agent": agent, "round": rnd, "role": "mean", "metric": "exposure_top_share",
-                                 "x": "top_share_of_items", "y": "share_of_exposures", "custom": ["lo", "hi", "seeds"]},
-        hovertemplate=(f"<b>{agent}</b> ({run}), round {rnd}<br>the most-exposed %{{x:.0%}} of items get %{{y:.2%}} of exposures"
-                       "<br>95% CI [%{customdata[0]:.2%}, %{customdata[1]:.2%}], seeds: %{customdata[2]}<extra></extra>")),
-        row=cell[0], col=cell[1])
+    fig.add_trace(
+        go.Scatter(
+            x=[float(q) for q in sub["q"]],
+            y=[json_float(v) for v in sub["mean"]],
+            customdata=custom,
+            mode="lines+markers",
+            line={"color": agent_colors(ds.palette)[agent], "width": 2},
+            marker={"size": 6},
+            name=agent,
+            legendgroup=agent,
+            showlegend=legend,
+            meta={
+                "run": run,
+                "agent": agent,
+                "round": rnd,
+                "role": "mean",
+                "metric": "exposure_top_share",
+                "x": "top_share_of_items",
+                "y": "share_of_exposures",
+                "custom": ["lo", "hi", "seeds"],
+            },
+            hovertemplate=(
+                f"<b>{agent}</b> ({run}), round {rnd}<br>the most-exposed %{{x:.0%}} of items get %{{y:.2%}} of exposures"
+                "<br>95% CI [%{customdata[0]:.2%}, %{customdata[1]:.2%}], seeds: %{customdata[2]}<extra></extra>"
+            ),
+        ),
+        row=cell[0],
+        col=cell[1],
+    )
 
 
 def decile_figure(ds: Dataset) -> go.Figure:
@@ -119,8 +156,9 @@ def decile_figure(ds: Dataset) -> go.Figure:
     stats = seed_stats(ds.metrics, fam.values())
     decile = {name: int(d) for d, name in fam.items()}
     stats = stats.assign(d=stats["metric"].map(decile))
-    fig = facets(len(ds.runs), len(ds.agents), [f"{run} · {a}" if len(ds.runs) > 1 else a for run in ds.runs for a in ds.agents],
-                 spacing=0.08)
+    fig = facets(
+        len(ds.runs), len(ds.agents), [f"{run} · {a}" if len(ds.runs) > 1 else a for run in ds.runs for a in ds.agents], spacing=0.08
+    )
     colors = agent_colors(ds.palette)
     for ann, (_, agent) in zip(fig.layout.annotations, [(r, a) for r in ds.runs for a in ds.agents], strict=False):
         ann.font = {"color": colors[agent], "size": 14}
@@ -142,26 +180,46 @@ def decile_figure(ds: Dataset) -> go.Figure:
 def _decile_trace(fig: go.Figure, sub: pd.DataFrame, run: str, agent: str, axis: str, row: int, col: int) -> None:
     z = sub.pivot(index="d", columns="round", values="mean").sort_index()
     n = sub.pivot(index="d", columns="round", values="n").reindex_like(z)
-    fig.add_trace(go.Heatmap(
-        x=[int(r) for r in z.columns], y=[int(d) for d in z.index], z=[[json_float(v) for v in r] for r in z.to_numpy()],
-        customdata=[[None if v != v else int(v) for v in r] for r in n.to_numpy()], coloraxis=axis, name=agent,
-        meta={"run": run, "agent": agent, "role": "heatmap", "x": "round", "y": "decile", "z": "share_of_exposures", "custom": "seeds"},
-        hovertemplate=(f"<b>{agent}</b> ({run})<br>round %{{x}}, decile %{{y}}<br>share of exposures %{{z:.2%}}"
-                       "<br>seeds: %{customdata}<extra></extra>")), row=row, col=col)
+    fig.add_trace(
+        go.Heatmap(
+            x=[int(r) for r in z.columns],
+            y=[int(d) for d in z.index],
+            z=[[json_float(v) for v in r] for r in z.to_numpy()],
+            customdata=[[None if v != v else int(v) for v in r] for r in n.to_numpy()],
+            coloraxis=axis,
+            name=agent,
+            meta={"run": run, "agent": agent, "role": "heatmap", "x": "round", "y": "decile", "z": "share_of_exposures", "custom": "seeds"},
+            hovertemplate=(
+                f"<b>{agent}</b> ({run})<br>round %{{x}}, decile %{{y}}<br>share of exposures %{{z:.2%}}"
+                "<br>seeds: %{customdata}<extra></extra>"
+            ),
+        ),
+        row=row,
+        col=col,
+    )
 
 
 def _agent_colorbar(fig: go.Figure, axis: str, agent: str, col: int, top: float) -> None:
     """The agent's own colour scale, its bar just right of the agent's column."""
     domain = fig.layout["xaxis" if col == 1 else f"xaxis{col}"].domain
-    colorbar = {"tickformat": ".0%", "x": domain[1] + 0.004, "xanchor": "left",
-                "thickness": 10, "len": 1.0, "y": 0.5, "outlinewidth": 0, "nticks": 5}
+    colorbar = {
+        "tickformat": ".0%",
+        "x": domain[1] + 0.004,
+        "xanchor": "left",
+        "thickness": 10,
+        "len": 1.0,
+        "y": 0.5,
+        "outlinewidth": 0,
+        "nticks": 5,
+    }
     cmax = float(top) if top == top and top > 0 else 1.0
     fig.update_layout({axis: {"colorscale": "Viridis", "cmin": 0, "cmax": cmax, "colorbar": colorbar}})
 
 
 def _empty_cell(fig: go.Figure, text: str, row: int, col: int) -> None:
-    fig.add_annotation(text=text, x=0.5, y=0.5, xref="x domain", yref="y domain", showarrow=False, font={"color": "#8a5a00"},
-                       row=row, col=col)
+    fig.add_annotation(
+        text=text, x=0.5, y=0.5, xref="x domain", yref="y domain", showarrow=False, font={"color": "#8a5a00"}, row=row, col=col
+    )
 
 
 from dashboards.scores import score_figure  # noqa: E402,F401  (re-exported: the figures used to live here)

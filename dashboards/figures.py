@@ -27,8 +27,19 @@ from dashboards.data import Dataset
 from dashboards.stats import diff_stats, seed_sds, seed_stats
 
 # Okabe-Ito (colour-blind safe) first, then a long qualitative palette for many agents.
-PALETTE: tuple[str, ...] = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#8C564B", "#7F7F7F", "#BCBD22",
-                            *qualitative.Dark24)
+PALETTE: tuple[str, ...] = (
+    "#0072B2",
+    "#D55E00",
+    "#009E73",
+    "#CC79A7",
+    "#E69F00",
+    "#56B4E9",
+    "#000000",
+    "#8C564B",
+    "#7F7F7F",
+    "#BCBD22",
+    *qualitative.Dark24,
+)
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 ROUND_AXIS = "round (simulated day)"
 FONT = "Helvetica, Arial, sans-serif"
@@ -67,7 +78,7 @@ def agent_colors(agents: Sequence[str]) -> dict[str, str]:
 def rgba(color: str, alpha: float) -> str:
     """``#rrggbb`` -> ``rgba(r, g, b, alpha)``."""
     h = color.lstrip("#")
-    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
     return f"rgba({r}, {g}, {b}, {alpha})"
 
 
@@ -83,8 +94,12 @@ def metric_label(metric: str) -> str:
 def base_layout(fig: go.Figure, title: str, rows: int = 1, height: int | None = None) -> go.Figure:
     """The look every figure shares."""
     fig.update_layout(
-        template="plotly_white", title={"text": title, "x": 0.01, "xanchor": "left"}, font={"family": FONT, "size": 13},
-        height=height or 140 + 300 * rows, margin={"l": 70, "r": 30, "t": 90, "b": 60}, hovermode="closest",
+        template="plotly_white",
+        title={"text": title, "x": 0.01, "xanchor": "left"},
+        font={"family": FONT, "size": 13},
+        height=height or 140 + 300 * rows,
+        margin={"l": 70, "r": 30, "t": 90, "b": 60},
+        hovermode="closest",
         legend={"groupclick": "togglegroup"},
     )
     return fig
@@ -92,8 +107,15 @@ def base_layout(fig: go.Figure, title: str, rows: int = 1, height: int | None = 
 
 def facets(rows: int, cols: int, titles: Sequence[str] | None, shared: bool = True, spacing: float = 0.06) -> go.Figure:
     """Subplots with room between them (axes shared along rows and columns unless ``shared`` is false); titles row-major."""
-    return make_subplots(rows=rows, cols=cols, shared_xaxes=shared, shared_yaxes=shared, subplot_titles=list(titles) if titles else None,
-                         horizontal_spacing=spacing if cols > 1 else 0.02, vertical_spacing=min(0.12, 0.6 / max(rows, 1)))
+    return make_subplots(
+        rows=rows,
+        cols=cols,
+        shared_xaxes=shared,
+        shared_yaxes=shared,
+        subplot_titles=list(titles) if titles else None,
+        horizontal_spacing=spacing if cols > 1 else 0.02,
+        vertical_spacing=min(0.12, 0.6 / max(rows, 1)),
+    )
 
 
 def run_titles(ds: Dataset) -> list[str] | None:
@@ -120,8 +142,15 @@ def compare_stats(ds: Dataset, names: Sequence[str], compare: str = "side") -> t
     return diff, [f"{ds.runs[0]} − {ds.runs[1]}"]
 
 
-def line_figure(ds: Dataset, panels: Sequence[Sequence[str]], title: str, ylabels: Sequence[str] | None = None,
-                styles: Sequence[str] | None = None, ref: float | None = None, compare: str = "side") -> go.Figure:
+def line_figure(
+    ds: Dataset,
+    panels: Sequence[Sequence[str]],
+    title: str,
+    ylabels: Sequence[str] | None = None,
+    styles: Sequence[str] | None = None,
+    ref: float | None = None,
+    compare: str = "side",
+) -> go.Figure:
     """Metrics over rounds: one row per panel (its metrics share the axes, told apart by dash), one column per run.
 
     ``styles`` names the metrics of a panel in the legend (e.g. ``("true", "logged")``); ``ref`` draws a
@@ -150,8 +179,17 @@ def line_figure(ds: Dataset, panels: Sequence[Sequence[str]], title: str, ylabel
     return base_layout(fig, title if compare != "diff" else f"{title}: {columns[0]}", rows=len(panels))
 
 
-def _draw_panel(fig: go.Figure, ds: Dataset, groups: dict[Any, pd.DataFrame], run: str, row: Sequence[str],
-                styles: Sequence[str] | None, cell: tuple[int, int], shown: set[tuple[str, str]], run_dash: int | None) -> None:
+def _draw_panel(
+    fig: go.Figure,
+    ds: Dataset,
+    groups: dict[Any, pd.DataFrame],
+    run: str,
+    row: Sequence[str],
+    styles: Sequence[str] | None,
+    cell: tuple[int, int],
+    shown: set[tuple[str, str]],
+    run_dash: int | None,
+) -> None:
     """The lines of one panel and run: every agent, every metric of the panel."""
     colors = agent_colors(ds.palette)
     for agent in ds.agents:
@@ -174,30 +212,51 @@ def round_ticks(rounds: pd.Series, pad: float = 0.3) -> dict[str, Any]:
     return {"tickformat": "d", **({"dtick": 1} if 0 < n <= 20 else {}), **span}
 
 
-def add_series(fig: go.Figure, sub: pd.DataFrame, agent: str, run: str, metric: str, color: str, dash: str, style: str,
-               legend: bool, row: int, col: int) -> None:
+def add_series(
+    fig: go.Figure,
+    sub: pd.DataFrame,
+    agent: str,
+    run: str,
+    metric: str,
+    color: str,
+    dash: str,
+    style: str,
+    legend: bool,
+    row: int,
+    col: int,
+) -> None:
     """The mean line of one (run, agent, metric) with its 95% band (only where an interval exists)."""
     sub = sub.sort_values("round")
-    x = [int(v) for v in sub["round"]]
     meta: dict[str, Any] = {"run": run, "agent": agent, "metric": metric, "x": "round", "y": "mean", "custom": ["lo", "hi", "seeds"]}
     band = sub[sub["lo"].notna() & sub["hi"].notna()]
-    band_rows = not band.empty
-    if band_rows:
-        bx = [int(v) for v in band["round"]]
-        fig.add_trace(go.Scatter(
-            x=bx + bx[::-1], y=[float(v) for v in band["hi"]] + [float(v) for v in band["lo"][::-1]], fill="toself",
-            fillcolor=rgba(color, 0.15), line={"width": 0}, mode="lines", hoverinfo="skip", showlegend=False,
-            legendgroup=agent, name=f"{agent} 95% interval", meta={**meta, "role": "band"}), row=row, col=col)
+    if not band.empty:
+        fig.add_trace(_band_trace(band, agent, color, meta), row=row, col=col)
     name = f"{agent} · {style}" if style else agent
+    fig.add_trace(_mean_trace(sub, name, agent, run, metric, {"color": color, "dash": dash, "width": 2}, legend, not band.empty, meta),
+                  row=row, col=col)  # fmt: skip
+
+
+def _band_trace(band: pd.DataFrame, agent: str, color: str, meta: dict[str, Any]) -> go.Scatter:
+    """The 95% interval as a filled polygon (upper edge forward, lower edge back)."""
+    bx = [int(v) for v in band["round"]]
+    return go.Scatter(
+        x=bx + bx[::-1], y=[float(v) for v in band["hi"]] + [float(v) for v in band["lo"][::-1]], fill="toself",
+        fillcolor=rgba(color, 0.15), line={"width": 0}, mode="lines", hoverinfo="skip", showlegend=False, legendgroup=agent,
+        name=f"{agent} 95% interval", meta={**meta, "role": "band"},
+    )  # fmt: skip
+
+
+def _mean_trace(sub: pd.DataFrame, name: str, agent: str, run: str, metric: str, line: dict[str, Any], legend: bool, banded: bool,
+                meta: dict[str, Any]) -> go.Scatter:  # fmt: skip
+    """The mean over seeds, with the interval and the seed count on hover."""
+    x = [int(v) for v in sub["round"]]
     custom = [[json_float(lo), json_float(hi), int(n)] for lo, hi, n in zip(sub["lo"], sub["hi"], sub["n"], strict=False)]
-    fig.add_trace(go.Scatter(
-        x=x, y=[json_float(v) for v in sub["mean"]], customdata=custom, mode="lines+markers" if len(x) < 30 else "lines",
-        line={"color": color, "dash": dash, "width": 2}, marker={"size": 5}, name=name, legendgroup=agent, showlegend=legend,
-        meta={**meta, "role": "mean"},
-        hovertemplate=(f"<b>{name}</b> ({run})<br>round %{{x}}<br>{metric} = %{{y:.10~g}}"
-                       + ("<br>95% CI [%{customdata[0]:.6~g}, %{customdata[1]:.6~g}]" if band_rows else "")
-                       + "<br>seeds: %{customdata[2]}<extra></extra>")),
-        row=row, col=col)
+    interval = "<br>95% CI [%{customdata[0]:.6~g}, %{customdata[1]:.6~g}]" if banded else ""
+    hover = f"<b>{name}</b> ({run})<br>round %{{x}}<br>{metric} = %{{y:.10~g}}{interval}<br>seeds: %{{customdata[2]}}<extra></extra>"
+    return go.Scatter(
+        x=x, y=[json_float(v) for v in sub["mean"]], customdata=custom, mode="lines+markers" if len(x) < 30 else "lines", line=line,
+        marker={"size": 5}, name=name, legendgroup=agent, showlegend=legend, meta={**meta, "role": "mean"}, hovertemplate=hover,
+    )  # fmt: skip
 
 
 def json_float(v: Any) -> float | None:
@@ -208,8 +267,14 @@ def json_float(v: Any) -> float | None:
 
 def recall_figure(ds: Dataset, k: int, compare: str = "side") -> go.Figure:
     """True (solid) vs offline hold-out (dashed) recall@K over rounds per agent, 95% band across seeds."""
-    return line_figure(ds, [[f"true_recall@{k}", f"offline_holdout_recall@{k}"]], f"True vs offline (hold-out) recall@{k} over rounds",
-                       ylabels=[f"recall@{k} (solid: true, dashed: hold-out)"], styles=("true", "hold-out"), compare=compare)
+    return line_figure(
+        ds,
+        [[f"true_recall@{k}", f"offline_holdout_recall@{k}"]],
+        f"True vs offline (hold-out) recall@{k} over rounds",
+        ylabels=[f"recall@{k} (solid: true, dashed: hold-out)"],
+        styles=("true", "hold-out"),
+        compare=compare,
+    )
 
 
 def bias_figure(ds: Dataset, k: int, compare: str = "side") -> go.Figure:
@@ -225,8 +290,14 @@ def offline_figure(ds: Dataset, k: int, compare: str = "side") -> go.Figure:
     if not panels:
         raise MissingData("no offline protocol with its truth in these runs")
     labels = [f"{p[1].removesuffix(f'@{k}')} (dashed) vs truth" for p in panels]
-    return line_figure(ds, panels, f"Offline estimates against their truth (K = {k} for the recalls)", ylabels=labels,
-                       styles=("truth", "estimate"), compare=compare)
+    return line_figure(
+        ds,
+        panels,
+        f"Offline estimates against their truth (K = {k} for the recalls)",
+        ylabels=labels,
+        styles=("truth", "estimate"),
+        compare=compare,
+    )
 
 
 def concentration_figure(ds: Dataset, compare: str = "side") -> go.Figure:
@@ -241,8 +312,7 @@ def drift_figure(ds: Dataset, compare: str = "side") -> go.Figure:
 
 def auc_figure(ds: Dataset, compare: str = "side") -> go.Figure:
     """Scale-free score separation (binned AUC, :mod:`dashboards.derived`) over rounds; 0.5 = scores do not separate."""
-    return line_figure(ds, [["score_auc_unexposed"]], "Score separation on never-exposed items (AUC; 0.5 = none)", ref=0.5,
-                       compare=compare)
+    return line_figure(ds, [["score_auc_unexposed"]], "Score separation on never-exposed items (AUC; 0.5 = none)", ref=0.5, compare=compare)
 
 
 def metric_figure(ds: Dataset, metric: str, compare: str = "side") -> go.Figure:

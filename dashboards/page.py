@@ -51,13 +51,25 @@ def run_block(run: Run) -> str:
     desc = esc(run.description) if run.description else "<em>(the scenario has no description)</em>"
     progress = agent_progress(run)
     agents = ", ".join(f"{a} ({note})" if note else a for a, note in progress.items()) or ", ".join(run.agents)
-    facts = {"run directory": str(run.path), **provenance(run), "agents": agents, "seeds": ", ".join(map(str, m.get("seeds", []))),
-             "rounds": m.get("rounds", ""), "device": m.get("device", "")}
-    rows = "".join(f'<tr data-fact="{esc(k)}"><th>{esc(k)}</th><td><code>{esc(v)}</code></td></tr>' if k in ("command", "git commit")
-                   else f'<tr data-fact="{esc(k)}"><th>{esc(k)}</th><td>{esc(v)}</td></tr>' for k, v in facts.items())
+    facts = {
+        "run directory": str(run.path),
+        **provenance(run),
+        "agents": agents,
+        "seeds": ", ".join(map(str, m.get("seeds", []))),
+        "rounds": m.get("rounds", ""),
+        "device": m.get("device", ""),
+    }
+    rows = "".join(
+        f'<tr data-fact="{esc(k)}"><th>{esc(k)}</th><td><code>{esc(v)}</code></td></tr>'
+        if k in ("command", "git commit")
+        else f'<tr data-fact="{esc(k)}"><th>{esc(k)}</th><td>{esc(v)}</td></tr>'
+        for k, v in facts.items()
+    )
     manifest = esc(json.dumps(m, indent=2, sort_keys=True, default=str))
-    return (f'<section class="run"><h2>Run: {esc(run.label)}</h2><p class="desc">{desc}</p><table class="facts">{rows}</table>'
-            f"<details><summary>manifest.json</summary><pre>{manifest}</pre></details></section>")
+    return (
+        f'<section class="run"><h2>Run: {esc(run.label)}</h2><p class="desc">{desc}</p><table class="facts">{rows}</table>'
+        f"<details><summary>manifest.json</summary><pre>{manifest}</pre></details></section>"
+    )
 
 
 def toc(entries: Sequence[tuple[str, str]]) -> str:

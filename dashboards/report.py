@@ -51,9 +51,14 @@ from dashboards.tables import summary_cells, summary_frame, summary_table
 from simulator.config import ConfigError
 
 # No "share / edit in the cloud" button, no plotly logo: the report is offline. Unknown keys are ignored by plotly.js.
-PLOT_CONFIG = {"displaylogo": False, "responsive": True, "showSendToCloud": False, "showEditInChartStudio": False,
-               "modeBarButtonsToRemove": ["sendDataToCloud", "editInChartStudio", "lasso2d", "select2d"],
-               "toImageButtonOptions": {"format": "svg", "scale": 2}}
+PLOT_CONFIG = {
+    "displaylogo": False,
+    "responsive": True,
+    "showSendToCloud": False,
+    "showEditInChartStudio": False,
+    "modeBarButtonsToRemove": ["sendDataToCloud", "editInChartStudio", "lasso2d", "select2d"],
+    "toImageButtonOptions": {"format": "svg", "scale": 2},
+}
 VENDOR = Path(__file__).with_name("vendor")
 CARTESIAN_TYPES = frozenset({"scatter", "bar", "heatmap", "histogram", "box", "violin", "contour", "pie", "image"})
 
@@ -73,42 +78,96 @@ class Section:
 Builder = Callable[[Dataset, "int | None"], go.Figure]
 SEEDS, POINTS = "seeds", "points"  # caption kinds: the seed caption (lines with bands, or intervals on hover), or a fixed text
 SECTIONS: list[tuple[str, str, str, str, Builder]] = [
-    ("fig-recall", "True vs offline recall", "Solid: true recall@K of the serving model against the truth over the whole live "
-     "catalogue; dashed: the hold-out recall a practitioner measures on the round's withheld requests for the fresh candidate.",
-     SEEDS, lambda ds, k: recall_figure(ds, _need_k(k))),
-    ("fig-bias", "Offline hold-out bias", "Hold-out recall@K minus its truth on the same requests (the expected recall had every "
-     "live item been examined): how much the offline metric overstates (above 0) or understates the truth.", SEEDS,
-     lambda ds, k: bias_figure(ds, _need_k(k))),
-    ("fig-offline", "Offline vs truth, every protocol", "Each offline protocol's estimate (dashed) next to its truth on the same "
-     "requests (solid): hold-out and shared-log recall@K, and each off-policy estimator's clicks per request against the candidate "
-     "policy's expected clicks.", SEEDS, lambda ds, k: offline_figure(ds, _need_k(k))),
-    ("fig-leaderboard", "Does offline evaluation pick the right agent?", "Per protocol, Kendall's tau-b between the agents' "
-     "ranking by the estimate and by its truth (1: same order, 0: unrelated, -1: reversed) and how often it picks the truth's best "
-     "agent, over rounds and seeds (leaderboard.parquet; mean with a 95% t-interval across seeds of each seed's mean over rounds).",
-     "", lambda ds, k: leaderboard_figure(ds)),
-    ("fig-concentration", "Exposure concentration", "Gini coefficient of the round's exposure counts over live items, and the share "
-     "of exposures taken by the top 1% of items.", SEEDS, lambda ds, k: concentration_figure(ds)),
-    ("fig-lorenz", "Concentration curves (top shares)", "The Lorenz curve read from the top: the share of the round's exposures held "
-     "by the most-exposed 1%, 10%, 20%, … of live items (log axis, where the mass is), at the first, middle and last rounds. The run "
-     "stores the points 1% (exposure_top1_share) and 10%..90% (exposure_lorenz@p); the dotted line is equal exposure.", POINTS,
-     lambda ds, k: lorenz_figure(ds)),
-    ("fig-deciles", "Exposure by popularity decile", "Share of each round's exposures going to each decile of live items by observed "
-     "clicks at the round's start (10 = most popular). Mean over seeds; each agent has its own colour scale (0 to its largest share), "
-     "so read colours within an agent and the numbers (hover) across agents.", "", lambda ds, k: decile_figure(ds)),
-    ("fig-drift", "Homogenisation and preference drift", "Mean pairwise Jaccard of users' exposure sets, and the mean drift "
-     "(1 − cosine) of users' true preferences from their start.", SEEDS, lambda ds, k: drift_figure(ds)),
-    ("fig-auc", "Score separation across agents (AUC)", "Agents score on different scales, so raw score gaps do not compare. This is "
-     "the chance that a never-exposed true positive outscores a never-exposed negative (0.5: no separation), computed by the report "
-     "from the stored 20-bin score histograms with pairs in one bin counted as ties; the runs do not store the scores themselves.",
-     SEEDS, lambda ds, k: auc_figure(ds)),
-    ("fig-scores", "Scores on unexposed items (DAMCAR Fig. 5)", "Distribution of the agent's retrieval scores on never-exposed true "
-     "positives (in the agent's colour) vs never-exposed negatives (grey, hatched) at the last round; vertical lines: the means "
-     "(solid: positives, dotted: negatives). Each agent's own score scale.", "One seed (the first): bins differ between seeds.",
-     lambda ds, k: score_figure(ds)),
+    (
+        "fig-recall",
+        "True vs offline recall",
+        "Solid: true recall@K of the serving model against the truth over the whole live "
+        "catalogue; dashed: the hold-out recall a practitioner measures on the round's withheld requests for the fresh candidate.",
+        SEEDS,
+        lambda ds, k: recall_figure(ds, _need_k(k)),
+    ),
+    (
+        "fig-bias",
+        "Offline hold-out bias",
+        "Hold-out recall@K minus its truth on the same requests (the expected recall had every "
+        "live item been examined): how much the offline metric overstates (above 0) or understates the truth.",
+        SEEDS,
+        lambda ds, k: bias_figure(ds, _need_k(k)),
+    ),
+    (
+        "fig-offline",
+        "Offline vs truth, every protocol",
+        "Each offline protocol's estimate (dashed) next to its truth on the same "
+        "requests (solid): hold-out and shared-log recall@K, and each off-policy estimator's clicks per request against the candidate "
+        "policy's expected clicks.",
+        SEEDS,
+        lambda ds, k: offline_figure(ds, _need_k(k)),
+    ),
+    (
+        "fig-leaderboard",
+        "Does offline evaluation pick the right agent?",
+        "Per protocol, Kendall's tau-b between the agents' "
+        "ranking by the estimate and by its truth (1: same order, 0: unrelated, -1: reversed) and how often it picks the truth's best "
+        "agent, over rounds and seeds (leaderboard.parquet; mean with a 95% t-interval across seeds of each seed's mean over rounds).",
+        "",
+        lambda ds, k: leaderboard_figure(ds),
+    ),
+    (
+        "fig-concentration",
+        "Exposure concentration",
+        "Gini coefficient of the round's exposure counts over live items, and the share of exposures taken by the top 1% of items.",
+        SEEDS,
+        lambda ds, k: concentration_figure(ds),
+    ),
+    (
+        "fig-lorenz",
+        "Concentration curves (top shares)",
+        "The Lorenz curve read from the top: the share of the round's exposures held "
+        "by the most-exposed 1%, 10%, 20%, … of live items (log axis, where the mass is), at the first, middle and last rounds. The run "
+        "stores the points 1% (exposure_top1_share) and 10%..90% (exposure_lorenz@p); the dotted line is equal exposure.",
+        POINTS,
+        lambda ds, k: lorenz_figure(ds),
+    ),
+    (
+        "fig-deciles",
+        "Exposure by popularity decile",
+        "Share of each round's exposures going to each decile of live items by observed "
+        "clicks at the round's start (10 = most popular). Mean over seeds; each agent has its own colour scale (0 to its largest share), "
+        "so read colours within an agent and the numbers (hover) across agents.",
+        "",
+        lambda ds, k: decile_figure(ds),
+    ),
+    (
+        "fig-drift",
+        "Homogenisation and preference drift",
+        "Mean pairwise Jaccard of users' exposure sets, and the mean drift (1 − cosine) of users' true preferences from their start.",
+        SEEDS,
+        lambda ds, k: drift_figure(ds),
+    ),
+    (
+        "fig-auc",
+        "Score separation across agents (AUC)",
+        "Agents score on different scales, so raw score gaps do not compare. This is "
+        "the chance that a never-exposed true positive outscores a never-exposed negative (0.5: no separation), computed by the report "
+        "from the stored 20-bin score histograms with pairs in one bin counted as ties; the runs do not store the scores themselves.",
+        SEEDS,
+        lambda ds, k: auc_figure(ds),
+    ),
+    (
+        "fig-scores",
+        "Scores on unexposed items (DAMCAR Fig. 5)",
+        "Distribution of the agent's retrieval scores on never-exposed true "
+        "positives (in the agent's colour) vs never-exposed negatives (grey, hatched) at the last round; vertical lines: the means "
+        "(solid: positives, dotted: negatives). Each agent's own score scale.",
+        "One seed (the first): bins differ between seeds.",
+        lambda ds, k: score_figure(ds),
+    ),
 ]
 SUMMARY = ("summary-section", "Summary at the last round")
-SUMMARY_BLURB = ("Per run and agent at its last round, true against offline first: mean over seeds with the 95% t-interval "
-                 "(clipped to the metric's range) in brackets.")
+SUMMARY_BLURB = (
+    "Per run and agent at its last round, true against offline first: mean over seeds with the 95% t-interval "
+    "(clipped to the metric's range) in brackets."
+)
 
 
 def _need_k(k: int | None) -> int:
@@ -167,9 +226,11 @@ def summary_html(ds: Dataset, k: int | None) -> tuple[str, pd.DataFrame | None]:
     head = "".join(f"<th>{esc(h)}</th>" for h in ["run", "agent", "round", "seeds", *[metric_label(n) for n in names]])
     rows = []
     for (_, r), vals in zip(frame.iterrows(), cells, strict=False):
-        rows.append(f'<tr data-run="{esc(r["run"])}" data-agent="{esc(r["agent"])}"><td>{esc(r["run"])}</td>'
-                    f'<td style="color:{colors[r["agent"]]};font-weight:600">{esc(r["agent"])}</td><td>{int(r["round"])}</td>'
-                    f'<td>{int(r["seeds"])}</td>' + "".join(f"<td>{esc(v)}</td>" for v in vals) + "</tr>")
+        rows.append(
+            f'<tr data-run="{esc(r["run"])}" data-agent="{esc(r["agent"])}"><td>{esc(r["run"])}</td>'
+            f'<td style="color:{colors[r["agent"]]};font-weight:600">{esc(r["agent"])}</td><td>{int(r["round"])}</td>'
+            f"<td>{int(r['seeds'])}</td>" + "".join(f"<td>{esc(v)}</td>" for v in vals) + "</tr>"
+        )
     return f'<table class="summary" id="summary-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>', frame
 
 
@@ -187,15 +248,21 @@ def _section_html(s: Section, specs: dict[str, str]) -> str:
 def _body(runs: Sequence[Run], ds: Dataset, k: int | None, chosen: bool) -> tuple[list[str], list[Section]]:
     sections = build_sections(ds, k, chosen)
     title = "cascadesim report: " + ", ".join(ds.runs)
-    intro = (f"{len(ds.agents)} agent(s), seeds {', '.join(map(str, ds.seeds))}, rounds {min(ds.rounds)}–{max(ds.rounds)} (numbered "
-             "from 1). Colours are the same agent in every figure. Hover shows exact values; the camera icon of each plot downloads "
-             "it as SVG, the CSV link beside each heading its data.")
+    intro = (
+        f"{len(ds.agents)} agent(s), seeds {', '.join(map(str, ds.seeds))}, rounds {min(ds.rounds)}–{max(ds.rounds)} (numbered "
+        "from 1). Colours are the same agent in every figure. Hover shows exact values; the camera icon of each plot downloads "
+        "it as SVG, the CSV link beside each heading its data."
+    )
     body = [f"<h1>{esc(title)}</h1>", f'<p class="blurb">{esc(intro)}</p>']
     pending = pending_text(list(runs))
     if pending:
         body.append(f'<p class="note" id="pending">{esc(pending)}</p>')
-    entries = [("runs", "Runs: description, date, command, commit"), *[(f"{s.id}-section", s.heading) for s in sections[:1]],
-               SUMMARY, *[(f"{s.id}-section", s.heading) for s in sections[1:]]]
+    entries = [
+        ("runs", "Runs: description, date, command, commit"),
+        *[(f"{s.id}-section", s.heading) for s in sections[:1]],
+        SUMMARY,
+        *[(f"{s.id}-section", s.heading) for s in sections[1:]],
+    ]
     body.append(toc(entries))
     body.append('<div id="runs">' + "".join(run_block(r) for r in runs) + "</div>")
     return body, sections
@@ -209,8 +276,10 @@ def render_html(runs: Sequence[Run], k: int | None = None) -> str:
     body, sections = _body(runs, ds, k, chosen)
     specs: dict[str, str] = {}
     table, frame = summary_html(ds, k)
-    summary = (f'<section id="{SUMMARY[0]}">{section_head("summary", SUMMARY[1], csv_link(frame, "summary"))}'
-               f'<p class="blurb">{esc(SUMMARY_BLURB)}</p>{table}</section>')
+    summary = (
+        f'<section id="{SUMMARY[0]}">{section_head("summary", SUMMARY[1], csv_link(frame, "summary"))}'
+        f'<p class="blurb">{esc(SUMMARY_BLURB)}</p>{table}</section>'
+    )
     body += [_section_html(sections[0], specs), summary, *[_section_html(s, specs) for s in sections[1:]]]
     bundle, js = plotly_bundle([s.figure for s in sections if s.figure is not None])
     title = "cascadesim report: " + ", ".join(ds.runs)
@@ -259,8 +328,9 @@ def export_images(run_dirs: Sequence[str | Path], folder: str | Path, fmt: str =
     try:
         import kaleido  # noqa: F401 - only checks that the renderer is installed
     except ImportError:
-        raise RuntimeError("static export needs kaleido (pip install kaleido) and a Chrome/Chromium "
-                           "(e.g. apt-get install chromium)") from None
+        raise RuntimeError(
+            "static export needs kaleido (pip install kaleido) and a Chrome/Chromium (e.g. apt-get install chromium)"
+        ) from None
     runs = read_runs(list(run_dirs))
     out_dir = Path(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -277,6 +347,7 @@ def export_images(run_dirs: Sequence[str | Path], folder: str | Path, fmt: str =
         pio.write_images([f for _, f in figures], written, format=fmt, width=1200, scale=2 if fmt == "png" else 1)
     except Exception as err:  # noqa: BLE001 - kaleido reports a missing browser in many ways
         reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise RuntimeError(f"static export failed ({type(err).__name__}: {reason}); kaleido needs a Chrome/Chromium, "
-                           "e.g. apt-get install chromium") from None
+        raise RuntimeError(
+            f"static export failed ({type(err).__name__}: {reason}); kaleido needs a Chrome/Chromium, e.g. apt-get install chromium"
+        ) from None
     return written

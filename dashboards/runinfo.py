@@ -138,9 +138,13 @@ def k_note(k: int | None, k_retrieve: int | None, chosen: bool) -> str:
     if k_retrieve is None:
         return f"K = {k}. The manifest does not record the cascade's retrieval size K_r."
     if k >= k_retrieve:
-        return (f"Caution: K = {k} ≥ K_r = {k_retrieve} (the cascade retrieves {k_retrieve} candidates), so the on-policy replay "
-                f"recall@{k} is close to 1 by construction for every agent; a K below K_r shows the contrast.")
+        return (
+            f"Caution: K = {k} ≥ K_r = {k_retrieve} (the cascade retrieves {k_retrieve} candidates), so the on-policy replay "
+            f"recall@{k} is close to 1 by construction for every agent; a K below K_r shows the contrast."
+        )
     if chosen:
         return f"K = {k} (K_r = {k_retrieve})."
-    return (f"K = {k}: the largest recall cut-off below the cascade's retrieval size K_r = {k_retrieve}, "
-            "where a replay of the serving model's own clicks is not ~1 by construction.")
+    return (
+        f"K = {k}: the largest recall cut-off below the cascade's retrieval size K_r = {k_retrieve}, "
+        "where a replay of the serving model's own clicks is not ~1 by construction."
+    )

@@ -49,8 +49,17 @@ def score_figure(ds: Dataset, round: int | None = None, seed: int | None = None)
         for j, agent in enumerate(ds.agents, start=1):
             lo, hi = values.get((run, agent, "score_hist_lo")), values.get((run, agent, "score_hist_hi"))
             if lo is None or hi is None:
-                fig.add_annotation(text=f"{agent}: no scores for seed {seed} in {run}", x=0.5, y=0.5, xref="x domain", yref="y domain",
-                                   showarrow=False, font={"color": "#8a5a00"}, row=i, col=j)
+                fig.add_annotation(
+                    text=f"{agent}: no scores for seed {seed} in {run}",
+                    x=0.5,
+                    y=0.5,
+                    xref="x domain",
+                    yref="y domain",
+                    showarrow=False,
+                    font={"color": "#8a5a00"},
+                    row=i,
+                    col=j,
+                )
                 continue
             meta = {"run": run, "agent": agent, "seed": seed, "round": rnd.get(run)}
             _histograms(fig, values, meta, (lo, hi, bins), colors[agent], shown, (i, j))
@@ -62,27 +71,44 @@ def score_figure(ds: Dataset, round: int | None = None, seed: int | None = None)
     return base_layout(fig, f"Scores on never-exposed true positives vs negatives (seed {seed}, {at}; lines: means)", rows=len(ds.runs))
 
 
-def _histograms(fig: go.Figure, values: dict[tuple[str, str, str], float], meta: dict[str, Any], grid: tuple[float, float, int],
-                color: str, shown: set[tuple[str, str]], cell: tuple[int, int]) -> None:
+def _histograms(
+    fig: go.Figure,
+    values: dict[tuple[str, str, str], float],
+    meta: dict[str, Any],
+    grid: tuple[float, float, int],
+    color: str,
+    shown: set[tuple[str, str]],
+    cell: tuple[int, int],
+) -> None:
     """The two histograms of one (run, agent) and the vertical lines at their means."""
-    lo, hi, bins = grid
     run, agent = meta["run"], meta["agent"]
-    width = (hi - lo) / bins
-    edges = [[lo + b * width, lo + (b + 1) * width] for b in range(bins)]
     for role, label in (("neg", "unexposed negatives"), ("pos", "unexposed true positives")):
-        y = [json_float(values.get((run, agent, f"score_hist_{role}@{b}"), float("nan"))) for b in range(bins)]
-        edge = color if role == "pos" else NEG_COLOR
-        marker = {"color": rgba(edge, 0.6 if role == "pos" else 0.25), "line": {"color": edge, "width": 1},
-                  "pattern": {"shape": "/" if role == "neg" else "", "fgcolor": NEG_COLOR}}
-        fig.add_trace(go.Bar(
-            x=[lo + (b + 0.5) * width for b in range(bins)], y=y, width=[width] * bins, customdata=edges, name=f"{agent} · {label}",
-            legendgroup=agent, showlegend=(agent, role) not in shown, marker=marker,
-            meta={**meta, "role": role, "x": "score_bin_centre", "y": "share", "custom": ["bin_lo", "bin_hi"]},
-            hovertemplate=(f"<b>{agent}</b> ({run}) · {label}<br>score in [%{{customdata[0]:.4g}}, %{{customdata[1]:.4g}})"
-                           "<br>share %{y:.2%}<extra></extra>")), row=cell[0], col=cell[1])
+        bar = _histogram_bar(values, meta, grid, color if role == "pos" else NEG_COLOR, role, label)
+        fig.add_trace(bar.update(showlegend=(agent, role) not in shown), row=cell[0], col=cell[1])
         shown.add((agent, role))
     for name, dash in zip(MEANS, ("solid", "dot"), strict=False):
         if (run, agent, name) in values:
             line = {"color": color if name.endswith("pos") else NEG_COLOR, "dash": dash, "width": 1.5}
             fig.add_vline(x=values[(run, agent, name)], line=line, row=cell[0], col=cell[1])
 
+
+def _histogram_bar(
+    values: dict[tuple[str, str, str], float], meta: dict[str, Any], grid: tuple[float, float, int], edge: str, role: str, label: str
+) -> go.Bar:
+    """One role's (pos / neg) score histogram of one (run, agent) as bars over the shared bins."""
+    (lo, hi, bins), run, agent = grid, meta["run"], meta["agent"]
+    width = (hi - lo) / bins
+    y = [json_float(values.get((run, agent, f"score_hist_{role}@{b}"), float("nan"))) for b in range(bins)]
+    marker = {
+        "color": rgba(edge, 0.6 if role == "pos" else 0.25),
+        "line": {"color": edge, "width": 1},
+        "pattern": {"shape": "/" if role == "neg" else "", "fgcolor": NEG_COLOR},
+    }
+    hover = (
+        f"<b>{agent}</b> ({run}) · {label}<br>score in [%{{customdata[0]:.4g}}, %{{customdata[1]:.4g}})<br>share %{{y:.2%}}<extra></extra>"
+    )
+    return go.Bar(
+        x=[lo + (b + 0.5) * width for b in range(bins)], y=y, width=[width] * bins, name=f"{agent} · {label}", legendgroup=agent,
+        customdata=[[lo + b * width, lo + (b + 1) * width] for b in range(bins)], marker=marker, hovertemplate=hover,
+        meta={**meta, "role": role, "x": "score_bin_centre", "y": "share", "custom": ["bin_lo", "bin_hi"]},
+    )  # fmt: skip

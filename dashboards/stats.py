@@ -70,8 +70,6 @@ def _betainc(a: float, b: float, x: float) -> float:
     return front * h / a
 
 
-
-
 def seed_stats(metrics: pd.DataFrame, names: Iterable[str] | None = None) -> pd.DataFrame:
     """Per (run, agent, metric, round): seeds with a value ``n``, their ``mean`` and the 95% t-interval ``lo``, ``hi``.
 
@@ -112,11 +110,12 @@ def diff_stats(stats: pd.DataFrame, sds: pd.DataFrame, run_a: str, run_b: str) -
     both = a.merge(b, on=keys, suffixes=("_a", "_b"))
     va, vb = both["sd_a"] ** 2 / both["n_a"], both["sd_b"] ** 2 / both["n_b"]
     se = np.sqrt(va + vb)
-    dof = (va + vb) ** 2 / (va ** 2 / (both["n_a"] - 1) + vb ** 2 / (both["n_b"] - 1))
+    dof = (va + vb) ** 2 / (va**2 / (both["n_a"] - 1) + vb**2 / (both["n_b"] - 1))
     t = dof.map(lambda d: t_quantile(max(1, int(math.floor(d)))) if d == d and d > 0 else math.nan)
     half = (t * se).where(se > 0, 0.0).where((both["n_a"] >= 2) & (both["n_b"] >= 2))
-    out = both[keys].assign(run=f"{run_a} − {run_b}", n=np.minimum(both["n_a"], both["n_b"]).astype("int64"),
-                            mean=both["mean_a"] - both["mean_b"])
+    out = both[keys].assign(
+        run=f"{run_a} − {run_b}", n=np.minimum(both["n_a"], both["n_b"]).astype("int64"), mean=both["mean_a"] - both["mean_b"]
+    )
     out["lo"], out["hi"] = clip_to_range(out["metric"], out["mean"] - half, out["mean"] + half, widen=True)
     return out[STAT_COLUMNS]
 
@@ -125,5 +124,3 @@ def seed_sds(metrics: pd.DataFrame, names: Iterable[str] | None = None) -> pd.Da
     """Per (run, agent, metric, round): the sample sd of the seeds' values (``sd``)."""
     frame = metrics if names is None else metrics[metrics["metric"].isin(list(names))]
     return frame.groupby(["run", "agent", "metric", "round"], sort=True)["value"].std().rename("sd").reset_index()
-
-

@@ -62,13 +62,22 @@ def summary_table(ds: Dataset, k: int | None) -> go.Figure:
     frame = summary_frame(ds, k)
     names, cells = summary_cells(frame, sep="<br>")
     colors = agent_colors(ds.palette)
-    columns = [list(frame["run"]), list(frame["agent"]), [str(v) for v in frame["round"]], [str(v) for v in frame["seeds"]],
-               *[list(col) for col in zip(*cells, strict=False)]]
+    columns = [
+        list(frame["run"]),
+        list(frame["agent"]),
+        [str(v) for v in frame["round"]],
+        [str(v) for v in frame["seeds"]],
+        *[list(col) for col in zip(*cells, strict=False)],
+    ]
     header = ["run", "agent", "round", "seeds", *[metric_label(n) for n in names]]
     n = len(frame)
     font = [["#222"] * n, [colors[a] for a in frame["agent"]], *[["#222"] * n] * (len(columns) - 2)]
-    fig = go.Figure(go.Table(
-        header={"values": [f"<b>{h}</b>" for h in header], "fill": {"color": "#f0f0f0"}, "align": "left"},
-        cells={"values": columns, "font": {"color": font}, "align": "left", "height": 44},
-        columnwidth=[1.2, 1, 0.7, 0.7, *[1.6] * len(names)], meta={"role": "summary", "metrics": names}))
+    fig = go.Figure(
+        go.Table(
+            header={"values": [f"<b>{h}</b>" for h in header], "fill": {"color": "#f0f0f0"}, "align": "left"},
+            cells={"values": columns, "font": {"color": font}, "align": "left", "height": 44},
+            columnwidth=[1.2, 1, 0.7, 0.7, *[1.6] * len(names)],
+            meta={"role": "summary", "metrics": names},
+        )
+    )
     return base_layout(fig, f"Last round per agent{f' (K = {k})' if k else ''}: mean over seeds [95% t-interval]", height=260 + 46 * n)

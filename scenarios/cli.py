@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import pandas as pd
@@ -37,13 +39,13 @@ def _os_error(err: OSError) -> str:
 class _Main(click.Group):
     """Click group whose usage errors are one line, like every other error of the tool."""
 
-    def main(self, args=None, *rest, **kwargs):  # type: ignore[override]
+    def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
         pin_mmap_threshold()
         if not (sys.argv[1:] if args is None else list(args)):  # bare `cascadesim`: the help, not an error
             click.echo(self.get_help(click.Context(self, info_name=kwargs.get("prog_name", "cascadesim"))))
             sys.exit(0)
         try:
-            return super().main(args, *rest, standalone_mode=False, **kwargs)
+            return super().main(args, *rest, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.UsageError as err:
             _fail(err.format_message().replace("\n", " "))
         except click.exceptions.Abort:
@@ -69,10 +71,19 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--scenario", default="default", show_default=True,
-              help="a preset name (see `cascadesim list scenarios`) or the path of a scenario .toml file")
-@click.option("--agents", "agent_list", default="random,popular,oracle,bc", show_default=True,
-              help="comma-separated agent names (see `cascadesim list agents`)")
+@click.option(
+    "--scenario",
+    default="default",
+    show_default=True,
+    help="a preset name (see `cascadesim list scenarios`) or the path of a scenario .toml file",
+)
+@click.option(
+    "--agents",
+    "agent_list",
+    default="random,popular,oracle,bc",
+    show_default=True,
+    help="comma-separated agent names (see `cascadesim list agents`)",
+)
 @click.option("--seeds", default=1, show_default=True, type=int, help="number of seeds (0..N-1)")
 @click.option("--rounds", default=None, type=int, help="override timeline.rounds")
 @click.option("--out", default=None, help="run directory [default: runs/<scenario name>]")
@@ -80,41 +91,81 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="continue the interrupted run in --out (its checkpoints are verified first)")
 @click.option("--force", is_flag=True, help="replace the cascadesim run in --out once this one has committed its first round")
 @click.option("--save-logs", is_flag=True, help="also write the per-round log tables as Parquet")
-@click.option("--save-truth", is_flag=True,
-              help="also write, per round, what every truth and offline metric was computed from (truth/<agent>__seed<s>/)")
-@click.option("--keep-checkpoints", "keep", default="last", show_default=True, type=click.Choice(["all", "last", "none"]),
-              help="checkpoints kept: every round's, each loop's last (resumable), or none once the run completes")
-@click.option("--threads", default=None, type=click.IntRange(1, 1024),
-              help="torch threads [default: CASCADESIM_THREADS, else OMP_NUM_THREADS, else all cores]; 1 per concurrent run")
-def run(  # noqa: PLR0913 - one parameter per option
-    scenario: str, agent_list: str, seeds: int, rounds: int | None, out: str | None, device: str,
-    resume: bool, force: bool, save_logs: bool, save_truth: bool, keep: str, threads: int | None,
-) -> None:
+@click.option(
+    "--save-truth",
+    is_flag=True,
+    help="also write, per round, what every truth and offline metric was computed from (truth/<agent>__seed<s>/)",
+)
+@click.option(
+    "--keep-checkpoints",
+    "keep",
+    default="last",
+    show_default=True,
+    type=click.Choice(["all", "last", "none"]),
+    help="checkpoints kept: every round's, each loop's last (resumable), or none once the run completes",
+)
+@click.option(
+    "--threads",
+    default=None,
+    type=click.IntRange(1, 1024),
+    help="torch threads [default: CASCADESIM_THREADS, else OMP_NUM_THREADS, else all cores]; 1 per concurrent run",
+)
+def run(**options: Any) -> None:
     """Run scenario x agents x seeds as closed loops; write manifest.json and metrics.parquet.
 
     Ctrl-C (SIGINT) or SIGTERM stops at the next committed round with one line and exit 130 / 143; --resume continues.
     """
+    _run(RunRequest(**options))
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """The options of ``cascadesim run``, as parsed."""
+
+    scenario: str
+    agent_list: str
+    seeds: int
+    rounds: int | None
+    out: str | None
+    device: str
+    resume: bool
+    force: bool
+    save_logs: bool
+    save_truth: bool
+    keep: str
+    threads: int | None
+
+
+def _run(req: RunRequest) -> None:
     import torch
 
     from scenarios import signals
-    from scenarios.experiment import make_experiment, run_experiment, summary, summary_metrics
+    from scenarios.experiment import make_experiment, run_experiment, summary_metrics
     from scenarios.progress import RunProgress, busy_note, choose_threads, header
     from scenarios.rundir import check_out_path
 
-    if resume and force:
+    if req.resume and req.force:
         raise ConfigError("--resume and --force: choose one")
-    names = [a.strip() for a in agent_list.split(",") if a.strip()]
-    exp = make_experiment(scenario, names, seeds, rounds, device, save_logs, save_truth)
-    out_dir = Path(out) if out is not None else Path("runs") / exp.scenario.name
-    check_out_path("" if out is not None and not out.strip() else out_dir)
-    n_threads = choose_threads(threads)
+    names = [a.strip() for a in req.agent_list.split(",") if a.strip()]
+    exp = make_experiment(req.scenario, names, req.seeds, req.rounds, req.device, req.save_logs, req.save_truth)
+    out_dir = Path(req.out) if req.out is not None else Path("runs") / exp.scenario.name
+    check_out_path("" if req.out is not None and not req.out.strip() else out_dir)
+    n_threads = choose_threads(req.threads)
     torch.set_num_threads(n_threads)
     click.echo(header(exp, out_dir, n_threads))
     if note := busy_note(n_threads):
         click.echo(note)
     signals.install()
     progress = RunProgress(summary_metrics(exp.scenario)[0])
-    metrics = run_experiment(exp, out_dir, resume=resume, force=force, progress=progress, keep_checkpoints=keep)
+    metrics = run_experiment(exp, out_dir, resume=req.resume, force=req.force, progress=progress, keep_checkpoints=req.keep)
+    _report(exp, metrics, out_dir, req.keep)
+
+
+def _report(exp: Any, metrics: pd.DataFrame, out_dir: Path, keep: str) -> None:
+    """The end of a run: the summary table, where the results and the report are, the checkpoints kept."""
+    from dashboards.report import write_report
+    from scenarios.experiment import summary, summary_metrics
+
     _explain_nan(metrics)
     table = summary(metrics, summary_metrics(exp.scenario))
     last = int(metrics["round"].max())
@@ -122,8 +173,6 @@ def run(  # noqa: PLR0913 - one parameter per option
         head = f"{exp.scenario.name}: after round {last + 1} of {exp.scenario.timeline.rounds}, mean over {len(exp.seeds)} seed(s)"
         click.echo(f"\n{head}\n{table.to_string()}")
     click.echo(f"\nresults: {out_dir / 'metrics.parquet'}")
-    from dashboards.report import write_report
-
     click.echo(f"report: {write_report([out_dir])}")
     kept = sum(p.stat().st_size for p in (out_dir / "checkpoints").glob("*.pt"))
     click.echo(f"checkpoints: {kept / 2**20:.1f} MiB kept (--keep-checkpoints {keep})")

@@ -47,7 +47,6 @@ from simulator.shared_log import SharedLog
 from simulator.timeline import run_round, warm_started_loop
 
 
-
 def headline_k(sc: Scenario) -> int:
     """The K the summaries lead with: the largest K below K_r (at K >= K_r a replay of the serving model says nothing)."""
     below = [k for k in sc.eval_ks if k < sc.cascade.k_retrieve]
@@ -131,10 +130,15 @@ class Experiment:
 
     def manifest(self) -> dict[str, Any]:
         return {
-            "scenario": self.scenario.model_dump(mode="json"), "agents": list(self.agents), "seeds": list(self.seeds),
-            "rounds": self.scenario.timeline.rounds, "device": str(self.device), "save_logs": self.save_logs,
+            "scenario": self.scenario.model_dump(mode="json"),
+            "agents": list(self.agents),
+            "seeds": list(self.seeds),
+            "rounds": self.scenario.timeline.rounds,
+            "device": str(self.device),
+            "save_logs": self.save_logs,
             "save_truth": self.save_truth,
-            "versions": package_versions(), "format": 1,
+            "versions": package_versions(),
+            "format": 1,
         }
 
 
@@ -148,7 +152,15 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def make_experiment(scenario: str | Scenario = "default", agent_names: Sequence[str] = ("random", "popular", "oracle", "bc"), seeds: int = 1, rounds: int | None = None, device: str = "cpu", save_logs: bool = False, save_truth: bool = False) -> Experiment:
+def make_experiment(
+    scenario: str | Scenario = "default",
+    agent_names: Sequence[str] = ("random", "popular", "oracle", "bc"),
+    seeds: int = 1,
+    rounds: int | None = None,
+    device: str = "cpu",
+    save_logs: bool = False,
+    save_truth: bool = False,
+) -> Experiment:
     """Validate everything an experiment needs; raises a one-line ConfigError on bad input."""
     sc = load_scenario(scenario) if isinstance(scenario, str) else scenario
     if rounds is not None:
@@ -196,9 +208,7 @@ class SeedStart:
         return self._shared
 
 
-def run_loop(
-    exp: Experiment, agent: str, seed: int, run: RunDir | None, start: SeedStart, tick: Callable[[], None]
-) -> ClosedLoop:
+def run_loop(exp: Experiment, agent: str, seed: int, run: RunDir | None, start: SeedStart, tick: Callable[[], None]) -> ClosedLoop:
     """Run (or continue) one closed loop to the last round, committing a checkpoint each round."""
     found = run.checkpoint(agent, seed) if run is not None else None
     _notify(tick, "loop", agent, seed)
@@ -206,7 +216,9 @@ def run_loop(
         loop = ClosedLoop.load(str(found[0]))
         done = 1 + max((row["round"] for row in loop.rows), default=-1)
         if (loop.agent_name, loop.seed, done) != (agent, seed, found[1] + 1):
-            raise RunDirError(f"checkpoint: {found[0]} holds {loop.agent_name} seed {loop.seed} after {done} rounds, not as the manifest says")
+            raise RunDirError(
+                f"checkpoint: {found[0]} holds {loop.agent_name} seed {loop.seed} after {done} rounds, not as the manifest says"
+            )
         for _ in range(done):
             tick()
     else:
@@ -273,13 +285,19 @@ def add_popularity_index(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (sc, seed, rnd), grp in base.groupby(["scenario", "seed", "round"], sort=True):
         index = popularity_index(dict(zip(grp.agent, grp.value)))
-        rows += [{"scenario": sc, "agent": a, "seed": seed, "round": rnd, "metric": "popularity_index", "value": v} for a, v in index.items()]
+        rows += [
+            {"scenario": sc, "agent": a, "seed": seed, "round": rnd, "metric": "popularity_index", "value": v} for a, v in index.items()
+        ]
     return pd.concat([frame, pd.DataFrame(rows, columns=METRIC_COLUMNS)], ignore_index=True)
 
 
 def run_experiment(
-    exp: Experiment, out: str | Path | None = None, resume: bool = False, force: bool = False,
-    progress: Callable[[int], Callable[[], None]] | None = None, keep_checkpoints: str = "last",
+    exp: Experiment,
+    out: str | Path | None = None,
+    resume: bool = False,
+    force: bool = False,
+    progress: Callable[[int], Callable[[], None]] | None = None,
+    keep_checkpoints: str = "last",
 ) -> pd.DataFrame:
     """Run every (agent, seed) loop of ``exp``; returns (and writes) the long-form metrics.
 

@@ -37,8 +37,10 @@ def describe_scenarios() -> dict[str, str]:
         with resources.as_file(_DATA / f"{name}.toml") as path:
             sc = load_scenario_file(path)
         w, t, c = sc.world, sc.timeline, sc.cascade
-        sizes = (f"[{w.n_users:,} users x {w.n_items:,} items, {t.requests_per_round:,} requests/round, {t.rounds} rounds, "
-                 f"K_r {c.k_retrieve}, slate {c.slate_size}, ranker {c.ranker}]")
+        sizes = (
+            f"[{w.n_users:,} users x {w.n_items:,} items, {t.requests_per_round:,} requests/round, {t.rounds} rounds, "
+            f"K_r {c.k_retrieve}, slate {c.slate_size}, ranker {c.ranker}]"
+        )
         out[name] = " ".join(sc.description.split()) + " " + sizes
     return out
 

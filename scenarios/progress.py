@@ -60,8 +60,12 @@ class RunProgress:
         value = next((row["value"] for row in reversed(rows) if row["round"] == r and row["metric"] == self.headline), float("nan"))
         elapsed = time.monotonic() - self.started
         eta = elapsed / max(self.done, 1) * (self.total - self.done)
-        print(f"round {r + 1}/{rounds}  {agent} seed {seed}  {self.headline} {value:.4f}  [{self.done}/{self.total} loop-rounds, "
-              f"{_duration(elapsed)} elapsed, ETA {_duration(eta)}]", file=self.out, flush=True)
+        print(
+            f"round {r + 1}/{rounds}  {agent} seed {seed}  {self.headline} {value:.4f}  [{self.done}/{self.total} loop-rounds, "
+            f"{_duration(elapsed)} elapsed, ETA {_duration(eta)}]",
+            file=self.out,
+            flush=True,
+        )
 
     def tick(self) -> None:
         self.done += 1
@@ -87,6 +91,8 @@ def busy_note(threads: int) -> str | None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if threads > 1 and load + threads > cores + 0.5:
-        return (f"note: {cores} core(s) with load {load:.1f}: {threads} threads will oversubscribe them; "
-                "--threads 1 (or CASCADESIM_THREADS=1) per concurrent run")
+        return (
+            f"note: {cores} core(s) with load {load:.1f}: {threads} threads will oversubscribe them; "
+            "--threads 1 (or CASCADESIM_THREADS=1) per concurrent run"
+        )
     return None

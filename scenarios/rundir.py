@@ -219,8 +219,13 @@ class RunDir:
         save(str(path))
         previous = self.manifest["checkpoints"].get(key)
         self.manifest["checkpoints"][key] = {
-            "agent": agent, "seed": seed, "round": r, "file": path.name, "bytes": path.stat().st_size,
-            "sha256": sha256_file(path), "scenario_hash": self.manifest["scenario_hash"],
+            "agent": agent,
+            "seed": seed,
+            "round": r,
+            "file": path.name,
+            "bytes": path.stat().st_size,
+            "sha256": sha256_file(path),
+            "scenario_hash": self.manifest["scenario_hash"],
         }
         self.write_manifest()
         if previous is not None and previous["file"] != path.name and self.keep != "all":

@@ -49,6 +49,5 @@ def check_fits(sc: Scenario, available: int | None = None) -> None:
     if need > have:
         field = max(parts, key=parts.__getitem__)
         raise ConfigError(
-            f"{field}: this run needs about {need / _GIB:.1f} GiB of memory (estimate), {have / _GIB:.1f} GiB are available; "
-            f"lower {field}"
+            f"{field}: this run needs about {need / _GIB:.1f} GiB of memory (estimate), {have / _GIB:.1f} GiB are available; lower {field}"
         )

@@ -57,7 +57,13 @@ class StudyResult:
 
 
 def run_study(
-    scenario: str | Scenario, agents: Sequence[str], seeds: int, out: str | Path, rounds: int | None = None, device: str = "cpu", progress: bool = True
+    scenario: str | Scenario,
+    agents: Sequence[str],
+    seeds: int,
+    out: str | Path,
+    rounds: int | None = None,
+    device: str = "cpu",
+    progress: bool = True,
 ) -> StudyResult:
     """Run every (agent, seed) loop into ``out``, resuming a matching earlier run there.
 
@@ -79,7 +85,9 @@ def run_study(
 
     metrics = run_experiment(exp, out_path, resume=resume, progress=bar if progress else None)
     timings_file = out_path / "timings.parquet"
-    timings = pd.read_parquet(timings_file) if timings_file.exists() else pd.DataFrame(columns=["agent", "seed", "round", "phase", "seconds"])
+    timings = (
+        pd.read_parquet(timings_file) if timings_file.exists() else pd.DataFrame(columns=["agent", "seed", "round", "phase", "seconds"])
+    )
     return StudyResult(metrics, timings, out_path)
 
 
@@ -87,7 +95,9 @@ def load_study(run_dir: str | Path) -> StudyResult:
     """The :class:`StudyResult` of a finished run directory (to regenerate a page without rerunning)."""
     run = Path(run_dir)
     timings_file = run / "timings.parquet"
-    timings = pd.read_parquet(timings_file) if timings_file.exists() else pd.DataFrame(columns=["agent", "seed", "round", "phase", "seconds"])
+    timings = (
+        pd.read_parquet(timings_file) if timings_file.exists() else pd.DataFrame(columns=["agent", "seed", "round", "phase", "seconds"])
+    )
     return StudyResult(read_metrics(run / "metrics.parquet"), timings, run)
 
 
@@ -101,19 +111,18 @@ def format_interval(mean: float, half: float, digits: int = 3) -> str:
 def interval_frame(metrics: pd.DataFrame, names: Sequence[str], round_idx: int, agents: Sequence[str]) -> pd.DataFrame:
     """``agent x metric`` frame of ``(mean, half-width)`` tuples over seeds at round ``round_idx``."""
     at = metrics[(metrics["round"] == round_idx) & metrics["metric"].isin(names)]
-    cells = {
-        (agent, name): interval(grp["value"].tolist()) for (agent, name), grp in at.groupby(["agent", "metric"], sort=False)
-    }
-    return pd.DataFrame(
-        [[cells.get((a, n), (math.nan, math.nan)) for n in names] for a in agents], index=list(agents), columns=list(names)
-    )
+    cells = {(agent, name): interval(grp["value"].tolist()) for (agent, name), grp in at.groupby(["agent", "metric"], sort=False)}
+    return pd.DataFrame([[cells.get((a, n), (math.nan, math.nan)) for n in names] for a in agents], index=list(agents), columns=list(names))
 
 
 def interval_table(metrics: pd.DataFrame, names: Sequence[str], round_idx: int, agents: Sequence[str], digits: int = 3) -> str:
     """A Markdown table: one row per agent, one column per metric, ``mean ± 95% half-width`` over seeds."""
     frame = interval_frame(metrics, names, round_idx, agents)
     head = "| agent | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
-    rows = ["| " + agent + " | " + " | ".join(format_interval(*cell, digits=digits) for cell in frame.loc[agent]) + " |" for agent in frame.index]
+    rows = [
+        "| " + agent + " | " + " | ".join(format_interval(cell[0], cell[1], digits=digits) for cell in frame.loc[agent]) + " |"
+        for agent in frame.index
+    ]
     return head + "\n".join(rows) + "\n"
 
 

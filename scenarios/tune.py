@@ -46,8 +46,20 @@ from scenarios.sweep.spec import base_scenario, check_top_level, parse_agent, pa
 from scenarios.sweep.toml_out import dumps
 from simulator.config import ConfigError, Scenario
 
-_TUNE_KEYS = {"scenario", "trials", "validation_seeds", "test_seeds", "metric", "last_rounds", "direction", "sampler_seed",
-              "parallel_trials", "threads", "device", "name"}
+_TUNE_KEYS = {
+    "scenario",
+    "trials",
+    "validation_seeds",
+    "test_seeds",
+    "metric",
+    "last_rounds",
+    "direction",
+    "sampler_seed",
+    "parallel_trials",
+    "threads",
+    "device",
+    "name",
+}
 
 
 @dataclass(frozen=True)
@@ -162,10 +174,21 @@ def load_tune_spec(path: str | Path) -> TuneSpec:
         raise ConfigError(f"tune.last_rounds: must be <= timeline.rounds ({scenario.timeline.rounds}), got {last}")
     from scenarios.sweep.spec import default_metric
 
-    return TuneSpec(str(tune.get("name", path.stem)), scenario, tuple(parse_agent_space(n, t) for n, t in tables.items()),
-                    _int(tune, "trials", 20, 1), validation, test, str(tune.get("metric") or default_metric(scenario)), last,
-                    direction, _int(tune, "sampler_seed", 0, 0), _int(tune, "parallel_trials", 1, 1), tune.get("threads"),
-                    str(tune.get("device", "cpu")))
+    return TuneSpec(
+        str(tune.get("name", path.stem)),
+        scenario,
+        tuple(parse_agent_space(n, t) for n, t in tables.items()),
+        _int(tune, "trials", 20, 1),
+        validation,
+        test,
+        str(tune.get("metric") or default_metric(scenario)),
+        last,
+        direction,
+        _int(tune, "sampler_seed", 0, 0),
+        _int(tune, "parallel_trials", 1, 1),
+        tune.get("threads"),
+        str(tune.get("device", "cpu")),
+    )
 
 
 @dataclass(frozen=True)
@@ -219,8 +242,10 @@ def tune_agent(spec: TuneSpec, agent: TuneAgent, out: Path, runner: Runner, prog
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction=spec.direction,  # type: ignore[arg-type]
-                                 sampler=optuna.samplers.TPESampler(seed=spec.sampler_seed))
+    study = optuna.create_study(
+        direction=spec.direction,  # type: ignore[arg-type]
+        sampler=optuna.samplers.TPESampler(seed=spec.sampler_seed),
+    )
     rows: list[dict] = []
     while len(study.trials) < spec.trials:
         batch = [study.ask() for _ in range(min(spec.parallel_trials, spec.trials - len(study.trials)))]
@@ -230,8 +255,15 @@ def tune_agent(spec: TuneSpec, agent: TuneAgent, out: Path, runner: Runner, prog
         for trial, values, group in zip(batch, params, cells, strict=True):
             value = objective(spec, group, out)
             study.tell(trial, value, state=None if value is not None else optuna.trial.TrialState.FAIL)
-            rows.append({"agent": agent.name, "trial": trial.number, "value": value, "params": json.dumps(values, sort_keys=True),
-                         "cells": ",".join(c.key for c in group)})
+            rows.append(
+                {
+                    "agent": agent.name,
+                    "trial": trial.number,
+                    "value": value,
+                    "params": json.dumps(values, sort_keys=True),
+                    "cells": ",".join(c.key for c in group),
+                }
+            )
     done = [r for r in rows if r["value"] is not None]
     if not done:
         return Best(agent.name, None, {}, spec.trials), rows
@@ -241,10 +273,12 @@ def tune_agent(spec: TuneSpec, agent: TuneAgent, out: Path, runner: Runner, prog
 
 def header(spec: TuneSpec, best: tuple[Best, ...], threads: int) -> str:
     """The comment block of best.toml: budget, search space, seeds, objective and the best values."""
-    lines = [f"# cascadesim tune {spec.name}: best configs; budget {spec.trials} TPE trials per agent (sampler seed {spec.sampler_seed},"
-             f" {spec.parallel_trials} per batch, {threads} torch thread(s) per cell)",
-             f"# objective: {spec.direction} {spec.metric} averaged over the last {spec.last_rounds} of {spec.scenario.timeline.rounds}"
-             f" rounds and validation seeds {list(spec.validation_seeds)} (test seeds {list(spec.test_seeds)} never used)"]
+    lines = [
+        f"# cascadesim tune {spec.name}: best configs; budget {spec.trials} TPE trials per agent (sampler seed {spec.sampler_seed},"
+        f" {spec.parallel_trials} per batch, {threads} torch thread(s) per cell)",
+        f"# objective: {spec.direction} {spec.metric} averaged over the last {spec.last_rounds} of {spec.scenario.timeline.rounds}"
+        f" rounds and validation seeds {list(spec.validation_seeds)} (test seeds {list(spec.test_seeds)} never used)",
+    ]
     for agent, b in zip(spec.agents, best, strict=True):
         lines.append(f"# {agent.name}: search space {'; '.join(p.describe() for p in agent.space)}; fixed {json.dumps(agent.fixed)}")
         lines.append(f"# {agent.name}: best {spec.metric} = {b.value}")
@@ -266,16 +300,33 @@ def write_best(spec: TuneSpec, best: tuple[Best, ...], out: Path, threads: int) 
 def write_record(spec: TuneSpec, best: tuple[Best, ...], threads: int, out: Path) -> None:
     from scenarios.sweep.cells import atomic_write
 
-    record = {"name": spec.name, "budget_trials_per_agent": spec.trials, "sampler": f"TPE(seed={spec.sampler_seed})",
-              "parallel_trials": spec.parallel_trials, "threads": threads, "metric": spec.metric, "last_rounds": spec.last_rounds,
-              "direction": spec.direction, "validation_seeds": list(spec.validation_seeds), "test_seeds": list(spec.test_seeds),
-              "space": {a.name: [p.describe() for p in a.space] for a in spec.agents}, "fixed": {a.name: a.fixed for a in spec.agents},
-              "best": {b.agent: {"value": b.value, "params": b.params} for b in best}}
+    record = {
+        "name": spec.name,
+        "budget_trials_per_agent": spec.trials,
+        "sampler": f"TPE(seed={spec.sampler_seed})",
+        "parallel_trials": spec.parallel_trials,
+        "threads": threads,
+        "metric": spec.metric,
+        "last_rounds": spec.last_rounds,
+        "direction": spec.direction,
+        "validation_seeds": list(spec.validation_seeds),
+        "test_seeds": list(spec.test_seeds),
+        "space": {a.name: [p.describe() for p in a.space] for a in spec.agents},
+        "fixed": {a.name: a.fixed for a in spec.agents},
+        "best": {b.agent: {"value": b.value, "params": b.params} for b in best},
+    }
     atomic_write(out / "tune.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, sort_keys=True)))
 
 
-def run_tune(spec: TuneSpec, out: str | Path, workers: int = 1, ray: str | None = None, resume: bool = False,
-             threads: int | None = None, runner: Runner | None = None) -> TuneResult:
+def run_tune(
+    spec: TuneSpec,
+    out: str | Path,
+    workers: int = 1,
+    ray: str | None = None,
+    resume: bool = False,
+    threads: int | None = None,
+    runner: Runner | None = None,
+) -> TuneResult:
     """Tune every agent of ``spec`` with the same budget; write best.toml, trials.parquet and tune.json into ``out``."""
     out = Path(out)
     if workers < 1:

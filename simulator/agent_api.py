@@ -37,10 +37,16 @@ class AgentContext:
     def from_scenario(cls, sc: Any, seed: int, device: torch.device | str = "cpu") -> AgentContext:
         """The context for ``sc`` (a Scenario): observable sizes only."""
         return cls(
-            n_users=sc.user_capacity, n_items=sc.item_capacity, n_categories=sc.world.n_categories,
-            n_creators=sc.world.n_creators, modality_dim=sc.features.modality_dim,
-            profile_dim=sc.features.profile_dim, history_len=sc.features.history_len,
-            training=sc.training, seed=seed, device=torch.device(device),
+            n_users=sc.user_capacity,
+            n_items=sc.item_capacity,
+            n_categories=sc.world.n_categories,
+            n_creators=sc.world.n_creators,
+            modality_dim=sc.features.modality_dim,
+            profile_dim=sc.features.profile_dim,
+            history_len=sc.features.history_len,
+            training=sc.training,
+            seed=seed,
+            device=torch.device(device),
         )
 
 
@@ -70,5 +76,4 @@ class RetrievalAgent(Protocol):
         """Everything needed to resume exactly (weights, optimiser, counters)."""
         ...
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...

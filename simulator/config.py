@@ -118,7 +118,9 @@ class CascadeConfig(_Section):
     candidate_pool: float = Field(2.0, ge=1, le=100, description="stochastic recall samples from the top pool*K_r items")
     propensity_samples: int = Field(256, ge=8, le=100_000, description="Monte-Carlo draws estimating inclusion probabilities")
     exploration_share: float = Field(0.0, ge=0, le=1, description="share of requests served uniformly at random")
-    legacy_popularity_bias: float = Field(0.3, ge=0, le=10, description="warm-start legacy recall samples items with P ~ (1 + clicks)^bias (0: uniform)")
+    legacy_popularity_bias: float = Field(
+        0.3, ge=0, le=10, description="warm-start legacy recall samples items with P ~ (1 + clicks)^bias (0: uniform)"
+    )
 
     @model_validator(mode="after")
     def _ranker_known(self) -> CascadeConfig:
@@ -150,7 +152,9 @@ class TimelineConfig(_Section):
         if self.slice_hours > self.round_hours:
             raise ValueError(f"timeline.slice_hours: must be <= timeline.round_hours ({self.round_hours}), got {self.slice_hours}")
         if self.train_delay_hours >= self.round_hours:
-            raise ValueError(f"timeline.train_delay_hours: must be < timeline.round_hours ({self.round_hours}), got {self.train_delay_hours}")
+            raise ValueError(
+                f"timeline.train_delay_hours: must be < timeline.round_hours ({self.round_hours}), got {self.train_delay_hours}"
+            )
         if not self.daily_profile or any(w < 0 for w in self.daily_profile) or sum(self.daily_profile) <= 0:
             raise ValueError("timeline.daily_profile: must be non-negative weights with a positive sum")
         if self.least_requests() < 1:
@@ -186,7 +190,9 @@ class MetricsConfig(_Section):
 
     panel_size: int = Field(500, ge=1, description="evaluation users (fixed panel)")
     k_values: tuple[int, ...] = Field((50, 100, 200), description="K for true_/logged_ recall, precision, ndcg (slate size is added)")
-    rank_k_values: tuple[int, ...] = Field((10, 20), description="N for the after-the-ranker metrics ranked_true_ndcg/map/hr@N (N > cascade.k_retrieve is skipped)")
+    rank_k_values: tuple[int, ...] = Field(
+        (10, 20), description="N for the after-the-ranker metrics ranked_true_ndcg/map/hr@N (N > cascade.k_retrieve is skipped)"
+    )
     block_size: int = Field(256, ge=1, le=1_000_000, description="users per block when scanning the catalogue")
     long_tail_share: float = Field(0.8, gt=0, lt=1, description="the least popular share of items that is the long tail")
     gap_negatives: int = Field(100, ge=1, le=100_000, description="sampled unexposed true negatives per panel user")

@@ -29,7 +29,8 @@ class EvaluationConfig(BaseModel):
     shared_log_requests: int = Field(400, ge=10, le=1_000_000, description="requests per round in the shared log")
     shared_log_exploration: float = Field(0.2, ge=0, le=1, description="share of the shared log served uniformly at random")
     estimators: tuple[Estimator, ...] | Literal["auto"] = Field(
-        "auto", description="off-policy estimators: 'auto' = every one the scenario's logs support; or a list of ips, snips, dr, dm, ips_pos"
+        "auto",
+        description="off-policy estimators: 'auto' = every one the scenario's logs support; or a list of ips, snips, dr, dm, ips_pos",
     )
     ope_logs: Literal["auto", "explore", "stochastic"] = Field(
         "auto", description="rows the estimators read: the exploration slice (exact propensities), stochastic serving (Monte-Carlo) or auto"
@@ -69,4 +70,6 @@ def check_estimators(sc: Scenario) -> None:
             f"cascade.exploration_share > 0 (evaluation.ope_logs = {sc.evaluation.ope_logs!r}), or estimators = []"
         )
     if "ips_pos" in asked and rows != "explore":
-        raise ValueError("evaluation.estimators: ips_pos needs per-slot propensities, which only the uniform exploration slice has; set cascade.exploration_share > 0")
+        raise ValueError(
+            "evaluation.estimators: ips_pos needs per-slot propensities, which only the uniform exploration slice has; set cascade.exploration_share > 0"
+        )

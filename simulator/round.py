@@ -108,8 +108,16 @@ def evaluate_candidate(loop: ClosedLoop, r: int) -> list[MetricRow]:
     if not req:
         return []
     inp = OfflineInput(
-        sc=loop.sc, seed=loop.seed, round=r, world=loop.world, candidate=_candidate(loop, r), ranker=loop.next_ranker,
-        set_intents=loop.intents.set, requests=req, impressions=imp, truth_requests=loop.truth.concat("truth_requests", r, r),
+        sc=loop.sc,
+        seed=loop.seed,
+        round=r,
+        world=loop.world,
+        candidate=_candidate(loop, r),
+        ranker=loop.next_ranker,
+        set_intents=loop.intents.set,
+        requests=req,
+        impressions=imp,
+        truth_requests=loop.truth.concat("truth_requests", r, r),
         shared=loop.shared_log.round(r) if loop.shared_log is not None and loop.sc.evaluation.shared_log else None,
         audit=loop.audit,
     )
@@ -140,11 +148,20 @@ def metric_input(loop: ClosedLoop, r: int) -> MetricInput:
     """What measurement reads of round ``r``: the truth, the round's log and the serving models."""
     log, truth = loop.log, loop.truth
     return MetricInput(
-        sc=loop.sc, seed=loop.seed, round=r, world=loop.world, retriever=loop.retriever, ranker=loop.serving_ranker,
-        set_intents=loop.intents.set, requests=log.concat("requests", r, r), impressions=log.concat("impressions", r, r),
+        sc=loop.sc,
+        seed=loop.seed,
+        round=r,
+        world=loop.world,
+        retriever=loop.retriever,
+        ranker=loop.serving_ranker,
+        set_intents=loop.intents.set,
+        requests=log.concat("requests", r, r),
+        impressions=log.concat("impressions", r, r),
         recalled_counts=log.bincount("candidates", "item_id", r, loop.world.item_live.shape[0]),
-        truth_requests=truth.concat("truth_requests", r, r), truth_impressions=truth.concat("truth_impressions", r, r),
-        state=loop.metric_state, audit=loop.audit,
+        truth_requests=truth.concat("truth_requests", r, r),
+        truth_impressions=truth.concat("truth_impressions", r, r),
+        state=loop.metric_state,
+        audit=loop.audit,
     )
 
 

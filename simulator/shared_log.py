@@ -32,7 +32,8 @@ class SharedLog:
         ev = warm.sc.evaluation
         logger = warm.copy()
         logger.sc = warm.sc.with_overrides(
-            cascade={"exploration_share": ev.shared_log_exploration}, timeline={"requests_per_round": ev.shared_log_requests},
+            cascade={"exploration_share": ev.shared_log_exploration},
+            timeline={"requests_per_round": ev.shared_log_requests},
             evaluation={"shared_log": False, "holdout_share": 0.0, "estimators": []},
         )
         logger.logging_only = True

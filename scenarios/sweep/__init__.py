@@ -9,5 +9,16 @@ from scenarios.sweep.driver import SweepResult, run_sweep
 from scenarios.sweep.pool import PoolRunner, RayRunner, SerialRunner, make_runner
 from scenarios.sweep.spec import SweepSpec, load_spec
 
-__all__ = ["Cell", "Outcome", "PoolRunner", "RayRunner", "SerialRunner", "SweepResult", "SweepSpec", "load_spec", "make_runner",
-           "run_cell", "run_sweep"]
+__all__ = [
+    "Cell",
+    "Outcome",
+    "PoolRunner",
+    "RayRunner",
+    "SerialRunner",
+    "SweepResult",
+    "SweepSpec",
+    "load_spec",
+    "make_runner",
+    "run_cell",
+    "run_sweep",
+]

@@ -47,8 +47,14 @@ class Cell:
 
     def config(self) -> dict[str, Any]:
         """The fully resolved config (the label and grid point are presentation, not config)."""
-        return {"scenario": self.scenario, "agent": self.agent, "seed": self.seed, "device": self.device,
-                "threads": self.threads, "format": FORMAT}
+        return {
+            "scenario": self.scenario,
+            "agent": self.agent,
+            "seed": self.seed,
+            "device": self.device,
+            "threads": self.threads,
+            "format": FORMAT,
+        }
 
     @property
     def key(self) -> str:

@@ -49,8 +49,9 @@ class Progress:
         self.lines = not self.stream.isatty()
         self.metric, self.total, self.count, self.reused = metric, total, reused, reused
         self.start = time.monotonic()
-        self.bar = tqdm(total=total, initial=reused, unit="cell", desc="cells", file=sys.stderr, dynamic_ncols=True,
-                        disable=self.lines or None)
+        self.bar = tqdm(
+            total=total, initial=reused, unit="cell", desc="cells", file=sys.stderr, dynamic_ncols=True, disable=self.lines or None
+        )
         if reused and self.lines:
             print(f"[{reused}/{total}] cells already finished, reused", file=self.stream, flush=True)
 
@@ -103,8 +104,16 @@ def write_manifest(spec: SweepSpec, cells: list[Cell], threads: int, out: Path) 
 
     from scenarios.experiment import package_versions
 
-    data = {"name": spec.name, "spec": spec.raw, "fields": spec.fields, "threads": threads, "metric": spec.metric, "format": FORMAT,
-            "cells": [{"cell": c.key, "agent": c.label, "seed": c.seed, "point": c.point} for c in cells], "versions": package_versions()}
+    data = {
+        "name": spec.name,
+        "spec": spec.raw,
+        "fields": spec.fields,
+        "threads": threads,
+        "metric": spec.metric,
+        "format": FORMAT,
+        "cells": [{"cell": c.key, "agent": c.label, "seed": c.seed, "point": c.point} for c in cells],
+        "versions": package_versions(),
+    }
     atomic_write(out / "sweep.json", lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True, default=str)))
 
 
@@ -133,8 +142,15 @@ def run_cells(cells: list[Cell], out: Path, metric: str, runner: Runner, on_done
     return outcomes
 
 
-def run_sweep(spec: SweepSpec, out: str | Path, workers: int = 1, ray: str | None = None, resume: bool = False,
-              threads: int | None = None, runner: Runner | None = None) -> SweepResult:
+def run_sweep(
+    spec: SweepSpec,
+    out: str | Path,
+    workers: int = 1,
+    ray: str | None = None,
+    resume: bool = False,
+    threads: int | None = None,
+    runner: Runner | None = None,
+) -> SweepResult:
     """Run every cell of ``spec`` into ``out`` and merge them into ``out/results.parquet``."""
     out = Path(out)
     if workers < 1:

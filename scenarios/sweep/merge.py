@@ -36,7 +36,7 @@ def merge_results(cells: list[Cell], fields: list[str], out: str | Path) -> pd.D
         base = group[["scenario", "agent", "seed", "round", "metric", "value"]]
         with_index = add_popularity_index(base)
         keys = group.drop_duplicates(["agent", "seed"])[["agent", "seed", *fields, "cell"]]
-        extra = with_index.iloc[len(base):].merge(keys, on=["agent", "seed"], how="left")
+        extra = with_index.iloc[len(base) :].merge(keys, on=["agent", "seed"], how="left")
         merged += [group, extra]
     return pd.concat(merged, ignore_index=True)[columns]
 
@@ -63,9 +63,18 @@ def cells_table(cells: list[Cell], outcomes: dict[str, Outcome], fields: list[st
     rows = []
     for cell in cells:
         got = outcomes.get(cell.key)
-        rows.append({"cell": cell.key, "agent": cell.label, "seed": cell.seed, **{f: cell.point[f] for f in fields},
-                     "status": got.status if got else "not run", "wall_s": got.wall_s if got else float("nan"),
-                     "headline": got.headline if got else None, "error": got.error if got else ""})
+        rows.append(
+            {
+                "cell": cell.key,
+                "agent": cell.label,
+                "seed": cell.seed,
+                **{f: cell.point[f] for f in fields},
+                "status": got.status if got else "not run",
+                "wall_s": got.wall_s if got else float("nan"),
+                "headline": got.headline if got else None,
+                "error": got.error if got else "",
+            }
+        )
     return pd.DataFrame(rows)
 
 

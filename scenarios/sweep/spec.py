@@ -242,7 +242,7 @@ def load_spec(path: str | Path) -> SweepSpec:
         defaults.update(load_agent_tables(Path(resolve_path(str(sweep["agents_from"]), root))))
     entries = raw.get("agents")
     if not isinstance(entries, list) or not entries:
-        raise ConfigError("agents: give a non-empty list of agents (agents = [\"bc\", ...] or [[agents]] tables)")
+        raise ConfigError('agents: give a non-empty list of agents (agents = ["bc", ...] or [[agents]] tables)')
     specs = tuple(parse_agent(e, defaults) for e in entries)
     labels = [a.label for a in specs]
     if len(set(labels)) != len(labels):
@@ -251,8 +251,17 @@ def load_spec(path: str | Path) -> SweepSpec:
     scenarios = tuple(apply_overrides(base, p, "grid") for p in points)
     metric = sweep.get("metric") or default_metric(base)
     name = str(sweep.get("name", path.stem))
-    return SweepSpec(name, tuple(points), scenarios, specs, parse_seeds(sweep.get("seeds", 1)), str(sweep.get("device", "cpu")),
-                     sweep.get("threads"), str(metric), raw)
+    return SweepSpec(
+        name,
+        tuple(points),
+        scenarios,
+        specs,
+        parse_seeds(sweep.get("seeds", 1)),
+        str(sweep.get("device", "cpu")),
+        sweep.get("threads"),
+        str(metric),
+        raw,
+    )
 
 
 def default_metric(sc: Scenario) -> str:

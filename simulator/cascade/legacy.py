@@ -44,7 +44,9 @@ class LegacyRetriever:
             idx = sample_fixed_weights(prior, len(requests), k, gen)
         else:  # k close to the catalogue: Gumbel keys over every item (the same law)
             rows = max(1, (1 << 22) // prior.shape[0])  # bounded [rows, M] blocks of Gumbel keys
-            idx = torch.cat([gumbel_topk(prior.expand(min(rows, len(requests) - a), -1), k, 1.0, gen) for a in range(0, len(requests), rows)])
+            idx = torch.cat(
+                [gumbel_topk(prior.expand(min(rows, len(requests) - a), -1), k, 1.0, gen) for a in range(0, len(requests), rows)]
+            )
         scores = prior[idx]
         order = scores.argsort(dim=1, descending=True)
         return idx.gather(1, order), scores.gather(1, order)

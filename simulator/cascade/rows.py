@@ -45,11 +45,17 @@ def _per_slot(t: torch.Tensor, s: int) -> torch.Tensor:
 def request_rows(p: Served) -> Chunk:
     rid, b, dev = p.batch.request_id, len(p.batch), p.slate.device
     return {
-        "request_id": rid, "round": torch.full_like(rid, p.batch.round), "time": p.batch.absolute_time(),
-        "user_id": p.batch.user_id, "domain": p.batch.domain, "entry": p.batch.entry,
+        "request_id": rid,
+        "round": torch.full_like(rid, p.batch.round),
+        "time": p.batch.absolute_time(),
+        "user_id": p.batch.user_id,
+        "domain": p.batch.domain,
+        "entry": p.batch.entry,
         "explore": torch.full((b,), p.explore, dtype=torch.bool, device=dev),
-        "retriever_version": torch.full_like(rid, p.retriever_version), "ranker_version": torch.full_like(rid, p.ranker_version),
-        "history": p.batch.history, "session_id": p.batch.sessions(),
+        "retriever_version": torch.full_like(rid, p.retriever_version),
+        "ranker_version": torch.full_like(rid, p.ranker_version),
+        "history": p.batch.history,
+        "session_id": p.batch.sessions(),
         "scroll_depth": p.feedback.scroll_depth if p.feedback.scroll_depth is not None else torch.full((b,), float("nan"), device=dev),
         **({} if p.batch.history_time is None else {"history_time": p.batch.history_time}),
     }
@@ -61,9 +67,13 @@ def candidate_rows(p: Served) -> Chunk:
     dev = p.slate.device
     exposed = torch.zeros(b, k, dtype=torch.bool, device=dev).scatter_(1, p.exposure.slot_index, True)
     return {
-        "request_id": _per_slot(p.batch.request_id, k), "item_id": _flat(p.recall.item_ids).int(),
-        "retrieval_rank": _flat(torch.arange(k, device=dev, dtype=torch.int16).expand(b, k)), "retrieval_score": _flat(p.recall.scores),
-        "ranking_score": _flat(p.rank_scores), "exposed": _flat(exposed), "recall_prob": _flat(p.recall.recall_prob),
+        "request_id": _per_slot(p.batch.request_id, k),
+        "item_id": _flat(p.recall.item_ids).int(),
+        "retrieval_rank": _flat(torch.arange(k, device=dev, dtype=torch.int16).expand(b, k)),
+        "retrieval_score": _flat(p.recall.scores),
+        "ranking_score": _flat(p.rank_scores),
+        "exposed": _flat(exposed),
+        "recall_prob": _flat(p.recall.recall_prob),
         "expose_prob": _flat(p.exposure.expose_prob),
     }
 
@@ -77,11 +87,17 @@ def impression_rows(p: Served) -> Chunk:
 
     fb = p.feedback
     return {
-        "request_id": _per_slot(p.batch.request_id, s), "user_id": _per_slot(p.batch.user_id, s), "item_id": _flat(p.slate),
-        "position": _flat(torch.arange(s, device=p.slate.device).expand(b, s)), "retrieval_rank": _flat(slots),
-        "retrieval_score": at_slots(p.recall.scores), "ranking_score": at_slots(p.rank_scores),
+        "request_id": _per_slot(p.batch.request_id, s),
+        "user_id": _per_slot(p.batch.user_id, s),
+        "item_id": _flat(p.slate),
+        "position": _flat(torch.arange(s, device=p.slate.device).expand(b, s)),
+        "retrieval_rank": _flat(slots),
+        "retrieval_score": at_slots(p.recall.scores),
+        "ranking_score": at_slots(p.rank_scores),
         "exposure_propensity": at_slots(p.exposure.propensity),
-        "clicked": _flat(fb.clicked), "finished": _flat(fb.finished), "watch_time": _flat(fb.watch_time),
+        "clicked": _flat(fb.clicked),
+        "finished": _flat(fb.finished),
+        "watch_time": _flat(fb.watch_time),
         "converted": _flat(fb.converted if fb.converted is not None else torch.zeros_like(fb.clicked)),
     }
 
@@ -92,14 +108,28 @@ def part_tables(p: Served) -> Tables:
     slot = {"request_id": imp["request_id"], "position": imp["position"]}
     fb = p.feedback
     return {
-        "requests": request_rows(p), "candidates": candidate_rows(p), "impressions": imp,
-        "sessions": {**slot, "dwell": _flat(fb.dwell), "portal_only": _flat(fb.portal_only),
-                     "engagement": _flat(fb.watch_time if fb.engagement is None else fb.engagement)},
-        "truth_requests": {"request_id": p.batch.request_id, "intent": p.intents,
-                           "attended": torch.ones_like(p.intents, dtype=torch.bool) if p.attended is None else p.attended},
+        "requests": request_rows(p),
+        "candidates": candidate_rows(p),
+        "impressions": imp,
+        "sessions": {
+            **slot,
+            "dwell": _flat(fb.dwell),
+            "portal_only": _flat(fb.portal_only),
+            "engagement": _flat(fb.watch_time if fb.engagement is None else fb.engagement),
+        },
+        "truth_requests": {
+            "request_id": p.batch.request_id,
+            "intent": p.intents,
+            "attended": torch.ones_like(p.intents, dtype=torch.bool) if p.attended is None else p.attended,
+        },
         "truth_impressions": {
-            **slot, "item_id": imp["item_id"], "user_id": imp["user_id"], "relevance": _flat(fb.relevance),
-            "examined": _flat(fb.examined), "motive": _flat(fb.motive), "examine_prob": _flat(p.examine_prob),
+            **slot,
+            "item_id": imp["item_id"],
+            "user_id": imp["user_id"],
+            "relevance": _flat(fb.relevance),
+            "examined": _flat(fb.examined),
+            "motive": _flat(fb.motive),
+            "examine_prob": _flat(p.examine_prob),
         },
     }
 

@@ -100,7 +100,9 @@ def _first_occurrences(items: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(first_sorted).scatter_(1, order, first_sorted)
 
 
-def _mc_inclusion(scores: torch.Tensor, k: int, temperature: float, draws: int, gen: torch.Generator, mask: torch.Tensor | None = None) -> torch.Tensor:
+def _mc_inclusion(
+    scores: torch.Tensor, k: int, temperature: float, draws: int, gen: torch.Generator, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """``[B, P]`` Monte-Carlo inclusion probability of each column in a Gumbel-top-k sample.
 
     ``mask [B, D, P]`` (optional) restricts each draw to some columns (-inf elsewhere).
@@ -123,11 +125,15 @@ def _with_realised(mc: torch.Tensor, realised: torch.Tensor | float, draws: int)
     return (mc * draws + realised) / (draws + 1)
 
 
-def stochastic_recall(pool_ids: torch.Tensor, pool_scores: torch.Tensor, k: int, cfg: CascadeConfig, gen: torch.Generator, mc_gen: torch.Generator) -> Recall:
+def stochastic_recall(
+    pool_ids: torch.Tensor, pool_scores: torch.Tensor, k: int, cfg: CascadeConfig, gen: torch.Generator, mc_gen: torch.Generator
+) -> Recall:
     """Sample K_r of the pool by Gumbel-top-k; estimate each recalled item's inclusion probability."""
     pick = gumbel_topk(pool_scores, k, cfg.retrieve_temperature, gen)
     pick = pick.gather(1, pool_scores.gather(1, pick).argsort(dim=1, descending=True))  # retrieval-score order
-    prob = _with_realised(_mc_inclusion(pool_scores, k, cfg.retrieve_temperature, cfg.propensity_samples, mc_gen), 1.0, cfg.propensity_samples)
+    prob = _with_realised(
+        _mc_inclusion(pool_scores, k, cfg.retrieve_temperature, cfg.propensity_samples, mc_gen), 1.0, cfg.propensity_samples
+    )
     return Recall(pool_ids.gather(1, pick), pool_scores.gather(1, pick), prob.gather(1, pick), pool_ids, pool_scores)
 
 
@@ -139,7 +145,10 @@ def deterministic_recall(item_ids: torch.Tensor, scores: torch.Tensor) -> Recall
 def uniform_recall(live_ids: torch.Tensor, b: int, k: int, gen: torch.Generator) -> Recall:
     """Exploration: K_r live items uniformly without replacement per request."""
     rows = max(1, (1 << 22) // live_ids.shape[0])  # bounded [rows, M_live] blocks of random keys
-    picks = [torch.rand(min(rows, b - a), live_ids.shape[0], generator=gen, device=live_ids.device).topk(k, dim=1).indices for a in range(0, b, rows)]
+    picks = [
+        torch.rand(min(rows, b - a), live_ids.shape[0], generator=gen, device=live_ids.device).topk(k, dim=1).indices
+        for a in range(0, b, rows)
+    ]
     ids = live_ids[torch.cat(picks)] if picks else torch.empty(0, k, dtype=torch.int64, device=live_ids.device)
     zeros = torch.zeros(b, k, device=live_ids.device)
     return Recall(ids, zeros, torch.full_like(zeros, k / live_ids.shape[0]), ids, zeros)
@@ -166,7 +175,14 @@ def stochastic_exposure(rank_scores: torch.Tensor, s: int, cfg: CascadeConfig, g
     return Exposure(idx, prob, prob)
 
 
-def marginal_propensity(recall: Recall, pool_rank_scores: torch.Tensor, s: int, cfg: CascadeConfig, mc_gen: torch.Generator, realised: torch.Tensor | None = None) -> torch.Tensor:
+def marginal_propensity(
+    recall: Recall,
+    pool_rank_scores: torch.Tensor,
+    s: int,
+    cfg: CascadeConfig,
+    mc_gen: torch.Generator,
+    realised: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``[B, K_r]`` P(exposed) of each recalled item when recall and exposure are both resampled.
 
     ``realised [B, K_r]`` (the realised exposure indicator) is pooled with the draws when given.

@@ -89,7 +89,9 @@ def _stream(loop: ClosedLoop, name: str, batch: RequestBatch, uniform: bool = Fa
 def _recall(loop: ClosedLoop, batch: RequestBatch, live: torch.Tensor, uniform: bool) -> serving.Recall:
     cfg, k = loop.sc.cascade, loop.sc.cascade.k_retrieve
     if k > len(live):
-        raise RuntimeError(f"cascade.k_retrieve: {k} exceeds the {len(live)} live items in round {batch.round}; lower it or the item retirement")
+        raise RuntimeError(
+            f"cascade.k_retrieve: {k} exceeds the {len(live)} live items in round {batch.round}; lower it or the item retirement"
+        )
     if uniform:
         return serving.uniform_recall(live, len(batch), k, _stream(loop, "recall", batch, uniform))
     if not cfg.stochastic:
@@ -99,10 +101,14 @@ def _recall(loop: ClosedLoop, batch: RequestBatch, live: torch.Tensor, uniform: 
     return serving.stochastic_recall(ids, scores, k, cfg, _stream(loop, "recall", batch), _stream(loop, "recall-mc", batch))
 
 
-def _expose(loop: ClosedLoop, batch: RequestBatch, recall: serving.Recall, rank_scores: torch.Tensor, n_live: int, uniform: bool) -> serving.Exposure:
+def _expose(
+    loop: ClosedLoop, batch: RequestBatch, recall: serving.Recall, rank_scores: torch.Tensor, n_live: int, uniform: bool
+) -> serving.Exposure:
     cfg, s = loop.sc.cascade, loop.sc.cascade.slate_size
     if uniform:
-        return serving.uniform_exposure(len(batch), recall.item_ids.shape[1], s, n_live, _stream(loop, "expose", batch, uniform), loop.device)
+        return serving.uniform_exposure(
+            len(batch), recall.item_ids.shape[1], s, n_live, _stream(loop, "expose", batch, uniform), loop.device
+        )
     if not cfg.stochastic:
         return serving.deterministic_exposure(rank_scores, s)
     exp = serving.stochastic_exposure(rank_scores, s, cfg, _stream(loop, "expose", batch), _stream(loop, "expose-mc", batch))

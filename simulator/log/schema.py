@@ -13,21 +13,43 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 REQUESTS = (
-    "request_id", "round", "time", "user_id", "domain", "entry", "explore",
-    "retriever_version", "ranker_version",
+    "request_id",
+    "round",
+    "time",
+    "user_id",
+    "domain",
+    "entry",
+    "explore",
+    "retriever_version",
+    "ranker_version",
     "history",  # [R, L] click history at request time, exported as a list column
     "session_id",  # the request id that opened the session (its own id when [session] is off)
     "scroll_depth",  # slots scrolled, noisy ([attention] on; NaN when off)
 )
 OPTIONAL = {"requests": ("history_time",)}  # [R, L] hours of each history click (NaN padded); absent in older logs
 IMPRESSIONS = (
-    "request_id", "user_id", "item_id", "position", "retrieval_rank", "retrieval_score",
-    "ranking_score", "exposure_propensity", "clicked", "finished", "watch_time",
+    "request_id",
+    "user_id",
+    "item_id",
+    "position",
+    "retrieval_rank",
+    "retrieval_score",
+    "ranking_score",
+    "exposure_propensity",
+    "clicked",
+    "finished",
+    "watch_time",
     "converted",  # a finished mini-app item converted ([mini_app] conversion_prob; False when off)
 )
 CANDIDATES = (
-    "request_id", "item_id", "retrieval_rank", "retrieval_score", "ranking_score",
-    "exposed", "recall_prob", "expose_prob",
+    "request_id",
+    "item_id",
+    "retrieval_rank",
+    "retrieval_score",
+    "ranking_score",
+    "exposed",
+    "recall_prob",
+    "expose_prob",
 )
 # dwell: viewport seconds on the slot; portal_only: clicked without item engagement (exact when [click_motive] is off,
 # the platform's guess from the noisy engagement when on); engagement: post-click item seconds as logged;

@@ -86,23 +86,35 @@ class LogStore(_RoundTables):
     def users_frame(self, round_idx: int) -> pd.DataFrame:
         """The versioned user feature table of one round (profile and history as list columns)."""
         users = self.users[round_idx]
-        frame = pd.DataFrame({
-            "round": round_idx, "user_id": torch.arange(users.alive.shape[0]).numpy(), "alive": users.alive.cpu().numpy(),
-            "profile": list(users.profile.cpu().numpy()), "history": list(users.history.cpu().numpy()),
-        })
+        frame = pd.DataFrame(
+            {
+                "round": round_idx,
+                "user_id": torch.arange(users.alive.shape[0]).numpy(),
+                "alive": users.alive.cpu().numpy(),
+                "profile": list(users.profile.cpu().numpy()),
+                "history": list(users.history.cpu().numpy()),
+            }
+        )
         return frame[list(schema.USERS)]
 
     def items_frame(self, round_idx: int) -> pd.DataFrame:
         """The versioned item feature table of one round (scalar columns)."""
         cat = self.catalogue[round_idx]
         ids = torch.arange(cat.capacity)
-        return pd.DataFrame({
-            "round": round_idx, "item_id": ids.numpy(), "live": cat.live.cpu().numpy(),
-            "category": cat.category.cpu().numpy(), "creator": cat.creator.cpu().numpy(),
-            "domain": cat.domain.cpu().numpy(), "promoted": cat.promoted.cpu().numpy(),
-            "clicks": cat.clicks.cpu().numpy(), "exposures": cat.exposures.cpu().numpy(),
-            "born_round": cat.born_round.cpu().numpy(),
-        })[list(schema.ITEMS)]
+        return pd.DataFrame(
+            {
+                "round": round_idx,
+                "item_id": ids.numpy(),
+                "live": cat.live.cpu().numpy(),
+                "category": cat.category.cpu().numpy(),
+                "creator": cat.creator.cpu().numpy(),
+                "domain": cat.domain.cpu().numpy(),
+                "promoted": cat.promoted.cpu().numpy(),
+                "clicks": cat.clicks.cpu().numpy(),
+                "exposures": cat.exposures.cpu().numpy(),
+                "born_round": cat.born_round.cpu().numpy(),
+            }
+        )[list(schema.ITEMS)]
 
 
 class TruthStore(_RoundTables):

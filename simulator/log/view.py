@@ -137,8 +137,13 @@ Withhold = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (user_id [R],
 
 
 def build_view(
-    log: LogStore, first_round: int, last_round: int, ranker: FrozenScorer, rankers: dict[int, FrozenScorer],
-    retrievers: dict[int, dict] | None = None, withhold: Withhold | None = None,
+    log: LogStore,
+    first_round: int,
+    last_round: int,
+    ranker: FrozenScorer,
+    rankers: dict[int, FrozenScorer],
+    retrievers: dict[int, dict] | None = None,
+    withhold: Withhold | None = None,
 ) -> TrainingView:
     """Assemble the training view of rounds ``first_round..last_round`` from the log.
 
@@ -153,12 +158,52 @@ def build_view(
     rows = _Rows(req["request_id"], None if withhold is None else ~withhold(req["user_id"], req["round"]))
     imp = {**imp, "dwell": ses["dwell"], "portal_only": ses["portal_only"], **_proxies(req, imp, ses)}
     req, imp = rows.requests(req), rows.select(imp)
-    requests = RequestBatch(
-        request_id=req["request_id"], user_id=req["user_id"], domain=req["domain"], entry=req["entry"],
-        hour=req["time"] % 168.0, profile=users.profile[req["user_id"]], history=req["history"], round=last_round,
-        history_time=req.get("history_time"), session_id=req.get("session_id"),
+    catalogue = log.catalogue[last_round]
+    return TrainingView(
+        round=last_round,
+        first_round=first_round,
+        requests=_request_batch(req, users, last_round),
+        request_round=req["round"],
+        explore=req["explore"],
+        ranker_version=req["ranker_version"],
+        impressions=_records(Impressions, imp, rows.row(imp["request_id"])),
+        catalogue=catalogue,
+        users=users,
+        ranker=ranker,
+        rankers=rankers,
+        retrievers=dict(retrievers or {}),
+        n_users=int(users.alive.shape[0]),
+        n_items=catalogue.capacity,
+        candidate_source=_candidate_loader(log, rows, first_round, last_round),
     )
-    impressions = _records(Impressions, imp, rows.row(imp["request_id"]))
+
+
+def _proxies(req: dict[str, torch.Tensor], imp: dict[str, torch.Tensor], ses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per impression, the optional world features' proxies the log holds (none in logs that predate them)."""
+    out: dict[str, torch.Tensor] = {k: ses[k] for k in ("engagement", "other_clicks") if k in ses}
+    if "scroll_depth" in req:  # per request -> per impression (request ids are contiguous in a window)
+        out["scroll_depth"] = req["scroll_depth"][imp["request_id"] - req["request_id"][0]]
+    return out
+
+
+def _request_batch(req: dict[str, torch.Tensor], users: UserTable, last_round: int) -> RequestBatch:
+    """The window's requests as served (the profile as the user table has it now)."""
+    return RequestBatch(
+        request_id=req["request_id"],
+        user_id=req["user_id"],
+        domain=req["domain"],
+        entry=req["entry"],
+        hour=req["time"] % 168.0,
+        profile=users.profile[req["user_id"]],
+        history=req["history"],
+        round=last_round,
+        history_time=req.get("history_time"),
+        session_id=req.get("session_id"),
+    )
+
+
+def _candidate_loader(log: LogStore, rows: _Rows, first_round: int, last_round: int) -> Callable[[], Candidates]:
+    """Assembles the recalled sets of the window on first use (the largest table)."""
     chunks = {r: list(log.tables.get("candidates", {}).get(r, [])) for r in range(first_round, last_round + 1)}
 
     def load_candidates() -> Candidates:
@@ -167,21 +212,7 @@ def build_view(
         cols.update(item_id=cols["item_id"].long(), retrieval_rank=cols["retrieval_rank"].long())  # stored compact
         return _records(Candidates, cols, rows.row(cols["request_id"]))
 
-    catalogue = log.catalogue[last_round]
-    return TrainingView(
-        round=last_round, first_round=first_round, requests=requests, request_round=req["round"],
-        explore=req["explore"], ranker_version=req["ranker_version"], impressions=impressions,
-        catalogue=catalogue, users=users, ranker=ranker, rankers=rankers, retrievers=dict(retrievers or {}),
-        n_users=int(users.alive.shape[0]), n_items=catalogue.capacity, candidate_source=load_candidates,
-    )
-
-
-def _proxies(req: dict[str, torch.Tensor], imp: dict[str, torch.Tensor], ses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Per impression, the optional world features' proxies the log holds (none in logs that predate them)."""
-    out = {k: ses[k] for k in ("engagement", "other_clicks") if k in ses}
-    if "scroll_depth" in req:  # per request -> per impression (request ids are contiguous in a window)
-        out["scroll_depth"] = req["scroll_depth"][imp["request_id"] - req["request_id"][0]]
-    return out
+    return load_candidates
 
 
 class _Rows:

@@ -55,7 +55,12 @@ def direct_method(model_target: torch.Tensor) -> float:
 
 
 def doubly_robust(
-    reward: torch.Tensor, match: torch.Tensor, propensity: torch.Tensor, floor: float, model_logged: torch.Tensor, model_target: torch.Tensor
+    reward: torch.Tensor,
+    match: torch.Tensor,
+    propensity: torch.Tensor,
+    floor: float,
+    model_logged: torch.Tensor,
+    model_target: torch.Tensor,
 ) -> float:
     """DM plus the importance-weighted residuals of the reward model on the logged items."""
     w = importance_weights(match, propensity, floor)

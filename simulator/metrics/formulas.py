@@ -223,9 +223,7 @@ def js_divergence(p_counts: Tensor, q_counts: Tensor) -> float:
     return float((0.5 * _kl(p) + 0.5 * _kl(q)).clamp(0.0, 1.0).item())
 
 
-def mean_pairwise_jaccard(
-    user_index: Tensor, item_ids: Tensor, n_users: int, n_items: int
-) -> float:
+def mean_pairwise_jaccard(user_index: Tensor, item_ids: Tensor, n_users: int, n_items: int) -> float:
     """Mean Jaccard similarity of users' exposure sets (homogenisation).
 
     For users a, b with sets A, B: J(a, b) = |A & B| / |A | B| with
@@ -270,6 +268,7 @@ def _intersections(u: Tensor, it: Tensor, active: Tensor, n_users: int, n_items:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
         return torch.sparse.mm(s, s.t().coalesce()).to_dense()
+
 
 __all__ = [
     "average_precision", "coverage", "dcg", "expected_retrieval_metrics", "gini", "hit_rate", "hits_at_k", "js_divergence",

@@ -82,9 +82,16 @@ def offline_metrics(inp: OfflineInput) -> dict[str, float]:
 def logged_batch(req: dict[str, torch.Tensor], rows: torch.Tensor, world: WorldState, round_idx: int) -> RequestBatch:
     """The observable request batch of logged rows ``rows`` (profile as the platform sees it now)."""
     return RequestBatch(
-        request_id=req["request_id"][rows], user_id=req["user_id"][rows], domain=req["domain"][rows], entry=req["entry"][rows],
-        hour=(req["time"][rows] % 168.0).float(), profile=world.user_profile[req["user_id"][rows]], history=req["history"][rows],
-        round=round_idx, time=req["time"][rows], history_time=req["history_time"][rows] if "history_time" in req else None,
+        request_id=req["request_id"][rows],
+        user_id=req["user_id"][rows],
+        domain=req["domain"][rows],
+        entry=req["entry"][rows],
+        hour=(req["time"][rows] % 168.0).float(),
+        profile=world.user_profile[req["user_id"][rows]],
+        history=req["history"][rows],
+        round=round_idx,
+        time=req["time"][rows],
+        history_time=req["history_time"][rows] if "history_time" in req else None,
     )
 
 
@@ -169,9 +176,19 @@ def off_policy(inp: OfflineInput) -> dict[str, float]:
     out: dict[str, float] = {"ope_requests": float(len(batch))}
     if inp.audit is not None:
         inp.audit.add(
-            "ope", request_id=batch.request_id, user_id=batch.user_id, intent=intents, logged_slate=slate, clicked=clicked,
-            finished=finished, propensity=propensity, target_slate=target, p_click=p_click, p_finish=p_finish,
-            model_logged=model_logged, model_target=model_target,
+            "ope",
+            request_id=batch.request_id,
+            user_id=batch.user_id,
+            intent=intents,
+            logged_slate=slate,
+            clicked=clicked,
+            finished=finished,
+            propensity=propensity,
+            target_slate=target,
+            p_click=p_click,
+            p_finish=p_finish,
+            model_logged=model_logged,
+            model_target=model_target,
         )
     finish_per_click = float(finished.sum() / clicked.sum().clamp_min(1))  # the reward model of finishes: clicks x finish rate
     for name, reward, truth, scale in (("clicks", clicked, p_click, 1.0), ("finished", finished, p_finish, finish_per_click)):
@@ -215,7 +232,14 @@ def _ope_log(inp: OfflineInput) -> tuple[RequestBatch, torch.Tensor, torch.Tenso
 
     intents = inp.truth_requests["intent"][torch.searchsorted(inp.truth_requests["request_id"], batch.request_id)]
     slate = grid("item_id", torch.int64)
-    return batch, slate, grid("clicked", torch.float64), grid("finished", torch.float64), grid("exposure_propensity", torch.float64), intents
+    return (
+        batch,
+        slate,
+        grid("clicked", torch.float64),
+        grid("finished", torch.float64),
+        grid("exposure_propensity", torch.float64),
+        intents,
+    )
 
 
 def _candidate_slates(inp: OfflineInput, batch: RequestBatch, intents: torch.Tensor) -> torch.Tensor:

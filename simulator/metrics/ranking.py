@@ -15,9 +15,7 @@ def _f64(x: Tensor) -> Tensor:
     return x.detach().to(torch.float64).reshape(-1)
 
 
-def _hits_and_n_relevant(
-    retrieved: Tensor, relevant: Tensor, relevant_mask: Tensor | None
-) -> tuple[Tensor, Tensor]:
+def _hits_and_n_relevant(retrieved: Tensor, relevant: Tensor, relevant_mask: Tensor | None) -> tuple[Tensor, Tensor]:
     """Per-row |set(retrieved) & set(relevant)| and |set(relevant)| (float64, [B])."""
     (b, t), k, dev = relevant.shape, retrieved.shape[1], relevant.device
     if relevant_mask is None:

@@ -71,7 +71,11 @@ class _Slots:
 
 
 def record_feedback(
-    world: WorldState, users: torch.Tensor, request_order: torch.Tensor, slate: torch.Tensor, fb: Feedback,
+    world: WorldState,
+    users: torch.Tensor,
+    request_order: torch.Tensor,
+    slate: torch.Tensor,
+    fb: Feedback,
     request_time: torch.Tensor | None = None,
 ) -> None:
     """Fold one served batch into counters, histories and accumulators (in place).

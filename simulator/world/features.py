@@ -197,7 +197,11 @@ def observe(sc: Scenario, domain: torch.Tensor, fb: Feedback, gens: Streams) -> 
     """The feedback as the platform logs it under the enabled features (the same values when all are off)."""
     watch, engagement, portal_only = motive_signal(sc, fb, gens("motive"))
     return replace(
-        fb, watch_time=watch, portal_only=portal_only, engagement=engagement, dwell=noisy_dwell(sc, fb.dwell, gens("dwell")),
+        fb,
+        watch_time=watch,
+        portal_only=portal_only,
+        engagement=engagement,
+        dwell=noisy_dwell(sc, fb.dwell, gens("dwell")),
         converted=conversions(sc, domain, fb.finished, fb.relevance, gens("convert")),
         scroll_depth=scroll_depth(sc, fb.examined, gens("scroll")),
     )

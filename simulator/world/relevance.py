@@ -25,7 +25,9 @@ def _query(world: WorldState, sc: Scenario, user_ids: torch.Tensor, intents: tor
     return sc.world.relevance_scale * (world.user_latent[user_ids] + sc.world.intent_weight * intent_vec)
 
 
-def true_relevance(world: WorldState, sc: Scenario, user_ids: torch.Tensor, item_ids: torch.Tensor, intents: torch.Tensor | None = None) -> torch.Tensor:
+def true_relevance(
+    world: WorldState, sc: Scenario, user_ids: torch.Tensor, item_ids: torch.Tensor, intents: torch.Tensor | None = None
+) -> torch.Tensor:
     """``[B, K]`` true relevance of ``item_ids [B, K]`` for ``user_ids [B]`` under ``intents [B]``."""
     q = _query(world, sc, user_ids, intents)
     logit = torch.einsum("bd,bkd->bk", q, world.item_latent[item_ids])
@@ -41,7 +43,9 @@ def true_relevance_all(world: WorldState, sc: Scenario, user_ids: torch.Tensor, 
     return logit.sigmoid_().masked_fill_(~world.item_live, -1.0)
 
 
-def true_topk(world: WorldState, sc: Scenario, user_ids: torch.Tensor, intents: torch.Tensor | None, k: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+def true_topk(
+    world: WorldState, sc: Scenario, user_ids: torch.Tensor, intents: torch.Tensor | None, k: int, block: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The true top-``k`` live items per user, scanning the catalogue in blocks of ``block`` users.
 
     Returns:
@@ -51,7 +55,9 @@ def true_topk(world: WorldState, sc: Scenario, user_ids: torch.Tensor, intents: 
     return ids, vals
 
 
-def true_topk_and_total(world: WorldState, sc: Scenario, user_ids: torch.Tensor, intents: torch.Tensor | None, k: int, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def true_topk_and_total(
+    world: WorldState, sc: Scenario, user_ids: torch.Tensor, intents: torch.Tensor | None, k: int, block: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`true_topk` plus ``[B] float64`` the total true relevance over the live catalogue (same scan)."""
     ids, vals, totals = [], [], []
     n_dead = float((~world.item_live).sum())

@@ -81,6 +81,19 @@ def _lognormal(size: int, sigma: float, gen: torch.Generator, device: torch.devi
     return torch.exp(sigma * z - 0.5 * sigma**2)
 
 
+def _arrivals(sc: Scenario, m: int, gen: torch.Generator, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(born, death)`` rounds of every item slot: the initial catalogue predates the warm start, then
+    ``new_items_per_round`` a round from the warm start on; exponential lifetimes (never, when 0)."""
+    warm, n_items = sc.timeline.warm_start_rounds, sc.world.n_items
+    born = torch.full((m,), -warm - 1, dtype=torch.int64, device=dev)
+    born[n_items:] = torch.arange(m - n_items, device=dev) // max(sc.dynamics.new_items_per_round, 1) - warm
+    life = sc.dynamics.item_lifetime_rounds
+    if life <= 0:
+        return born, torch.full((m,), 2**62, dtype=torch.int64, device=dev)
+    lifetime = torch.ceil(-life * torch.log1p(-torch.rand(m, generator=gen, device=dev))).long().clamp_min(1)
+    return born, born.clamp_min(-warm) + lifetime
+
+
 def _make_items(sc: Scenario, protos: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
     w, f = sc.world, sc.features
     m, dev = sc.item_capacity, protos.device
@@ -93,18 +106,11 @@ def _make_items(sc: Scenario, protos: torch.Tensor, gen: torch.Generator) -> dic
     proj = torch.randn(3, w.d_true, f.modality_dim, generator=gen, device=dev) / w.d_true**0.5
     noise = torch.tensor(f.modality_noise, device=dev).view(1, 3, 1)
     modality = torch.einsum("md,kde->mke", latent, proj) + noise * torch.randn(m, 3, f.modality_dim, generator=gen, device=dev)
-    # arrival schedule: initial items at -1, then new_items_per_round per round from the warm start on
     warm = sc.timeline.warm_start_rounds
-    born = torch.full((m,), -warm - 1, dtype=torch.int64, device=dev)  # initial catalogue predates the warm start
-    arrivals = torch.arange(m - w.n_items, device=dev) // max(sc.dynamics.new_items_per_round, 1)
-    born[w.n_items :] = arrivals - warm
-    life = sc.dynamics.item_lifetime_rounds
-    if life > 0:
-        lifetime = torch.ceil(-life * torch.log1p(-torch.rand(m, generator=gen, device=dev))).long().clamp_min(1)
-        death = born.clamp_min(-warm) + lifetime
-    else:
-        death = torch.full((m,), 2**62, dtype=torch.int64, device=dev)
-    prior = torch.poisson(w.prior_clicks * torch.exp(w.popularity_confounding * quality + 0.5 * torch.randn(m, generator=gen, device=dev)), generator=gen)
+    born, death = _arrivals(sc, m, gen, dev)
+    prior = torch.poisson(
+        w.prior_clicks * torch.exp(w.popularity_confounding * quality + 0.5 * torch.randn(m, generator=gen, device=dev)), generator=gen
+    )
     return {
         "item_latent": latent,
         "item_quality": quality,
@@ -199,7 +205,9 @@ def observe(world: WorldState) -> tuple[Catalogue, UserTable]:
     )
     times = world.user_history_time
     users = UserTable(
-        alive=world.user_alive.clone(), profile=world.user_profile.clone(), history=world.user_history.clone(),
+        alive=world.user_alive.clone(),
+        profile=world.user_profile.clone(),
+        history=world.user_history.clone(),
         history_time=None if times is None else times.clone(),
     )
     return catalogue, users

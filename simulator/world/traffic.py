@@ -41,7 +41,9 @@ def arrival_weights(world: WorldState, sc: Scenario, weekend: bool) -> torch.Ten
     return world.user_activity * seg * world.user_alive
 
 
-def sample_requests(world: WorldState, sc: Scenario, seed: int, round_idx: int, slice_idx: int, hour: float, first_id: int, n: int) -> tuple[RequestBatch, torch.Tensor]:
+def sample_requests(
+    world: WorldState, sc: Scenario, seed: int, round_idx: int, slice_idx: int, hour: float, first_id: int, n: int
+) -> tuple[RequestBatch, torch.Tensor]:
     """Draw ``n`` requests for one slice.
 
     Returns:

@@ -64,8 +64,14 @@ def popularity_signal(world: WorldState, item_ids: torch.Tensor) -> torch.Tensor
 
 
 def respond(
-    world: WorldState, sc: Scenario, users: torch.Tensor, entry: torch.Tensor, slate: torch.Tensor, relevance: torch.Tensor,
-    gen: torch.Generator, attend: torch.Tensor | None = None,
+    world: WorldState,
+    sc: Scenario,
+    users: torch.Tensor,
+    entry: torch.Tensor,
+    slate: torch.Tensor,
+    relevance: torch.Tensor,
+    gen: torch.Generator,
+    attend: torch.Tensor | None = None,
 ) -> Feedback:
     """Draw the user's response to ``slate [B, S]`` whose true relevance is ``relevance [B, S]``.
 
@@ -82,7 +88,9 @@ def respond(
     conform = u[..., 2] < world.user_conformity[users].unsqueeze(1) * popularity_signal(world, slate)
     portal_p = sc.user_model.promo_click_prob * torch.where(entry == ENTRY_PORTAL, 2.0, 1.0).unsqueeze(1)
     portal = world.item_promoted[slate] & (u[..., 3] < portal_p.clamp(max=1.0))
-    motive = torch.where(interest, MOTIVE_INTEREST, torch.where(conform, MOTIVE_CONFORMITY, torch.where(portal, MOTIVE_PORTAL, MOTIVE_NONE)))
+    motive = torch.where(
+        interest, MOTIVE_INTEREST, torch.where(conform, MOTIVE_CONFORMITY, torch.where(portal, MOTIVE_PORTAL, MOTIVE_NONE))
+    )
     motive = torch.where(examined, motive, MOTIVE_NONE)
     clicked = motive != MOTIVE_NONE
     engaged = clicked & (motive != MOTIVE_PORTAL)
