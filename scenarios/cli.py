@@ -196,9 +196,11 @@ def list_cmd(what: str | None) -> None:
     """Show scenarios, agents and metrics with their definitions."""
     from scenarios.experiment import agent_catalogue
     from scenarios.presets import describe_scenarios
-    from simulator.metrics.definitions import METRICS
+    from simulator.metrics.definitions import BETTER, METRICS
 
-    sections = {"scenarios": describe_scenarios(), "agents": agent_catalogue(), "metrics": METRICS}
+    better = {"higher": " [higher is better]", "lower": " [lower is better]", "zero": " [closer to 0 is better]", "none": ""}
+    metrics = {name: text + better[BETTER[name]] for name, text in METRICS.items()}
+    sections = {"scenarios": describe_scenarios(), "agents": agent_catalogue(), "metrics": metrics}
     for name, entries in sections.items():
         if what in (None, name):
             click.echo(f"{name}:")

@@ -36,6 +36,9 @@ def test_list_shows_scenarios_agents_and_metric_definitions() -> None:
     assert out.returncode == 0, out.stderr
     for name in ("default", "popularity-trap", "heavy-ssb", "bc", "oracle", "random", "popular", "true_recall@K", "exposure_gini", "offline_holdout_recall@K", "bias_ope_<estimator>_<target>"):
         assert name in out.stdout
+    lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.startswith("  ")}
+    assert lines["true_recall@K"].endswith("[higher is better]") and lines["exposure_gini"].endswith("[lower is better]")
+    assert lines["bias_holdout_<metric>@K"].endswith("[closer to 0 is better]")
 
 
 def test_run_writes_manifest_and_long_metrics_and_prints_a_summary(tiny_toml: Path, tmp_path: Path) -> None:
