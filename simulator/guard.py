@@ -18,7 +18,7 @@ class DivergenceError(RuntimeError):
 
 
 def check_training(
-    loss: torch.Tensor | float, params: Iterable[torch.Tensor] = (), *, who: str, round: int, hint: str, max_loss: float = 1e6
+    loss: torch.Tensor | float, params: Iterable[torch.Tensor] = (), *, who: str, hint: str, round: int | None = None, max_loss: float = 1e6
 ) -> None:
     """Raise :class:`DivergenceError` when ``loss`` or any of ``params`` is not finite or ``|loss| > max_loss``.
 
@@ -26,15 +26,22 @@ def check_training(
         loss: the training loss (a scalar tensor or float) of the last step or epoch.
         params: the parameters (or gradients) to check for NaN/inf; checked without copies.
         who: the agent (or ``ranker``) being trained.
-        round: the round whose fit this is.
+        round: the round whose fit this is (None: the caller adds it, see :func:`with_round`).
         hint: the hyperparameter to lower, e.g. ``agents.bc.lr``.
         max_loss: the largest plausible absolute loss (explosive growth beyond it counts as divergence).
     """
+    where = "" if round is None else f" in round {round}"
     value = float(loss.detach().float().mean()) if isinstance(loss, torch.Tensor) else float(loss)
     if not torch.isfinite(torch.tensor(value)):
-        raise DivergenceError(f"{who}: training diverged in round {round} (loss is {value}); lower {hint}")
+        raise DivergenceError(f"{who}: training diverged{where} (loss is {value}); lower {hint}")
     if abs(value) > max_loss:
-        raise DivergenceError(f"{who}: training diverged in round {round} (loss {value:.3g} > {max_loss:.3g}); lower {hint}")
+        raise DivergenceError(f"{who}: training diverged{where} (loss {value:.3g} > {max_loss:.3g}); lower {hint}")
     for p in params:
         if not bool(torch.isfinite(p.detach()).all()):
-            raise DivergenceError(f"{who}: training diverged in round {round} (non-finite parameters); lower {hint}")
+            raise DivergenceError(f"{who}: training diverged{where} (non-finite parameters); lower {hint}")
+
+
+def with_round(err: DivergenceError, round: int) -> DivergenceError:
+    """The same error naming the round (the trainers do not know it; the loop does)."""
+    who, _, rest = str(err).partition(": training diverged")
+    return DivergenceError(f"{who}: training diverged in round {round}{rest}") if rest else err

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
+
+from simulator.guard import check_training
 
 
 def mlp(sizes: list[int], batch_norm: bool = False, last_activation: bool = False) -> nn.Sequential:
@@ -32,10 +36,14 @@ def minibatches(n: int, batch_size: int, gen: torch.Generator, device: torch.dev
     return batches
 
 
-def check_finite(loss: torch.Tensor, who: str) -> None:
-    """Stop with a clear error when training diverges."""
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"{who}: training loss became {loss.item()} (NaN/inf); lower the learning rate")
+def check_finite(loss: torch.Tensor, who: str, params: Iterable[torch.Tensor] = ()) -> None:
+    """Stop with a clear error when training diverges: a non-finite or exploding loss, or non-finite parameters.
+
+    The policy (design.md §9) is to fail the (agent, seed) with one line naming the agent and the hyperparameter
+    to lower; :func:`simulator.round.retrain` adds the round. Nothing is skipped silently.
+    """
+    hint = "training.lr / cascade ranker" if who == "ranker" else f"agents.{who.split('/')[0]}.lr"
+    check_training(loss, params, who=who, hint=hint)
 
 
 def mean_history_embedding(table: nn.Embedding, history: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from simulator.agent_api import RetrievalAgent
+from simulator.guard import DivergenceError, with_round
 from simulator.log.split import holdout_flags
 from simulator.log.view import TrainingView, build_view
 from simulator.loop import ClosedLoop, MetricRow
@@ -93,9 +94,12 @@ def retrain(loop: ClosedLoop, r: int) -> None:
 
 
 def _timed(loop: ClosedLoop, r: int, phase: str, fit: Callable[[], dict[str, float]]) -> dict[str, float]:
-    """Run ``fit`` and keep its wall time apart from the (deterministic) metrics."""
+    """Run ``fit`` and keep its wall time apart from the (deterministic) metrics; a divergence names the round."""
     started = time.perf_counter()
-    info = fit()
+    try:
+        info = fit()
+    except DivergenceError as err:
+        raise with_round(err, r) from None
     loop.timings.append({"round": r, "phase": phase, "seconds": time.perf_counter() - started})
     return info
 

@@ -37,8 +37,13 @@ def test_divergence_is_one_line_naming_agent_round_and_hyperparameter(loss, para
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("error", [DivergenceError("bc: training diverged in round 0 (loss is nan); lower agents.bc.lr"),
-                                   FloatingPointError("bc: training loss became nan (NaN/inf); lower the learning rate")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        DivergenceError("bc: training diverged in round 0 (loss is nan); lower agents.bc.lr"),
+        FloatingPointError("bc: training loss became nan (NaN/inf); lower the learning rate"),
+    ],
+)
 def test_the_command_line_reports_divergence_in_one_line(error: Exception, tmp_path, capsys, monkeypatch) -> None:
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
@@ -57,3 +62,33 @@ def test_the_command_line_reports_divergence_in_one_line(error: Exception, tmp_p
             signal.signal(s, handler)
     err = capsys.readouterr().err
     assert code == 2 and err == f"error: {error}\n"
+
+
+@pytest.mark.parametrize("name", ["bc", "sampled-softmax", "ss-a", "multi-clrec", "damcar"])
+def test_every_trainer_family_stops_on_divergence_naming_agent_round_and_knob(name: str) -> None:
+    """One agent per shared trainer (exposure pairs, sequence softmax, GMM negatives, multi-interest, adaptation):
+    a parameter poisoned with NaN makes the next round's fit fail with one line naming the agent, round and lr."""
+    from scenarios.experiment import agent_factory
+    from simulator.guard import DivergenceError
+    from simulator.round import attach_agent
+    from simulator.timeline import run_round, warm_started_loop
+    from tests.conftest import tiny_scenario
+
+    sc = tiny_scenario()
+    loop = warm_started_loop(sc, 0)
+    attach_agent(loop, agent_factory(name, sc, 0, torch.device("cpu")), name)
+    params = [p for m in _modules(loop.learner) for p in m.parameters() if p.is_floating_point()]
+    assert params, name
+    with torch.no_grad():
+        params[0].view(-1)[0] = float("nan")
+    with pytest.raises(DivergenceError, match=rf"^{name}(/\w+)?: training diverged in round 0 \(.*\); lower agents\.{name}\.lr$"):
+        run_round(loop, 0)
+
+
+def _modules(obj: object, depth: int = 3) -> list[torch.nn.Module]:
+    """The torch modules an agent holds (its towers), found through its attributes."""
+    if isinstance(obj, torch.nn.Module):
+        return [obj]
+    if depth == 0 or not hasattr(obj, "__dict__"):
+        return []
+    return [m for value in vars(obj).values() for m in _modules(value, depth - 1)]

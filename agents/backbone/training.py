@@ -156,7 +156,7 @@ def run_epochs(
                 after_step()
             total = total + loss.detach() * idx.numel()
         mean = total / max(n, 1)
-        check_finite(mean, who)
+        check_finite(mean, who, (p for group in optimiser.param_groups for p in group["params"]))
         means.append(float(mean))
     return means
 
