@@ -28,6 +28,12 @@ ENV_SPECS: dict[str, dict[str, Any]] = {
     "cascadesim/Cascade-v0": {"scenario": "default"},
     "cascadesim/CascadeSmall-v0": {"scenario": SMALL, "action": "discrete", "observation": "flat"},
 }
+ENTRY_POINTS: dict[str, str] = {}
+MAX_EPISODE_STEPS: dict[str, int] = {
+    "cascadesim/Cascade-v0": 15_000,  # 5 of the default scenario's 20 rounds (3,000 requests each); the whole horizon: CascadeEnv itself
+    "cascadesim/CascadeSmall-v0": 1_200,  # 5 of its 50 rounds (240 requests each)
+}
+"""``gym.make`` wraps each id in ``TimeLimit`` at this many steps (``max_episode_steps=`` overrides it)."""
 ENV_IDS = tuple(ENV_SPECS)
 
 
@@ -37,7 +43,8 @@ def register_envs() -> None:
         if env_id not in gymnasium.registry:
             gymnasium.register(
                 id=env_id,
-                entry_point="simulator.gym.env:CascadeEnv",
-                vector_entry_point="simulator.gym.vector:CascadeVectorEnv",
+                entry_point=ENTRY_POINTS.get(env_id, "simulator.gym.env:CascadeEnv"),
+                vector_entry_point=None if env_id in ENTRY_POINTS else "simulator.gym.vector:CascadeVectorEnv",
                 kwargs=kwargs,
+                max_episode_steps=MAX_EPISODE_STEPS.get(env_id),
             )
