@@ -61,9 +61,13 @@ def _episode(env: gym.Env | CascadeVectorEnv, seed: int, actions: list) -> list[
 
 # ----- registration and the env checker -------------------------------------------------
 def test_every_id_is_registered_with_a_native_vector_entry_point() -> None:
+    learnable = {"cascadesim/Rerank-v0": "RerankEnv", "cascadesim/Retrieval-v0": "RetrievalEnv"}  # vectorised by gymnasium
     for env_id in simulator.gym.ENV_IDS:
         spec = gym.spec(env_id)
         assert spec.namespace == "cascadesim" and spec.version == 0
+        if env_id in learnable:
+            assert spec.entry_point == f"simulator.gym.learnable:{learnable[env_id]}" and spec.vector_entry_point is None
+            continue
         assert spec.entry_point == "simulator.gym.env:CascadeEnv" and spec.vector_entry_point == "simulator.gym.vector:CascadeVectorEnv"
     simulator.gym.register_envs()  # idempotent: the plugin entry point may call it again
     env = gym.make("simulator.gym:cascadesim/Cascade-v0", scenario=MICRO)

@@ -77,9 +77,10 @@ class CascadeCore:
 
     def __getstate__(self) -> dict[str, Any]:
         """Everything but the warm-start cache (rebuilt on demand); the loop's shared log travels alongside it."""
-        view = self.loop.last_view if self.loop is not None else None
-        if view is not None and not isinstance(view.candidate_source, Candidates):  # a closure over the log: materialise it
-            self.loop.last_view = dataclasses.replace(view, candidate_source=view.candidates)
+        loop = self.loop
+        view = loop.last_view if loop is not None else None
+        if loop is not None and view is not None and not isinstance(view.candidate_source, Candidates):  # a closure over the log
+            loop.last_view = dataclasses.replace(view, candidate_source=view.candidates)  # materialised: picklable
         state = dict(self.__dict__)
         state["_warm"] = OrderedDict()
         state["_shared_log"] = self.loop.shared_log if self.loop is not None else None

@@ -158,17 +158,18 @@ class QueryCore(CascadeCore):
         self, sc: Scenario, lanes: int, device: torch.device | str = "cpu", action: str = "", observation: str = "", reward: str = "clicks",
     ) -> None:
         super().__init__(sc, lanes, device, reward=reward)  # the action and observation are this environment's own
-        self.codec = cast(Any, QueryCodec(sc))
+        self.query = QueryCodec(sc)
+        self.codec = cast(Any, self.query)
 
     def _serve(self, chunk: Chunk, action: Any) -> np.ndarray:
         assert self.loop is not None
-        ids, scores = self.codec.recall(action, len(chunk.batch), self.loop.log.catalogue[chunk.batch.round])
+        ids, scores = self.query.recall(action, len(chunk.batch), self.loop.log.catalogue[chunk.batch.round])
         serve_given(self.loop, chunk.batch, chunk.intents, ids, scores)
         return np.zeros(len(chunk.batch), np.int64)
 
     def _observe(self) -> Any:
         assert self.loop is not None
-        return self.codec.encode_features(self.chunk, self.lanes, self.loop.log.catalogue[max(self.loop.log.catalogue)])
+        return self.query.encode_features(self.chunk, self.lanes, self.loop.log.catalogue[max(self.loop.log.catalogue)])
 
 
 class RerankCore(CascadeCore):
@@ -178,7 +179,8 @@ class RerankCore(CascadeCore):
         self, sc: Scenario, lanes: int, device: torch.device | str = "cpu", action: str = "", observation: str = "", reward: str = "clicks",
     ) -> None:
         super().__init__(sc, lanes, device, reward=reward)  # the action and observation are this environment's own
-        self.codec = cast(Any, RerankCodec(sc))
+        self.rerank = RerankCodec(sc)
+        self.codec = cast(Any, self.rerank)
         self.pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # recall ids, scores, ranker scores
         self._pending_for = -1
 
@@ -190,7 +192,7 @@ class RerankCore(CascadeCore):
             catalogue = self.loop.log.catalogue[self.chunk.batch.round]
             legacy = LegacyRetriever(self.loop.seed, self.sc.cascade.legacy_popularity_bias)
             legacy.index(catalogue)
-            ids, scores = legacy.retrieve(self.chunk.batch, self.codec.k)
+            ids, scores = legacy.retrieve(self.chunk.batch, self.rerank.k)
             self.pending = (ids, scores, self.loop.serving_ranker.score(self.chunk.batch, ids))
             self._pending_for = first
         return self.pending
@@ -199,7 +201,7 @@ class RerankCore(CascadeCore):
         assert self.loop is not None
         ids, rec_scores, _ = self._candidates()
         n = len(chunk.batch)
-        given = torch.as_tensor(np.asarray(action, np.float32).reshape(-1, self.codec.k)[:n], device=ids.device)
+        given = torch.as_tensor(np.asarray(action, np.float32).reshape(-1, self.rerank.k)[:n], device=ids.device)
         if not torch.isfinite(given).all():
             raise ValueError("action: scores must be finite")
         ranker = self.loop.serving_ranker
@@ -214,7 +216,7 @@ class RerankCore(CascadeCore):
 
     def _observe(self) -> Any:
         assert self.loop is not None
-        codec, lanes = self.codec, self.lanes
+        codec, lanes = self.rerank, self.lanes
         if self.chunk is None:
             return np.zeros((lanes, codec.obs_dim), np.float32)
         ids, _, ranker_scores = self._candidates()
