@@ -139,3 +139,13 @@ def test_async_vector_env_with_spawn_after_torch_ran_in_the_parent() -> None:
     finally:
         env.close()
         torch.set_num_threads(1)
+
+
+def test_make_vec_passes_the_step_limit_to_the_native_vector_env() -> None:
+    env = gym.make_vec("cascadesim/Cascade-v0", num_envs=4, scenario=MICRO, max_episode_steps=3)
+    assert isinstance(env, CascadeVectorEnv) and env.max_episode_steps == 3
+    assert gym.make_vec("cascadesim/Cascade-v0", num_envs=2, scenario=MICRO).max_episode_steps == 15_000  # the registered limit
+    env.action_space.seed(0)
+    env.reset(seed=0)
+    truncated = [env.step(env.action_space.sample())[3].all() for _ in range(4)]
+    assert truncated == [False, False, True, False]  # the fourth step is the next-step autoreset
