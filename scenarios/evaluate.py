@@ -34,7 +34,7 @@ def evaluate_agent(env: CascadeVectorEnv, exp: Experiment, agent: str, seed: int
     obs, _ = env.reset(seed=seed)
     while True:
         obs, _, _, truncated, info = env.step(policy(obs))
-        if info["retrain"]:
+        if info["retrain"].any():  # vector info: one flag per lane
             tick()
         if truncated.all():
             break

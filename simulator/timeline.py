@@ -68,9 +68,10 @@ def deployment_process(env: simpy.Environment, loop: ClosedLoop, r: int, note: N
         note("deploy", r)
 
 
-def traffic_process(env: simpy.Environment, loop: ClosedLoop, r: int, serve: Serve = serve_batch) -> Process:
+def traffic_process(env: simpy.Environment, loop: ClosedLoop, r: int, serve: Serve = serve_batch, first_slice: int = 0) -> Process:
+    """Slices ``first_slice ..`` of round ``r`` (a later first slice resumes a round, as the gym does on unpickling)."""
     tl = loop.sc.timeline
-    for s in range(int(tl.round_hours / tl.slice_hours)):
+    for s in range(first_slice, int(tl.round_hours / tl.slice_hours)):
         start = r * tl.round_hours + s * tl.slice_hours
         yield env.timeout(start - env.now)  # a zero timeout still lets an earlier-scheduled deployment go first
         n = slice_volume(loop.sc, r, s, start)

@@ -9,6 +9,9 @@ Importing this package registers (for ``gymnasium.make`` / ``gymnasium.make_vec`
 * ``cascadesim/CascadeSmall-v0``: a 20-item world where the action is the item
   to show (``Discrete``) and the observation one float vector: sized for
   off-the-shelf RL agents.
+* ``cascadesim/Rerank-v0`` and ``cascadesim/Retrieval-v0``: learnable and transferable across worlds
+  (features, never item ids): a score per recalled candidate, or a query vector scored against the
+  live catalogue's observable item vectors (:mod:`simulator.gym.learnable`).
 
 Both take a ``scenario`` (preset name, TOML path, dict or Scenario) and keyword
 overrides (``rounds=``, ``world={...}``, ``action=``, ``observation=``,
@@ -29,9 +32,13 @@ register_envs()
 _LAZY = {
     "CascadeEnv": "simulator.gym.env", "CascadeVectorEnv": "simulator.gym.vector", "AgentPolicy": "simulator.gym.policy",
     "resolve_scenario": "simulator.gym.scenario", "max_slice_volume": "simulator.gym.scenario",
+    "RerankEnv": "simulator.gym.learnable", "RetrievalEnv": "simulator.gym.learnable",
 }
 
-__all__ = ["ENV_IDS", "SMALL", "AgentPolicy", "CascadeEnv", "CascadeVectorEnv", "max_slice_volume", "register_envs", "resolve_scenario"]
+__all__ = [
+    "ENV_IDS", "SMALL", "AgentPolicy", "CascadeEnv", "CascadeVectorEnv", "RerankEnv", "RetrievalEnv", "max_slice_volume", "register_envs",
+    "resolve_scenario",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ random streams.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,13 +25,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from simulator.config import Scenario
 from simulator.cascade.step import exploration_flags
+from simulator.config import Scenario
 from simulator.gym.driver import EXTERNAL, RoundDriver, attach, serve_given, warm_loop
+from simulator.gym.spaces import Chunk, Codec, popular_fallback, repair
+from simulator.log.view import Candidates, TrainingView
 from simulator.loop import ClosedLoop
 from simulator.shared_log import SharedLog
-from simulator.gym.spaces import Chunk, Codec, popular_fallback, repair
-from simulator.log.view import TrainingView
 from simulator.types import Catalogue
 
 REWARDS = ("clicks", "finished", "watch_time")
@@ -72,6 +73,24 @@ class CascadeCore:
         self._offset = 0
         self._host: tuple[int, np.ndarray, np.ndarray | None] | None = None
         self._round_totals: dict[str, float] = {}
+        self._curves: list[dict[str, float]] = []  # per finished round: clicks and true relevance per request
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the warm-start cache (rebuilt on demand); the loop's shared log travels alongside it."""
+        loop = self.loop
+        view = loop.last_view if loop is not None else None
+        if loop is not None and view is not None and not isinstance(view.candidate_source, Candidates):  # a closure over the log
+            loop.last_view = dataclasses.replace(view, candidate_source=view.candidates)  # materialised: picklable
+        state = dict(self.__dict__)
+        state["_warm"] = OrderedDict()
+        state["_shared_log"] = self.loop.shared_log if self.loop is not None else None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        shared = state.pop("_shared_log")
+        self.__dict__.update(state)
+        if self.loop is not None:
+            self.loop.shared_log = shared
 
     # ----- agents --------------------------------------------------------------
     def attach_agent(self, factory: AgentFactory | None, name: str = "agent") -> None:
@@ -92,7 +111,7 @@ class CascadeCore:
         attach(loop, self.agent, self.agent_name)
         self.loop, self._driver = loop, RoundDriver(loop)
         self._slice, self._offset, self._host = None, 0, None
-        self._round_totals = {}
+        self._round_totals, self._curves = {}, []
         events = self._advance()
         obs = self._observe()
         return obs, {**self._event_info(events), "seed": int(seed), "active": self._active()}
@@ -105,13 +124,9 @@ class CascadeCore:
         """
         if self.chunk is None or self.loop is None:
             raise RuntimeError("step: the episode has ended (or never started); call reset()")
-        chunk, loop = self.chunk, self.loop
+        chunk = self.chunk
         n, r = len(chunk.batch), chunk.batch.round
-        live, popular = self._host_catalogue(r)
-        ids, scores = self.codec.decode(action, n, live)
-        ids, scores, repaired = repair(ids, scores, live, popular)
-        item_ids, item_scores = torch.as_tensor(ids, device=self.device), torch.as_tensor(scores, device=self.device)
-        serve_given(loop, chunk.batch, chunk.intents, item_ids, item_scores)
+        repaired = self._serve(chunk, action)
         outcome = self._outcome(chunk)
         outcome["repaired"] = torch.as_tensor(repaired)
         self._tally(outcome, n)
@@ -123,6 +138,16 @@ class CascadeCore:
         info.update(self._event_info(events))
         reward = self._lanes(outcome[self.reward] / (60.0 if self.reward == "watch_time" else 1.0), self.reward).astype(np.float32)
         return self._observe(), reward, self.chunk is None, info
+
+    def _serve(self, chunk: Chunk, action: Any) -> np.ndarray:
+        """Serve the pending requests with ``action`` as their recall; ``[B]`` entries repaired per request."""
+        assert self.loop is not None
+        live, popular = self._host_catalogue(chunk.batch.round)
+        ids, scores = self.codec.decode(action, len(chunk.batch), live)
+        ids, scores, repaired = repair(ids, scores, live, popular)
+        item_ids, item_scores = torch.as_tensor(ids, device=self.device), torch.as_tensor(scores, device=self.device)
+        serve_given(self.loop, chunk.batch, chunk.intents, item_ids, item_scores)
+        return repaired
 
     def warm_world(self, seed: int) -> ClosedLoop:
         """The loop of ``seed`` after the warm start (cached; copy it before changing it)."""
@@ -214,8 +239,15 @@ class CascadeCore:
             info["retrain_round"] = ended[-1]
             info["metrics"] = {row["metric"]: row["value"] for row in self.loop.rows if row["round"] == ended[-1]}
         if info["round_start"]:
+            if self._round_totals:
+                self._curves.append(self._per_request())
             self._round_totals = {}
         return info
+
+    def _per_request(self) -> dict[str, float]:
+        """This round's totals per request served (what ``rgb_array`` plots)."""
+        n = max(self._round_totals.get("requests", 0.0), 1.0)
+        return {k: v / n for k, v in self._round_totals.items() if k != "requests"}
 
     def _tally(self, outcome: dict[str, torch.Tensor], n: int) -> None:
         totals = self._round_totals
@@ -246,6 +278,13 @@ class CascadeCore:
         """Every round measured so far: columns ``round, metric, value`` (as the runner's ``metrics.parquet``)."""
         rows = self.loop.rows if self.loop is not None else []
         return pd.DataFrame(rows, columns=["round", "metric", "value"])
+
+    def render_rgb(self) -> np.ndarray:
+        """The finished rounds' and the current round's curves as an ``[H, W, 3] uint8`` image."""
+        from simulator.gym.render import draw_curves
+
+        head = self.render_text().splitlines()[0] if self.loop is not None else "cascadesim: not started"
+        return draw_curves(self._curves + ([self._per_request()] if self._round_totals else []), head)
 
     def render_text(self) -> str:
         """A few lines on where the episode is: round, time, serving models, this round's engagement."""

@@ -26,8 +26,8 @@ from simulator.cascade.step import serve_batch
 from simulator.config import Scenario
 from simulator.log.view import TrainingView
 from simulator.loop import ClosedLoop
-from simulator.round import AgentFactory, attach_agent
-from simulator.timeline import round_environment, warm_started_loop
+from simulator.round import AgentFactory, attach_agent, deploy, end_round
+from simulator.timeline import Process, round_environment, traffic_process, warm_started_loop
 from simulator.types import Catalogue, RequestBatch
 
 EXTERNAL = "external"
@@ -131,6 +131,42 @@ class RoundDriver:
             self._sim.step()
         out, self._slice = self._slice, None
         return out
+
+    # ----- copies and pickles: the position as data, the SimPy round rebuilt from it -----------------
+    def __getstate__(self) -> dict[str, Any]:
+        """The loop, the round, the events and the simulated time of the pending slice (no live generators)."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_sim", "_gate")}
+        state["_paused_at"] = self._sim.now if self._sim is not None and self._gate is not None else None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        paused_at = state.pop("_paused_at")
+        self.__dict__.update(state)
+        self._sim, self._gate = None, None
+        if paused_at is not None:
+            self._sim, self._gate = self._resume(self.round, paused_at)
+
+    def _resume(self, r: int, now: float) -> tuple[simpy.Environment, simpy.Event]:
+        """Round ``r`` from the slice handed out at ``now``: what is still due (deployment, later slices, retrain), in order."""
+        tl = self.loop.sc.timeline
+        start = r * tl.round_hours
+        env = simpy.Environment(initial_time=now)
+        gate = env.event()
+        if now < start + tl.train_delay_hours:  # at equal times the deployment went before the slice
+            env.process(self._later(env, start + tl.train_delay_hours - now, "deploy", r))
+        env.process(self._traffic_after(env, r, round((now - start) / tl.slice_hours) + 1, gate))
+        env.process(self._later(env, start + tl.round_hours - now, "retrain", r))
+        return env, gate
+
+    def _later(self, env: simpy.Environment, delay: float, kind: str, r: int) -> Process:
+        yield env.timeout(delay)
+        (deploy if kind == "deploy" else end_round)(self.loop, r)
+        if kind == "retrain" or r > 0:
+            self.events.append((kind, r))
+
+    def _traffic_after(self, env: simpy.Environment, r: int, first: int, gate: simpy.Event) -> Process:
+        yield gate
+        yield from traffic_process(env, self.loop, r, self._hand_out, first)
 
     def _round(self, r: int) -> simpy.Environment:
         return round_environment(self.loop, r, self._hand_out, lambda kind, r: self.events.append((kind, r)))

@@ -42,7 +42,7 @@ from simulator.gym.scenario import resolve_scenario
 from simulator.log.view import TrainingView
 from simulator.types import Catalogue
 
-RENDER_MODES = ["ansi", "human"]
+RENDER_MODES = ["ansi", "human", "rgb_array"]
 SEED_SPACE = 2**31 - 1
 
 
@@ -60,7 +60,10 @@ class CoreFacade:
     render_mode: str | None
 
     def render(self) -> Any:
-        """The text summary as a ``str`` (``ansi``), or print it and return None (``human``); one lane or many alike."""
+        """The text summary as a ``str`` (``ansi``), or print it and return None (``human``), or the round's curves as an
+        ``[H, W, 3] uint8`` image (``rgb_array``, for ``RecordVideo``); one lane or many alike."""
+        if self.render_mode == "rgb_array":
+            return self.core.render_rgb()
         text = self.core.render_text()
         if self.render_mode == "human":
             print(text)
@@ -100,6 +103,7 @@ class CascadeEnv(CoreFacade, gym.Env):
     """
 
     metadata = {"render_modes": RENDER_MODES, "render_fps": 4}
+    core_class: type[CascadeCore] = CascadeCore  # what serves an action (the learnable environments change it)
 
     def __init__(
         self, scenario: Scenario | str | Mapping[str, Any] = "default", *, rounds: int | None = None, action: str = "ids",
@@ -107,7 +111,7 @@ class CascadeEnv(CoreFacade, gym.Env):
         **sections: Mapping[str, Any],
     ) -> None:
         self.scenario = resolve_scenario(scenario, rounds, **sections)
-        self.core = CascadeCore(self.scenario, 1, device, action, observation, reward)
+        self.core = self.core_class(self.scenario, 1, device, action, observation, reward)
         self.observation_space = self.core.codec.observation_space
         self.action_space = self.core.codec.action_space
         self.render_mode = check_render_mode(render_mode)

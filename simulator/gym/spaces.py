@@ -2,9 +2,9 @@
 
 Observation (``observation="dict"``, one request; the vector env stacks ``N`` lanes):
 
-* ``request_id`` ``Box(-1, 2**62, (), int64)``: -1 marks an idle lane (see :mod:`simulator.gym.vector`);
+* ``request_id`` ``Box(-1, 2**62, (1,), int64)``: -1 marks an idle lane (see :mod:`simulator.gym.vector`);
 * ``user_id`` ``Discrete(N_users)``, ``domain`` ``Discrete(2)``, ``entry`` ``Discrete(3)``;
-* ``round`` ``Box(int64)``, ``time`` (absolute hours, float64), ``hour`` (hour of the week, float32);
+* ``round`` ``Box(int64, (1,))``, ``time`` (absolute hours, float64, ``(1,)``), ``hour`` (hour of the week, float32, ``(1,)``);
 * ``profile`` ``Box(float32, (D_p,))``: the user's noisy profile;
 * ``history`` ``Box(-1, M - 1, (L,), int64)``: the user's last clicked items, newest last, -1 padded;
 * ``history_age`` ``Box(-1, T, (L,), float64)``: hours from each of those clicks to the request, -1 padded
@@ -50,6 +50,7 @@ from simulator.types import Catalogue, RequestBatch
 ACTIONS = ("ids", "ids+scores", "scores", "discrete")
 OBSERVATIONS = ("dict", "flat")
 F32_MAX = float(np.finfo(np.float32).max)
+VECTOR1 = ("request_id", "round", "time", "hour")  # one number each, as shape (1,) boxes
 FLAT_CLIP = 10.0
 
 
@@ -96,13 +97,13 @@ class Codec:
             return spaces.Box(-FLAT_CLIP, FLAT_CLIP, (self.flat_dim,), np.float32)
         tl = self.sc.timeline
         return spaces.Dict({
-            "request_id": spaces.Box(-1, 2**62, (), np.int64),
+            "request_id": spaces.Box(-1, 2**62, (1,), np.int64),
             "user_id": spaces.Discrete(self.n_users),
             "domain": spaces.Discrete(2),
             "entry": spaces.Discrete(3),
-            "round": spaces.Box(0, tl.rounds - 1, (), np.int64),
-            "time": spaces.Box(0.0, tl.rounds * tl.round_hours, (), np.float64),
-            "hour": spaces.Box(0.0, 168.0, (), np.float32),
+            "round": spaces.Box(0, tl.rounds - 1, (1,), np.int64),
+            "time": spaces.Box(0.0, tl.rounds * tl.round_hours, (1,), np.float64),
+            "hour": spaces.Box(0.0, 168.0, (1,), np.float32),
             "profile": spaces.Box(-F32_MAX, F32_MAX, (self.profile_dim,), np.float32),
             "history": spaces.Box(-1, self.n_items - 1, (self.history_len,), np.int64),
             "history_age": spaces.Box(-1.0, self.sc.total_rounds * tl.round_hours, (self.history_len,), np.float64),
@@ -127,7 +128,9 @@ class Codec:
     def encode(self, chunk: Chunk | None, lanes: int, round_idx: int, catalogue: Catalogue) -> dict[str, np.ndarray] | np.ndarray:
         """``lanes`` stacked observations; lanes past the chunk's requests are idle (request_id -1)."""
         cols = self._columns(chunk, lanes, round_idx)
-        return cols if self.observation == "dict" else self._flatten(cols, catalogue)
+        if self.observation == "flat":
+            return self._flatten(cols, catalogue)
+        return {k: (v[:, None] if k in VECTOR1 else v) for k, v in cols.items()}  # no 0-d entries (SB3, MultiInputPolicy)
 
     def _columns(self, chunk: Chunk | None, lanes: int, round_idx: int) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {
@@ -174,13 +177,17 @@ class Codec:
         """The :class:`RequestBatch` of the active lanes of stacked dict observations, and their lane indices."""
         if not isinstance(obs, dict):
             raise TypeError("observation: the agent adapter needs observation='dict' (it rebuilds the request batch from it)")
-        lanes = np.nonzero(np.atleast_1d(obs["request_id"]) >= 0)[0]
+        lanes = np.nonzero(np.asarray(obs["request_id"]).reshape(-1) >= 0)[0]
         n = len(lanes)
         if not np.array_equal(lanes, np.arange(n)):
             raise ValueError("observation: active lanes must come first (idle lanes, request_id -1, last)")
-        one = np.ndim(obs["request_id"]) == 0
-        t = lambda key: torch.as_tensor((obs[key][None] if one else obs[key])[:n], device=device)  # noqa: E731
-        rounds = np.atleast_1d(obs["round"])
+        one = np.ndim(obs["profile"]) == 1  # a single env's observation: add the lane axis
+
+        def t(key: str) -> torch.Tensor:
+            value = np.asarray(obs[key])[None] if one else np.asarray(obs[key])
+            return torch.as_tensor(value.reshape(len(value), -1)[:, 0] if key in VECTOR1 else value, device=device)[:n]
+
+        rounds = np.asarray(obs["round"]).reshape(-1)
         history_time = None
         if "history_age" in obs:
             age = t("history_age")
