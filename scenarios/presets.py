@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import tomllib
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-
-import tomllib
 
 from simulator.config import ConfigError, Scenario, load_scenario_file
 

@@ -9,10 +9,10 @@ and what is allowed, e.g. ``cascade.slate_size: must be <= cascade.k_retrieve
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from simulator.cascade.ranker_registry import ranker_kinds

@@ -71,5 +71,6 @@ def check_estimators(sc: Scenario) -> None:
         )
     if "ips_pos" in asked and rows != "explore":
         raise ValueError(
-            "evaluation.estimators: ips_pos needs per-slot propensities, which only the uniform exploration slice has; set cascade.exploration_share > 0"
+            "evaluation.estimators: ips_pos needs per-slot propensities, which only the uniform exploration slice has; "
+            "set cascade.exploration_share > 0"
         )

@@ -13,7 +13,7 @@ from simulator.guard import check_training
 def mlp(sizes: list[int], batch_norm: bool = False, last_activation: bool = False) -> nn.Sequential:
     """``Linear -> [BatchNorm] -> ReLU`` stack over ``sizes``; the last layer is linear unless asked."""
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(a, b))
         last = i == len(sizes) - 2
         if not last or last_activation:

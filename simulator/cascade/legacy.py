@@ -1,9 +1,9 @@
 """The legacy platform that produces the warm-start log before any agent serves.
 
 Retrieval samples items without replacement with weights ``(1 + clicks)^bias``
-(Plackett-Luce: Gumbel-top-k, or first-distinct draws for large catalogues) (a popularity-biased legacy recall;
-``bias = 0`` is uniform); ranking is uniform random (no trained ranker yet). Both are seeded per request id, so the warm-start log is identical for
-every agent compared on a seed.
+(Plackett-Luce: Gumbel-top-k, or first-distinct draws for large catalogues): a popularity-biased
+legacy recall (``bias = 0`` is uniform). Ranking is uniform random (no trained ranker yet). Both are
+seeded per request id, so the warm-start log is identical for every agent compared on a seed.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ from simulator.config import Scenario
 from simulator.evaluation_config import active_estimators, ope_rows
 from simulator.log.split import holdout_flags
 from simulator.metrics import estimators as E
-from simulator.metrics.audit import Audit
 from simulator.metrics import ranking as R
+from simulator.metrics.audit import Audit
 from simulator.metrics.protocols import clicked_items, ranked_lists, ranking_metrics
 from simulator.types import RequestBatch
 from simulator.world.relevance import true_relevance, true_topk_and_total

@@ -15,7 +15,6 @@ import torch
 from simulator.config import Scenario
 from simulator.world.state import WorldState
 
-
 _MAX_BLOCK_ELEMENTS = 1 << 23  # [users, items] relevance entries per block (32 MiB of float32)
 
 
