@@ -21,7 +21,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from scenarios.experiment import (
-    Experiment, add_popularity_index, agent_factory, loop_frame, make_experiment, prepare_run_dir, summary, summary_metrics,
+    Experiment,
+    add_popularity_index,
+    agent_factory,
+    loop_frame,
+    make_experiment,
+    prepare_run_dir,
+    summary,
+    summary_metrics,
 )
 from simulator.checkpoint import atomic_write_json, atomic_write_parquet, read_json
 from simulator.config import ConfigError

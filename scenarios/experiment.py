@@ -40,8 +40,8 @@ from simulator.log.schema import METRIC_COLUMNS
 from simulator.loop import ClosedLoop
 from simulator.metrics.audit import Audit
 from simulator.metrics.formulas import popularity_index
-from simulator.oracle import OracleAgent
 from simulator.metrics.leaderboard import leaderboard
+from simulator.oracle import OracleAgent
 from simulator.round import AgentFactory, attach_agent
 from simulator.shared_log import SharedLog
 from simulator.timeline import run_round, warm_started_loop
@@ -284,7 +284,7 @@ def add_popularity_index(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     rows = []
     for (sc, seed, rnd), grp in base.groupby(["scenario", "seed", "round"], sort=True):
-        index = popularity_index(dict(zip(grp.agent, grp.value)))
+        index = popularity_index(dict(zip(grp.agent, grp.value, strict=True)))
         rows += [
             {"scenario": sc, "agent": a, "seed": seed, "round": rnd, "metric": "popularity_index", "value": v} for a, v in index.items()
         ]

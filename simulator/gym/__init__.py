@@ -30,13 +30,25 @@ from simulator.gym.registration import ENV_IDS, SMALL, register_envs
 register_envs()
 
 _LAZY = {
-    "CascadeEnv": "simulator.gym.env", "CascadeVectorEnv": "simulator.gym.vector", "AgentPolicy": "simulator.gym.policy",
-    "resolve_scenario": "simulator.gym.scenario", "max_slice_volume": "simulator.gym.scenario",
-    "RerankEnv": "simulator.gym.learnable", "RetrievalEnv": "simulator.gym.learnable",
+    "CascadeEnv": "simulator.gym.env",
+    "CascadeVectorEnv": "simulator.gym.vector",
+    "AgentPolicy": "simulator.gym.policy",
+    "resolve_scenario": "simulator.gym.scenario",
+    "max_slice_volume": "simulator.gym.scenario",
+    "RerankEnv": "simulator.gym.learnable",
+    "RetrievalEnv": "simulator.gym.learnable",
 }
 
 __all__ = [
-    "ENV_IDS", "SMALL", "AgentPolicy", "CascadeEnv", "CascadeVectorEnv", "RerankEnv", "RetrievalEnv", "max_slice_volume", "register_envs",
+    "ENV_IDS",
+    "SMALL",
+    "AgentPolicy",
+    "CascadeEnv",
+    "CascadeVectorEnv",
+    "RerankEnv",
+    "RetrievalEnv",
+    "max_slice_volume",
+    "register_envs",
     "resolve_scenario",
 ]
 

@@ -53,8 +53,14 @@ class CascadeCore:
     """
 
     def __init__(
-        self, sc: Scenario, lanes: int, device: torch.device | str = "cpu", action: str = "ids", observation: str = "dict",
-        reward: str = "clicks", warm_cache: int = 2,
+        self,
+        sc: Scenario,
+        lanes: int,
+        device: torch.device | str = "cpu",
+        action: str = "ids",
+        observation: str = "dict",
+        reward: str = "clicks",
+        warm_cache: int = 2,
     ) -> None:
         if reward not in REWARDS:
             raise ValueError(f"reward: must be one of {', '.join(REWARDS)}, got {reward!r}")
@@ -196,8 +202,11 @@ class CascadeCore:
 
         slate = self.sc.cascade.slate_size
         return {
-            "clicks": per_request(imp, "clicked"), "finished": per_request(imp, "finished"), "watch_time": per_request(imp, "watch_time"),
-            "true_slate_relevance": per_request(tru, "relevance") / slate, "true_examined": per_request(tru, "examined"),
+            "clicks": per_request(imp, "clicked"),
+            "finished": per_request(imp, "finished"),
+            "watch_time": per_request(imp, "watch_time"),
+            "true_slate_relevance": per_request(tru, "relevance") / slate,
+            "true_examined": per_request(tru, "examined"),
         }
 
     def _lanes(self, values: torch.Tensor, key: str) -> np.ndarray:
@@ -296,7 +305,9 @@ class CascadeCore:
         when = f"t = {float(pending.time[0]):.1f} h" if pending is not None and pending.time is not None else "episode over"
         models = f"retriever v{self.loop.retriever_version}, ranker v{getattr(self.loop.serving_ranker, 'version', -1)}"
         n = max(t.get("requests", 0.0), 1.0)
-        perf = (f"this round: {int(t.get('requests', 0))} requests, {t.get('clicks', 0) / n:.3f} clicks"
-                f" and {t.get('finished', 0) / n:.3f} finished per request")
+        perf = (
+            f"this round: {int(t.get('requests', 0))} requests, {t.get('clicks', 0) / n:.3f} clicks"
+            f" and {t.get('finished', 0) / n:.3f} finished per request"
+        )
         truth = f"(truth) mean slate relevance {t.get('true_slate_relevance', 0) / n:.3f}"
         return "\n".join([head, f"{when}; {models}", perf, truth])

@@ -106,8 +106,15 @@ class CascadeEnv(CoreFacade, gym.Env):
     core_class: type[CascadeCore] = CascadeCore  # what serves an action (the learnable environments change it)
 
     def __init__(
-        self, scenario: Scenario | str | Mapping[str, Any] = "default", *, rounds: int | None = None, action: str = "ids",
-        observation: str = "dict", reward: str = "clicks", device: str = "cpu", render_mode: str | None = None,
+        self,
+        scenario: Scenario | str | Mapping[str, Any] = "default",
+        *,
+        rounds: int | None = None,
+        action: str = "ids",
+        observation: str = "dict",
+        reward: str = "clicks",
+        device: str = "cpu",
+        render_mode: str | None = None,
         **sections: Mapping[str, Any],
     ) -> None:
         self.scenario = resolve_scenario(scenario, rounds, **sections)

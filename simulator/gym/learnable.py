@@ -66,8 +66,12 @@ class FeatureCodec:
         day, week = 2 * torch.pi * b.hour / 24.0, 2 * torch.pi * b.hour / 168.0
         onehot = lambda v, k: torch.nn.functional.one_hot(v.long(), k).float()  # noqa: E731
         parts = [
-            b.profile.float() / 2.0, hist_vec * 2.0, torch.stack([day.sin(), day.cos(), week.sin(), week.cos()], 1),
-            onehot(b.domain, 2), onehot(b.entry, 3), chunk.explore.float().unsqueeze(1),
+            b.profile.float() / 2.0,
+            hist_vec * 2.0,
+            torch.stack([day.sin(), day.cos(), week.sin(), week.cos()], 1),
+            onehot(b.domain, 2),
+            onehot(b.entry, 3),
+            chunk.explore.float().unsqueeze(1),
         ]
         return torch.cat(parts, 1).clamp(-CLIP, CLIP)
 
@@ -155,7 +159,13 @@ class QueryCore(CascadeCore):
     """The cascade with the recall chosen by a query vector (``cascadesim/Retrieval-v0``)."""
 
     def __init__(
-        self, sc: Scenario, lanes: int, device: torch.device | str = "cpu", action: str = "", observation: str = "", reward: str = "clicks",
+        self,
+        sc: Scenario,
+        lanes: int,
+        device: torch.device | str = "cpu",
+        action: str = "",
+        observation: str = "",
+        reward: str = "clicks",
     ) -> None:
         super().__init__(sc, lanes, device, reward=reward)  # the action and observation are this environment's own
         self.query = QueryCodec(sc)
@@ -176,7 +186,13 @@ class RerankCore(CascadeCore):
     """The cascade with the slate chosen by per-candidate scores (``cascadesim/Rerank-v0``)."""
 
     def __init__(
-        self, sc: Scenario, lanes: int, device: torch.device | str = "cpu", action: str = "", observation: str = "", reward: str = "clicks",
+        self,
+        sc: Scenario,
+        lanes: int,
+        device: torch.device | str = "cpu",
+        action: str = "",
+        observation: str = "",
+        reward: str = "clicks",
     ) -> None:
         super().__init__(sc, lanes, device, reward=reward)  # the action and observation are this environment's own
         self.rerank = RerankCodec(sc)

@@ -44,7 +44,8 @@ ENV_SPECS: dict[str, dict[str, Any]] = {
     "cascadesim/Retrieval-v0": {"scenario": LEARN},
 }
 ENTRY_POINTS = {
-    "cascadesim/Rerank-v0": "simulator.gym.learnable:RerankEnv", "cascadesim/Retrieval-v0": "simulator.gym.learnable:RetrievalEnv",
+    "cascadesim/Rerank-v0": "simulator.gym.learnable:RerankEnv",
+    "cascadesim/Retrieval-v0": "simulator.gym.learnable:RetrievalEnv",
 }
 MAX_EPISODE_STEPS: dict[str, int] = {
     "cascadesim/Cascade-v0": 15_000,  # 5 of the default scenario's 20 rounds (3,000 requests each); the whole horizon: CascadeEnv itself

@@ -96,19 +96,21 @@ class Codec:
         if self.observation == "flat":
             return spaces.Box(-FLAT_CLIP, FLAT_CLIP, (self.flat_dim,), np.float32)
         tl = self.sc.timeline
-        return spaces.Dict({
-            "request_id": spaces.Box(-1, 2**62, (1,), np.int64),
-            "user_id": spaces.Discrete(self.n_users),
-            "domain": spaces.Discrete(2),
-            "entry": spaces.Discrete(3),
-            "round": spaces.Box(0, tl.rounds - 1, (1,), np.int64),
-            "time": spaces.Box(0.0, tl.rounds * tl.round_hours, (1,), np.float64),
-            "hour": spaces.Box(0.0, 168.0, (1,), np.float32),
-            "profile": spaces.Box(-F32_MAX, F32_MAX, (self.profile_dim,), np.float32),
-            "history": spaces.Box(-1, self.n_items - 1, (self.history_len,), np.int64),
-            "history_age": spaces.Box(-1.0, self.sc.total_rounds * tl.round_hours, (self.history_len,), np.float64),
-            "explore": spaces.Discrete(2),
-        })
+        return spaces.Dict(
+            {
+                "request_id": spaces.Box(-1, 2**62, (1,), np.int64),
+                "user_id": spaces.Discrete(self.n_users),
+                "domain": spaces.Discrete(2),
+                "entry": spaces.Discrete(3),
+                "round": spaces.Box(0, tl.rounds - 1, (1,), np.int64),
+                "time": spaces.Box(0.0, tl.rounds * tl.round_hours, (1,), np.float64),
+                "hour": spaces.Box(0.0, 168.0, (1,), np.float32),
+                "profile": spaces.Box(-F32_MAX, F32_MAX, (self.profile_dim,), np.float32),
+                "history": spaces.Box(-1, self.n_items - 1, (self.history_len,), np.int64),
+                "history_age": spaces.Box(-1.0, self.sc.total_rounds * tl.round_hours, (self.history_len,), np.float64),
+                "explore": spaces.Discrete(2),
+            }
+        )
 
     @property
     def flat_dim(self) -> int:
@@ -134,18 +136,31 @@ class Codec:
 
     def _columns(self, chunk: Chunk | None, lanes: int, round_idx: int) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {
-            "request_id": np.full(lanes, -1, np.int64), "user_id": np.zeros(lanes, np.int64), "domain": np.zeros(lanes, np.int64),
-            "entry": np.zeros(lanes, np.int64), "round": np.full(lanes, round_idx, np.int64), "time": np.zeros(lanes, np.float64),
-            "hour": np.zeros(lanes, np.float32), "profile": np.zeros((lanes, self.profile_dim), np.float32),
-            "history": np.full((lanes, self.history_len), -1, np.int64), "explore": np.zeros(lanes, np.int64),
+            "request_id": np.full(lanes, -1, np.int64),
+            "user_id": np.zeros(lanes, np.int64),
+            "domain": np.zeros(lanes, np.int64),
+            "entry": np.zeros(lanes, np.int64),
+            "round": np.full(lanes, round_idx, np.int64),
+            "time": np.zeros(lanes, np.float64),
+            "hour": np.zeros(lanes, np.float32),
+            "profile": np.zeros((lanes, self.profile_dim), np.float32),
+            "history": np.full((lanes, self.history_len), -1, np.int64),
+            "explore": np.zeros(lanes, np.int64),
             "history_age": np.full((lanes, self.history_len), -1.0, np.float64),
         }
         if chunk is None:
             return out
         b, n = chunk.batch, len(chunk.batch)
         values = {
-            "request_id": b.request_id, "user_id": b.user_id, "domain": b.domain, "entry": b.entry, "time": b.absolute_time(),
-            "hour": b.hour, "profile": b.profile, "history": b.history, "explore": chunk.explore,
+            "request_id": b.request_id,
+            "user_id": b.user_id,
+            "domain": b.domain,
+            "entry": b.entry,
+            "time": b.absolute_time(),
+            "hour": b.hour,
+            "profile": b.profile,
+            "history": b.history,
+            "explore": chunk.explore,
         }
         for key, tensor in values.items():
             out[key][:n] = tensor.detach().cpu().numpy()
@@ -167,9 +182,14 @@ class Codec:
         onehot = lambda v, k: np.eye(k, dtype=np.float32)[v]  # noqa: E731
         active = (cols["request_id"] >= 0).astype(np.float32)
         parts = [
-            np.clip(cols["profile"], -FLAT_CLIP, FLAT_CLIP), bag,
+            np.clip(cols["profile"], -FLAT_CLIP, FLAT_CLIP),
+            bag,
             np.stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)], 1) * active[:, None],
-            onehot(cols["domain"], 2), onehot(cols["entry"], 3), cols["explore"][:, None].astype(np.float32), active[:, None], pop,
+            onehot(cols["domain"], 2),
+            onehot(cols["entry"], 3),
+            cols["explore"][:, None].astype(np.float32),
+            active[:, None],
+            pop,
         ]
         return np.concatenate(parts, axis=1).astype(np.float32)
 
@@ -193,8 +213,15 @@ class Codec:
             age = t("history_age")
             history_time = torch.where(age >= 0, t("time").unsqueeze(1) - age, torch.full_like(age, float("nan")))
         batch = RequestBatch(
-            request_id=t("request_id"), user_id=t("user_id"), domain=t("domain"), entry=t("entry"), hour=t("hour"),
-            profile=t("profile"), history=t("history"), round=int(rounds[0]) if len(rounds) else 0, time=t("time"),
+            request_id=t("request_id"),
+            user_id=t("user_id"),
+            domain=t("domain"),
+            entry=t("entry"),
+            hour=t("hour"),
+            profile=t("profile"),
+            history=t("history"),
+            round=int(rounds[0]) if len(rounds) else 0,
+            time=t("time"),
             history_time=history_time,
         )
         return batch, lanes

@@ -53,9 +53,18 @@ class CascadeVectorEnv(CoreFacade, VectorEnv):
     metadata = {"render_modes": RENDER_MODES, "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(
-        self, num_envs: int = 1, scenario: Scenario | str | Mapping[str, Any] = "default", *, rounds: int | None = None,
-        action: str = "ids", observation: str = "dict", reward: str = "clicks", device: str = "cpu", render_mode: str | None = None,
-        max_episode_steps: int | None = None, **sections: Mapping[str, Any],
+        self,
+        num_envs: int = 1,
+        scenario: Scenario | str | Mapping[str, Any] = "default",
+        *,
+        rounds: int | None = None,
+        action: str = "ids",
+        observation: str = "dict",
+        reward: str = "clicks",
+        device: str = "cpu",
+        render_mode: str | None = None,
+        max_episode_steps: int | None = None,
+        **sections: Mapping[str, Any],
     ) -> None:
         self.scenario = resolve_scenario(scenario, rounds, **sections)
         self.core = CascadeCore(self.scenario, num_envs, device, action, observation, reward)
