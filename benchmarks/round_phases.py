@@ -85,6 +85,25 @@ def print_size(res: dict) -> None:
     print(f"  {'round (sum)':20s} {res['per_round_s']:9.4f} {tot_f:9.4f} {res['per_round_s'] / tot_f:10.1f}")
 
 
+GIB_PER_100K = 2.0  # peak RSS of a 100k x 100k round with 100k requests (issue 18); grows about linearly in n
+
+
+def estimate_gib(n: int) -> float:
+    """Rough peak memory of a round at size ``n`` (linear in ``n`` from the 100k figure, plus the interpreter)."""
+    return 0.5 + GIB_PER_100K * n / 100_000
+
+
+def available_gib() -> float:
+    """``MemAvailable`` of this machine (Linux), else infinity."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("inf")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000])
@@ -96,6 +115,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.rounds < 2:
         ap.exit(2, "error: --rounds: must be >= 2 (the first round's wall is subtracted)\n")
+    for n in args.sizes:
+        need, have = estimate_gib(n), available_gib()
+        if n < 100 or need > have:
+            msg = f"error: --sizes: {n} needs ~{need:.1f} GiB (have {have:.1f} GiB available); sizes must be >= 100 and fit in memory"
+            ap.exit(2, msg + "\n")
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     results = []
