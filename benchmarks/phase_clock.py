@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import time
 from collections.abc import Callable, Iterator
@@ -59,6 +60,13 @@ class PhaseClock:
         return {k: sum(r.get(k, 0.0) for r in self.rounds) / max(len(self.rounds), 1) for k in names}
 
 
+class _TimedCopy:
+    """Stands in for the ``copy`` module inside :mod:`simulator.round`: its ``deepcopy`` timed."""
+
+    def __init__(self, clock: PhaseClock, name: str) -> None:
+        self.deepcopy = clock.wrap(name, copy.deepcopy)
+
+
 @contextlib.contextmanager
 def instrument(loop: Any, clock: PhaseClock) -> Iterator[Callable[..., Any]]:
     """Patch the round's functions with timed wrappers; yields the timed ``serve`` to hand to ``run_round``."""
@@ -73,9 +81,14 @@ def instrument(loop: Any, clock: PhaseClock) -> Iterator[Callable[..., Any]]:
         (step, "part_tables", "serve.log", None), (step, "append_parts", "serve.log", None),
         (ranker_mod.FrozenRanker, "score", "serve.rank", serving), (ranker_mod.PlatformRanker, "score", "serve.rank", serving),
     ]
+    patches += [
+        (round_mod, "training_view", "training view", None), (round_mod, "_candidate", "model copies", None),
+        (ranker_mod.PlatformRanker, "frozen", "model copies", None), (round_mod, "copy", "model copies", None),
+    ]
     saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _, _ in patches]
     for obj, attr, name, inside in patches:
-        setattr(obj, attr, clock.wrap(name, getattr(obj, attr), inside))
+        target = getattr(obj, attr)
+        setattr(obj, attr, _TimedCopy(clock, name) if attr == "copy" else clock.wrap(name, target, inside))
     loop.ranker_learner.fit = clock.wrap("ranker fit", loop.ranker_learner.fit)
     loop.learner.fit = clock.wrap("agent fit", loop.learner.fit)
     try:

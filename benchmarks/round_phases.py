@@ -10,7 +10,8 @@ averaged over the same rounds. Phases (exclusive time: a phase called inside ano
 * serve.sample / retrieve / rank / expose / respond / log / other: the traffic slices
   (:func:`simulator.cascade.step.serve_batch` and the request sampler);
 * truth metrics (:func:`simulator.round.measure`), offline evaluation (:func:`simulator.round.evaluate_candidate`),
-  dynamics (start- and end-of-round world changes), deploy, ranker fit, agent fit, and what is left (other).
+  dynamics (start- and end-of-round world changes), deploy, the training view, model copies (state dicts,
+  ranker snapshots, the offline candidate), ranker fit, agent fit, and what is left (other).
 
 The floor of each phase is the same arithmetic in plain NumPy float32 on the same sizes (see ``floors.py``).
 One torch thread; the ratio is ours / floor (1.0 = as fast as the floor).
@@ -37,7 +38,7 @@ from simulator.round import attach_agent  # noqa: E402
 from simulator.timeline import run_round, warm_started_loop  # noqa: E402
 
 PHASES = ("serve.sample", "serve.retrieve", "serve.rank", "serve.expose", "serve.respond", "serve.log", "serve.other",
-          "truth metrics", "offline evaluation", "dynamics", "deploy", "ranker fit", "agent fit", "other")
+          "truth metrics", "offline evaluation", "dynamics", "deploy", "training view", "model copies", "ranker fit", "agent fit", "other")
 
 
 def round_scenario(n: int, requests: int | None = None) -> Scenario:
@@ -126,8 +127,8 @@ def main() -> None:
     for n in args.sizes:
         results.append(run_size(n, args.rounds, args.agent, args.device))
         print_size(results[-1])
-    if args.json:
-        args.json.write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1))
+        if args.json:  # after every size: a long run cut short keeps what it measured
+            args.json.write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1))
 
 
 if __name__ == "__main__":
