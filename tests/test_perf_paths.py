@@ -81,3 +81,20 @@ def test_cpu_and_cuda_agree() -> None:
         gpu = copy.deepcopy(emb).cuda()
         on_gpu = gpu(RankerFeatures.build(req.to("cuda"), ids.cuda(), cat.to("cuda")))
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-5, atol=1e-6)
+
+
+def test_settle_heap_freezes_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from simulator.memory import settle_heap
+
+    gc.unfreeze()
+    try:
+        monkeypatch.setenv("CASCADESIM_KEEP_GC", "1")
+        settle_heap()
+        assert gc.get_freeze_count() == 0
+        monkeypatch.delenv("CASCADESIM_KEEP_GC")
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
