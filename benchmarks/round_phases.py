@@ -5,7 +5,8 @@
 Each size is ``n users x n items, n requests per round`` (the issue-18 sizes). The run builds the
 world, serves the warm-start round, pretrains the agent, then runs ``--rounds`` rounds. Per-round
 wall is ``(wall of R rounds - wall of round 0) / (R - 1)`` (set-up and warm start cancel); phases are
-averaged over the same rounds. Phases (exclusive time: a phase called inside another is not counted twice):
+averaged over the same rounds, and the floors are measured right after each of those rounds and averaged.
+Phases (exclusive time: a phase called inside another is not counted twice):
 
 * serve.sample / retrieve / rank / expose / respond / log / other: the traffic slices
   (:func:`simulator.cascade.step.serve_batch` and the request sampler);
@@ -56,7 +57,7 @@ def run_size(n: int, rounds: int, agent: str, device: str = "cpu") -> dict:
     loop = warm_started_loop(sc, 0, device)
     attach_agent(loop, agent_factory(agent, sc, 0, torch.device(device)), agent)
     clock = PhaseClock()
-    walls = []
+    walls, floor_sets = [], []
     with instrument(loop, clock) as serve:
         for r in range(rounds):
             clock.reset()
@@ -64,9 +65,11 @@ def run_size(n: int, rounds: int, agent: str, device: str = "cpu") -> dict:
             run_round(loop, r, serve)
             walls.append(time.perf_counter() - t)
             clock.close_round(walls[-1], skip=r == 0)
+            if r > 0:  # the floors right after each measured round: a shared machine's load drifts over minutes
+                floor_sets.append(phase_floors(loop, sc))
     per_round = (sum(walls) - walls[0]) / max(rounds - 1, 1)
     phases = clock.mean()
-    floors = phase_floors(loop, sc)
+    floors = {k: sum(f[k] for f in floor_sets) / len(floor_sets) for k in floor_sets[0]}
     return {
         "size": n, "requests": sc.timeline.requests_per_round, "agent": agent, "rounds": rounds, "walls": walls,
         "per_round_s": per_round, "ms_per_request": 1000 * per_round / sc.timeline.requests_per_round,
