@@ -97,9 +97,10 @@ def main() -> None:
     for spec in args.extra:
         title, files = spec.split("=", 1)
         b_path, a_path = files.split(",")
-        b_runs, a_run = json.loads(Path(b_path).read_text()), json.loads(Path(a_path).read_text())
-        out += [f"# {title}", "", f"- before: `{b_runs['command']}`", f"- after: `{a_run['command']}`", ""]
-        b_by = {r["size"]: r for r in b_runs["results"]}
+        b_runs = json.loads(Path(b_path).read_text()) if b_path else None  # "TITLE=,AFTER.json": no before
+        a_run = json.loads(Path(a_path).read_text())
+        out += [f"# {title}", ""] + ([f"- before: `{b_runs['command']}`"] if b_runs else []) + [f"- after: `{a_run['command']}`", ""]
+        b_by = {r["size"]: r for r in b_runs["results"]} if b_runs else {}
         for res in a_run["results"]:
             out += ["#" + line if line.startswith("## ") else line for line in _size_section(b_by.get(res["size"]), res)]
     out += ["## T-RECS 0.2.1 side by side", ""]
@@ -115,7 +116,9 @@ def main() -> None:
     out += ["## CUDA", "", "**Not measured**: no GPU was available to this work. `tests/test_perf_paths.py::test_cpu_and_cuda_agree`",
             "(skipped without a GPU) checks that a CPU and a CUDA run of the same seed agree; the GPU figures of issue 18",
             "(`--device cuda`, 1M x 1M) are still to be taken on a GPU machine with",
-            "`python benchmarks/round_phases.py --device cuda --sizes 100000 1000000`.", ""]
+            "`python benchmarks/round_phases.py --device cuda --sizes 100000 1000000` (phases are timed with",
+            "`torch.cuda.synchronize()` there; the floors are still NumPy on the CPU: a GPU floor, an exact blocked top-k",
+            "on the same GPU, is still to be written).", ""]
     if args.notes and args.notes.exists():
         out += [args.notes.read_text()]
     args.out.parent.mkdir(parents=True, exist_ok=True)

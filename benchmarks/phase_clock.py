@@ -19,7 +19,8 @@ from simulator.world import dynamics
 class PhaseClock:
     """Exclusive seconds per phase (time spent in a nested phase counts for that phase only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
+        self.sync = sync or (lambda: None)  # torch.cuda.synchronize on a GPU: kernels run asynchronously
         self.stack: list[list[Any]] = []
         self.totals: dict[str, float] = {}
         self.rounds: list[dict[str, float]] = []
@@ -37,10 +38,12 @@ class PhaseClock:
         def timed(*args: Any, **kwargs: Any) -> Any:
             if inside is not None and self.top() not in inside:
                 return fn(*args, **kwargs)
+            self.sync()
             self.stack.append([name, time.perf_counter(), 0.0])
             try:
                 return fn(*args, **kwargs)
             finally:
+                self.sync()
                 _, start, child = self.stack.pop()
                 elapsed = time.perf_counter() - start
                 self.totals[name] = self.totals.get(name, 0.0) + elapsed - child

@@ -56,7 +56,7 @@ def run_size(n: int, rounds: int, agent: str, device: str = "cpu") -> dict:
     sc = round_scenario(n)
     loop = warm_started_loop(sc, 0, device)
     attach_agent(loop, agent_factory(agent, sc, 0, torch.device(device)), agent)
-    clock = PhaseClock()
+    clock = PhaseClock(torch.cuda.synchronize if torch.device(device).type == "cuda" else None)
     walls, floor_sets = [], []
     with instrument(loop, clock) as serve:
         for r in range(rounds):
