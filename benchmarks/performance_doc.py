@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--after", type=Path, required=True)
     ap.add_argument("--trecs", type=Path)
     ap.add_argument("--notes", type=Path, help="markdown appended as is (what changed, what is left)")
-    ap.add_argument("--extra", nargs="*", default=[], metavar="TITLE=BEFORE.json,AFTER.json",
+    ap.add_argument("--extra", action="append", default=[], metavar="TITLE=BEFORE.json,AFTER.json",
                     help="more before / after pairs, each under its own title (e.g. a later, quieter run)")
     ap.add_argument("--out", type=Path, default=Path("docs/performance.md"))
     args = ap.parse_args()
