@@ -10,6 +10,7 @@ mmap'ed and returned on free. Set ``CASCADESIM_KEEP_MALLOC=1`` to leave the allo
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import sys
 
@@ -24,3 +25,18 @@ def pin_mmap_threshold(threshold: int = 1 << 20) -> bool:
         return bool(ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, threshold))
     except (OSError, AttributeError):
         return False
+
+
+def settle_heap() -> None:
+    """Collect cyclic garbage, then freeze what survives out of the collector's sight (CPython).
+
+    A round allocates enough containers (state-dict copies, metric rows) for several full collections,
+    and each full collection walks every tracked object: ~340k after importing torch and building a
+    loop, ~0.2 s of a 0.8 s round at 300 users. Frozen objects are still freed by reference counting;
+    only a frozen object that later becomes part of an unreachable cycle is kept. Results do not change.
+    Set ``CASCADESIM_KEEP_GC=1`` to leave the collector alone.
+    """
+    if os.environ.get("CASCADESIM_KEEP_GC"):
+        return
+    gc.collect()
+    gc.freeze()

@@ -27,6 +27,7 @@ import torch
 from simulator.cascade.step import serve_batch
 from simulator.config import Scenario
 from simulator.loop import ClosedLoop
+from simulator.memory import settle_heap
 from simulator.round import deploy, end_round, start_round
 from simulator.types import RequestBatch
 from simulator.world.traffic import sample_requests, slice_volume
@@ -42,6 +43,7 @@ def _ignore(kind: str, r: int) -> None:
 
 def run_round(loop: ClosedLoop, r: int, serve: Serve = serve_batch) -> None:
     """Simulate round ``r`` of ``loop`` from its first hour to its retrain."""
+    settle_heap()  # full garbage collections would otherwise walk every long-lived object several times a round
     round_environment(loop, r, serve).run()
 
 

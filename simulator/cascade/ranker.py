@@ -51,10 +51,11 @@ def _score_blocks(
         return out.to(item_ids.device)
     requests, ids = requests.to(device), item_ids.to(device)
     step = max(1, block_pairs // k)
+    popularity = catalogue.popularity_features()  # once per call, not once per block
     for start in range(0, n, step):
         rows = slice(start, min(n, start + step))
         block = requests.select(torch.arange(rows.start, rows.stop, device=device))
-        feats = RankerFeatures.build(block, ids[rows], catalogue)
+        feats = RankerFeatures.build(block, ids[rows], catalogue, popularity=popularity)
         out[rows] = torch.sigmoid(module(feats)).float()
     return out.masked_fill_(ids < 0, 0.0).to(item_ids.device)
 
@@ -182,13 +183,14 @@ class PlatformRanker:
         rows, items = imp.row.to(dev), imp.item_id.to(dev)
         labels, req_round = imp.clicked.to(dev).float(), view.request_round.to(dev)
         gen = torch_stream(self.seed, "ranker", view.round)
+        popularity = catalogue.popularity_features()  # the view's catalogue is fixed for the fit
         self.module.train()
         total = torch.zeros((), device=dev)
         for _ in range(self.epochs):
             total = torch.zeros((), device=dev)
             for idx in minibatches(n, self.batch_size, gen, dev):
                 r = rows[idx]
-                feats = RankerFeatures.build(requests.select(r), items[idx].unsqueeze(1), catalogue, req_round[r])
+                feats = RankerFeatures.build(requests.select(r), items[idx].unsqueeze(1), catalogue, req_round[r], popularity)
                 loss = F.binary_cross_entropy_with_logits(self.module(feats).squeeze(1), labels[idx])
                 check_finite(loss, "ranker")
                 self.optimizer.zero_grad(set_to_none=True)

@@ -48,7 +48,8 @@ class RankerFeatures:
 
     @classmethod
     def build(
-        cls, requests: RequestBatch, item_ids: torch.Tensor, catalogue: Catalogue, request_round: torch.Tensor | None = None
+        cls, requests: RequestBatch, item_ids: torch.Tensor, catalogue: Catalogue, request_round: torch.Tensor | None = None,
+        popularity: torch.Tensor | None = None,
     ) -> RankerFeatures:
         """Gather the observable fields of ``item_ids [B, K]`` (-1 ids read item 0) for ``requests [B]``.
 
@@ -58,6 +59,7 @@ class RankerFeatures:
             catalogue: observable item features indexed by item id.
             request_round: optional ``[B] int64`` round of each request (for the item age);
                 defaults to ``requests.round`` for all.
+            popularity: ``catalogue.popularity_features()`` if the caller has it already (blocks of one catalogue).
         """
         ids = item_ids.clamp_min(0)
         if request_round is None:
@@ -75,7 +77,7 @@ class RankerFeatures:
             profile=requests.profile.float(),
             history=requests.history,
             modality=catalogue.modality[ids].flatten(-2).float(),
-            popularity=catalogue.popularity_features()[ids],
+            popularity=(catalogue.popularity_features() if popularity is None else popularity)[ids],
         )
 
 
@@ -127,8 +129,20 @@ class FieldEmbedding(nn.Module):
         req += [self.profile(x.profile), mean_history_embedding(cast(nn.Embedding, self.tables["item"]), x.history)]
         item = [self.tables[name](x.item_sparse[..., j]) for j, name in enumerate(ITEM_SPARSE)]
         item += [self.modality(x.modality), self.popularity(x.popularity)]
+        if not torch.is_grad_enabled():  # scoring: write each field once into the output (the same values, one copy fewer)
+            return _fill_fields(req, item, b, k)
         req_e = torch.stack(req, dim=1).unsqueeze(1).expand(b, k, -1, -1)  # [B, K, 5, D]
         return torch.cat([req_e, torch.stack(item, dim=2)], dim=2)
+
+
+def _fill_fields(req: list[torch.Tensor], item: list[torch.Tensor], b: int, k: int) -> torch.Tensor:
+    """``[B, K, F, D]``: the request fields ``[B, D]`` broadcast over ``K``, then the item fields ``[B, K, D]``."""
+    first = item[0]
+    e = torch.empty(b, k, len(req) + len(item), first.shape[-1], dtype=first.dtype, device=first.device)
+    e[:, :, : len(req)] = torch.stack(req, dim=1).unsqueeze(1)
+    for j, field in enumerate(item):
+        e[:, :, len(req) + j] = field
+    return e
 
 
 def fm_second_order(e: torch.Tensor) -> torch.Tensor:

@@ -223,7 +223,7 @@ def _truth_block(inp: MetricInput, users: torch.Tensor, intents: torch.Tensor, h
     rel = true_relevance(w, sc, users, ret_ids, intents)
     out: dict[str, torch.Tensor] = {"n": torch.tensor(float(len(users)))}
     for k in ks:
-        out[f"true_recall@{k}"] = (F.hits_at_k(ret_ids[:, :k], top_ids[:, :k]) / k).sum()
+        out[f"true_recall@{k}"] = (_unique_hits(ret_ids[:, :k], top_ids[:, :k]) / k).sum()
         out[f"true_ndcg@{k}"] = F.ndcg(rel[:, :k], top_rel[:, :k]).sum()
         recall, precision, hit = F.expected_retrieval_metrics(rel[:, :k], total_rel)
         out[f"unbiased_recall@{k}"], out[f"unbiased_precision@{k}"], out[f"unbiased_hitrate@{k}"] = recall.sum(), precision.sum(), hit.sum()
@@ -242,12 +242,23 @@ def _truth_block(inp: MetricInput, users: torch.Tensor, intents: torch.Tensor, h
         )
     out["slate_utility"] = slate_rel.mean(1).sum()
     out["slate_regret"] = (oracle_utility - slate_rel.mean(1)).sum()
-    out[f"ranked_true_recall@{s}"] = (F.hits_at_k(slate, top_ids[:, :s]) / s).sum()
+    out[f"ranked_true_recall@{s}"] = (_unique_hits(slate, top_ids[:, :s]) / s).sum()
     out.update(_ranked_metrics(ranked, ranked_rel, top_ids, top_rel, list(sc.rank_ks)))
     pos, neg = _gap_block(inp, batch, top_ids, gen)
     mix_top, _ = true_topk(w, sc, users, None, s, sc.metrics.block_size)
     out["true_top_ever_exposed"] = _is_ever_exposed(inp.state, users, mix_top, w.item_live.shape[0]).float().mean(1).sum()
     return out, pos, neg
+
+
+def _unique_hits(retrieved: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """``[B] float64`` how many of each row's ``relevant`` ids (distinct: a true top-K) are in ``retrieved``.
+
+    :func:`F.hits_at_k` for rows without duplicates or padding, by sort + search instead of a ``[B, K, T]`` test.
+    """
+    ret_sorted = retrieved.sort(dim=1).values
+    rel = relevant.contiguous()
+    pos = torch.searchsorted(ret_sorted, rel).clamp(max=ret_sorted.shape[1] - 1)
+    return (ret_sorted.gather(1, pos) == rel).sum(dim=1).to(torch.float64)
 
 
 def _ranked_metrics(ranked: torch.Tensor, ranked_rel: torch.Tensor, top_ids: torch.Tensor, top_rel: torch.Tensor, ns: list[int]) -> dict[str, torch.Tensor]:
