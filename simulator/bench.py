@@ -27,11 +27,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from simulator.config import Scenario, scenario_from_dict
 from simulator.cascade.step import serve_batch
+from simulator.config import Scenario, scenario_from_dict
 from simulator.loop import ClosedLoop
-from simulator.round import start_round
 from simulator.rng import numpy_stream, torch_stream
+from simulator.round import start_round
 from simulator.types import Catalogue, RequestBatch
 from simulator.world.traffic import sample_requests
 
@@ -75,12 +75,16 @@ class FixedEmbeddingRetriever:
 
 
 def bench_scenario(users: int, items: int, requests: int) -> Scenario:
-    return scenario_from_dict({
-        "name": "bench", "world": {"n_users": users, "n_items": items, "n_creators": min(items, 1000)},
-        "cascade": {"ranker": "noisy-oracle", "k_retrieve": 100, "slate_size": 10},
-        "metrics": {"panel_size": min(users, 100)}, "dynamics": {"new_items_per_round": 0},
-        "timeline": {"requests_per_round": requests, "rounds": 1},
-    })
+    return scenario_from_dict(
+        {
+            "name": "bench",
+            "world": {"n_users": users, "n_items": items, "n_creators": min(items, 1000)},
+            "cascade": {"ranker": "noisy-oracle", "k_retrieve": 100, "slate_size": 10},
+            "metrics": {"panel_size": min(users, 100)},
+            "dynamics": {"new_items_per_round": 0},
+            "timeline": {"requests_per_round": requests, "rounds": 1},
+        }
+    )
 
 
 def _ours(loop: ClosedLoop, batch: RequestBatch, intents: torch.Tensor) -> float:
@@ -139,7 +143,7 @@ class NumpyFloor:
             "cand_item": cand.ravel().copy(), "cand_score": cand_scores.ravel().copy(), "cand_rank": rank.ravel().copy(),
             "imp_item": slate.ravel().copy(), "clicked": clicked.ravel().copy(), "finished": finished.ravel().copy(),
             "relevance": slate_rel.ravel().copy(), "examined": examined.ravel().copy(), "users": users.copy(),
-        })
+        })  # fmt: skip
         return time.perf_counter() - start
 
 
@@ -162,8 +166,14 @@ def run_bench(users: int = 10_000, items: int = 10_000, requests: int = 10_000, 
             ours_t.append(o)
             floor_t.append(f)
     ours, fl = statistics.median(ours_t), statistics.median(floor_t)
-    return pd.DataFrame({
-        "workload": [f"{requests} requests, {users} users x {items} items, K_r={sc.cascade.k_retrieve}, S={sc.cascade.slate_size}, {device}"],
-        "ours_s": [round(ours, 4)], "numpy_floor_s": [round(fl, 4)], "speed_vs_floor": [round(fl / ours, 3)],
-        "threads": [torch.get_num_threads()],
-    }).T.rename(columns={0: "value"})
+    return pd.DataFrame(
+        {
+            "workload": [
+                f"{requests} requests, {users} users x {items} items, K_r={sc.cascade.k_retrieve}, S={sc.cascade.slate_size}, {device}"
+            ],
+            "ours_s": [round(ours, 4)],
+            "numpy_floor_s": [round(fl, 4)],
+            "speed_vs_floor": [round(fl / ours, 3)],
+            "threads": [torch.get_num_threads()],
+        }
+    ).T.rename(columns={0: "value"})

@@ -121,11 +121,9 @@ class PlatformRanker:
         block_pairs: (request, item) pairs per forward pass when scoring.
     """
 
-    def __init__(
-        self, kind: str, n_users: int, n_items: int, n_categories: int, n_creators: int, profile_dim: int,
-        modality_dim: int, dim: int, lr: float, batch_size: int, epochs: int, seed: int,
-        device: torch.device | str = "cpu", block_pairs: int = BLOCK_PAIRS,
-    ) -> None:
+    def __init__(self, kind: str, n_users: int, n_items: int, n_categories: int, n_creators: int, profile_dim: int, modality_dim: int,
+                 dim: int, lr: float, batch_size: int, epochs: int, seed: int, device: torch.device | str = "cpu",
+                 block_pairs: int = BLOCK_PAIRS) -> None:  # fmt: skip
         """Build the model with weights drawn from the ``"ranker_init"`` stream of ``seed``.
 
         Args:
@@ -206,10 +204,14 @@ class PlatformRanker:
 
     def state_dict(self) -> dict[str, Any]:
         """An independent copy of module, optimiser and version (safe to keep in memory)."""
-        return copy.deepcopy({
-            "kind": self.kind, "module": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "version": self.version,
-        })
+        return copy.deepcopy(
+            {
+                "kind": self.kind,
+                "module": self.module.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "version": self.version,
+            }
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore module, optimiser and version from :meth:`state_dict`."""
@@ -230,8 +232,17 @@ def make_ranker(kind: str, sc: Scenario, seed: int, device: torch.device | str =
         known = sorted(MODELS) + ranker_kinds()[3:]
         raise ValueError(f"make_ranker: kind must be one of {known} (noisy-oracle is built elsewhere), got {kind!r}")
     return PlatformRanker(
-        kind=kind, n_users=sc.user_capacity, n_items=sc.item_capacity, n_categories=sc.world.n_categories,
-        n_creators=sc.world.n_creators, profile_dim=sc.features.profile_dim, modality_dim=sc.features.modality_dim,
-        dim=sc.cascade.ranker_dim, lr=sc.training.lr, batch_size=sc.training.batch_size,
-        epochs=sc.cascade.ranker_epochs, seed=seed, device=device,
+        kind=kind,
+        n_users=sc.user_capacity,
+        n_items=sc.item_capacity,
+        n_categories=sc.world.n_categories,
+        n_creators=sc.world.n_creators,
+        profile_dim=sc.features.profile_dim,
+        modality_dim=sc.features.modality_dim,
+        dim=sc.cascade.ranker_dim,
+        lr=sc.training.lr,
+        batch_size=sc.training.batch_size,
+        epochs=sc.cascade.ranker_epochs,
+        seed=seed,
+        device=device,
     )

@@ -23,6 +23,16 @@ ITEM_SPARSE = ("item", "category", "creator", "item_domain", "promoted", "popula
 N_FIELDS = len(REQUEST_SPARSE) + 2 + len(ITEM_SPARSE) + 2  # + profile, history, modality, popularity
 
 
+def _item_sparse(ids: torch.Tensor, catalogue: Catalogue, request_round: torch.Tensor) -> torch.Tensor:
+    """``[B, K, 7]`` the item's id fields and its popularity and age buckets (log2 scale)."""
+    age = (request_round.unsqueeze(1) - catalogue.born_round[ids]).clamp_min(0).float()
+    clicks = catalogue.clicks[ids].clamp_min(0.0)
+    fields = [ids, catalogue.category[ids], catalogue.creator[ids], catalogue.domain[ids], catalogue.promoted[ids].long(),
+              torch.log2(1.0 + clicks).floor().long().clamp(0, N_POP_BUCKETS - 1),
+              torch.log2(1.0 + age).floor().long().clamp(0, N_AGE_BUCKETS - 1)]  # fmt: skip
+    return torch.stack(fields, dim=-1)
+
+
 @dataclass(frozen=True)
 class RankerFeatures:
     """Raw observable inputs for scoring ``K`` items for each of ``B`` requests.
@@ -48,7 +58,11 @@ class RankerFeatures:
 
     @classmethod
     def build(
-        cls, requests: RequestBatch, item_ids: torch.Tensor, catalogue: Catalogue, request_round: torch.Tensor | None = None,
+        cls,
+        requests: RequestBatch,
+        item_ids: torch.Tensor,
+        catalogue: Catalogue,
+        request_round: torch.Tensor | None = None,
         popularity: torch.Tensor | None = None,
     ) -> RankerFeatures:
         """Gather the observable fields of ``item_ids [B, K]`` (-1 ids read item 0) for ``requests [B]``.
@@ -64,16 +78,9 @@ class RankerFeatures:
         ids = item_ids.clamp_min(0)
         if request_round is None:
             request_round = torch.full_like(requests.user_id, int(requests.round))
-        age = (request_round.unsqueeze(1) - catalogue.born_round[ids]).clamp_min(0).float()
-        clicks = catalogue.clicks[ids].clamp_min(0.0)
-        item_sparse = torch.stack([
-            ids, catalogue.category[ids], catalogue.creator[ids], catalogue.domain[ids], catalogue.promoted[ids].long(),
-            torch.log2(1.0 + clicks).floor().long().clamp(0, N_POP_BUCKETS - 1),
-            torch.log2(1.0 + age).floor().long().clamp(0, N_AGE_BUCKETS - 1),
-        ], dim=-1)
         return cls(
             request_sparse=torch.stack([requests.user_id, requests.domain, requests.entry], dim=1),
-            item_sparse=item_sparse,
+            item_sparse=_item_sparse(ids, catalogue, request_round),
             profile=requests.profile.float(),
             history=requests.history,
             modality=catalogue.modality[ids].flatten(-2).float(),
@@ -108,9 +115,16 @@ class FieldEmbedding(nn.Module):
     def __init__(self, sizes: FieldSizes, init_std: float = 0.05) -> None:
         super().__init__()
         cards = {
-            "user": sizes.n_users, "request_domain": 2, "entry": 3, "item": sizes.n_items,
-            "category": sizes.n_categories, "creator": sizes.n_creators, "item_domain": 2, "promoted": 2,
-            "popularity_bucket": N_POP_BUCKETS, "age_bucket": N_AGE_BUCKETS,
+            "user": sizes.n_users,
+            "request_domain": 2,
+            "entry": 3,
+            "item": sizes.n_items,
+            "category": sizes.n_categories,
+            "creator": sizes.n_creators,
+            "item_domain": 2,
+            "promoted": 2,
+            "popularity_bucket": N_POP_BUCKETS,
+            "age_bucket": N_AGE_BUCKETS,
         }
         # id tables grow with the catalogue and the user base: sparse gradients keep a step O(batch), not O(table)
         self.tables = nn.ModuleDict({name: nn.Embedding(n, sizes.dim, sparse=name in SPARSE_TABLES) for name, n in cards.items()})
@@ -202,7 +216,7 @@ class DCN(ClickModel):
     def cross(self, x0: torch.Tensor) -> torch.Tensor:
         """``[..., F*D]`` output of the cross network on ``x0 [..., F*D]``."""
         x = x0
-        for w, b in zip(self.cross_w, self.cross_b):
+        for w, b in zip(self.cross_w, self.cross_b, strict=True):
             x = torch.addcmul(x, x0, (x @ w).unsqueeze(-1)).add_(b)  # x0 (x^T w) + b + x, fewer passes
         return x
 

@@ -163,9 +163,15 @@ def panel_requests(w: WorldState, users: torch.Tensor, round_idx: int, hour: flo
     b, dev = len(users), users.device
     zeros = torch.zeros(b, dtype=torch.int64, device=dev)
     return RequestBatch(
-        request_id=-1 - users, user_id=users, domain=zeros, entry=zeros + ENTRY_BROWSE,
-        hour=torch.full((b,), hour % 168.0, device=dev), profile=w.user_profile[users],
-        history=w.user_history[users].clone(), round=round_idx, time=torch.full((b,), hour, dtype=torch.float64, device=dev),
+        request_id=-1 - users,
+        user_id=users,
+        domain=zeros,
+        entry=zeros + ENTRY_BROWSE,
+        hour=torch.full((b,), hour % 168.0, device=dev),
+        profile=w.user_profile[users],
+        history=w.user_history[users].clone(),
+        round=round_idx,
+        time=torch.full((b,), hour, dtype=torch.float64, device=dev),
         history_time=None if w.user_history_time is None else w.user_history_time[users].clone(),
     )
 
@@ -211,7 +217,9 @@ def _score_gap(pos: torch.Tensor, neg: torch.Tensor) -> dict[str, float]:
     return out
 
 
-def _truth_block(inp: MetricInput, users: torch.Tensor, intents: torch.Tensor, hour: float, gen: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+def _truth_block(
+    inp: MetricInput, users: torch.Tensor, intents: torch.Tensor, hour: float, gen: torch.Generator
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Sums of the truth metrics over one block of panel users, and the block's unexposed pos / neg scores."""
     sc, w = inp.sc, inp.world
     s, kr, ks = sc.cascade.slate_size, sc.cascade.k_retrieve, sc.eval_ks
@@ -221,25 +229,19 @@ def _truth_block(inp: MetricInput, users: torch.Tensor, intents: torch.Tensor, h
     ret_ids, _ = inp.retriever.retrieve(batch, kmax)
     top_ids, top_rel, total_rel = true_topk_and_total(w, sc, users, intents, kmax, sc.metrics.block_size)
     rel = true_relevance(w, sc, users, ret_ids, intents)
-    out: dict[str, torch.Tensor] = {"n": torch.tensor(float(len(users)))}
-    for k in ks:
-        out[f"true_recall@{k}"] = (_unique_hits(ret_ids[:, :k], top_ids[:, :k]) / k).sum()
-        out[f"true_ndcg@{k}"] = F.ndcg(rel[:, :k], top_rel[:, :k]).sum()
-        recall, precision, hit = F.expected_retrieval_metrics(rel[:, :k], total_rel)
-        out[f"unbiased_recall@{k}"], out[f"unbiased_precision@{k}"], out[f"unbiased_hitrate@{k}"] = recall.sum(), precision.sum(), hit.sum()
+    out: dict[str, torch.Tensor] = {
+        "n": torch.tensor(float(len(users))),
+        **_retrieval_sums(ret_ids, rel, top_ids, top_rel, total_rel, ks, s),
+    }
     oracle_utility = top_rel[:, :s].mean(1)
-    out["retrieval_slate_utility"] = rel[:, :s].mean(1).sum()
-    out["retrieval_slate_regret"] = (oracle_utility - rel[:, :s].mean(1)).sum()
     # the same after the platform ranker: rank the recalled K_r, expose the top S
     cand = ret_ids[:, :kr]
     order = inp.ranker.score(batch, cand).topk(max(sc.rank_ks), dim=1).indices
     ranked, ranked_rel = cand.gather(1, order), rel[:, :kr].gather(1, order)
     slate, slate_rel = ranked[:, :s], ranked_rel[:, :s]
     if inp.audit is not None:
-        inp.audit.add(
-            "panel", user_id=users, intent=intents, agent_top=ret_ids, agent_top_relevance=rel, true_top=top_ids,
-            true_top_relevance=top_rel, total_relevance=total_rel, ranker_order=ranked,
-        )
+        inp.audit.add("panel", user_id=users, intent=intents, agent_top=ret_ids, agent_top_relevance=rel, true_top=top_ids,
+                      true_top_relevance=top_rel, total_relevance=total_rel, ranker_order=ranked)  # fmt: skip
     out["slate_utility"] = slate_rel.mean(1).sum()
     out["slate_regret"] = (oracle_utility - slate_rel.mean(1)).sum()
     out[f"ranked_true_recall@{s}"] = (_unique_hits(slate, top_ids[:, :s]) / s).sum()
@@ -248,6 +250,20 @@ def _truth_block(inp: MetricInput, users: torch.Tensor, intents: torch.Tensor, h
     mix_top, _ = true_topk(w, sc, users, None, s, sc.metrics.block_size)
     out["true_top_ever_exposed"] = _is_ever_exposed(inp.state, users, mix_top, w.item_live.shape[0]).float().mean(1).sum()
     return out, pos, neg
+
+
+def _retrieval_sums(ret_ids: torch.Tensor, rel: torch.Tensor, top_ids: torch.Tensor, top_rel: torch.Tensor, total_rel: torch.Tensor,
+                    ks: tuple[int, ...], s: int) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Sums over a block of the agent's top-K against the truth: recall, NDCG, the unbiased metrics, the top-S's utility."""
+    out: dict[str, torch.Tensor] = {}
+    for k in ks:
+        out[f"true_recall@{k}"] = (_unique_hits(ret_ids[:, :k], top_ids[:, :k]) / k).sum()
+        out[f"true_ndcg@{k}"] = F.ndcg(rel[:, :k], top_rel[:, :k]).sum()
+        recall, precision, hit = F.expected_retrieval_metrics(rel[:, :k], total_rel)
+        out[f"unbiased_recall@{k}"], out[f"unbiased_precision@{k}"], out[f"unbiased_hitrate@{k}"] = recall.sum(), precision.sum(), hit.sum()
+    out["retrieval_slate_utility"] = rel[:, :s].mean(1).sum()
+    out["retrieval_slate_regret"] = (top_rel[:, :s].mean(1) - rel[:, :s].mean(1)).sum()
+    return out
 
 
 def _unique_hits(retrieved: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
@@ -261,7 +277,9 @@ def _unique_hits(retrieved: torch.Tensor, relevant: torch.Tensor) -> torch.Tenso
     return (ret_sorted.gather(1, pos) == rel).sum(dim=1).to(torch.float64)
 
 
-def _ranked_metrics(ranked: torch.Tensor, ranked_rel: torch.Tensor, top_ids: torch.Tensor, top_rel: torch.Tensor, ns: list[int]) -> dict[str, torch.Tensor]:
+def _ranked_metrics(
+    ranked: torch.Tensor, ranked_rel: torch.Tensor, top_ids: torch.Tensor, top_rel: torch.Tensor, ns: list[int]
+) -> dict[str, torch.Tensor]:
     """Sums over a block of DAMCAR's after-the-ranker metrics, against the truth: the ranker orders the
     agent's recalled set; NDCG@N grades by true relevance, MAP@N and HR@N count hits on the true top-N."""
     out: dict[str, torch.Tensor] = {}
@@ -301,21 +319,34 @@ def onpolicy_replay_metrics(inp: MetricInput) -> dict[str, float]:
         return {f"onpolicy_replay_{m}@{k}": float("nan") for k in sc.eval_ks for m in ("recall", "precision", "f1", "hitrate")}
     rows = torch.searchsorted(req["request_id"], chosen)
     batch = RequestBatch(
-        request_id=chosen, user_id=req["user_id"][rows], domain=req["domain"][rows], entry=req["entry"][rows],
-        hour=(req["time"][rows] % 168.0).float(), profile=inp.world.user_profile[req["user_id"][rows]],
-        history=req["history"][rows], round=inp.round, time=req["time"][rows],
+        request_id=chosen,
+        user_id=req["user_id"][rows],
+        domain=req["domain"][rows],
+        entry=req["entry"][rows],
+        hour=(req["time"][rows] % 168.0).float(),
+        profile=inp.world.user_profile[req["user_id"][rows]],
+        history=req["history"][rows],
+        round=inp.round,
+        time=req["time"][rows],
         history_time=req["history_time"][rows] if "history_time" in req else None,
     )
     t_rows = torch.searchsorted(inp.truth_requests["request_id"], chosen)
     inp.set_intents(chosen, inp.truth_requests["intent"][t_rows])
     relevant, mask = _clicked_items(imp, chosen, sc.cascade.slate_size)
     n_rel = mask.sum(1).float()
-    ret_ids = torch.cat([inp.retriever.retrieve(batch.select(torch.arange(i, min(i + sc.metrics.block_size, len(chosen)))), max(sc.eval_ks))[0] for i in range(0, len(chosen), sc.metrics.block_size)])
+    ret_ids = torch.cat(
+        [
+            inp.retriever.retrieve(batch.select(torch.arange(i, min(i + sc.metrics.block_size, len(chosen)))), max(sc.eval_ks))[0]
+            for i in range(0, len(chosen), sc.metrics.block_size)
+        ]
+    )
     for k in sc.eval_ks:
         hits = F.hits_at_k(ret_ids[:, :k], relevant, mask)
         p, r, f1 = F.precision_recall_f1(hits, n_rel, k)
         prefix = "onpolicy_replay"
-        out.update({f"{prefix}_recall@{k}": r, f"{prefix}_precision@{k}": p, f"{prefix}_f1@{k}": f1, f"{prefix}_hitrate@{k}": F.hit_rate(hits)})
+        out.update(
+            {f"{prefix}_recall@{k}": r, f"{prefix}_precision@{k}": p, f"{prefix}_f1@{k}": f1, f"{prefix}_hitrate@{k}": F.hit_rate(hits)}
+        )
     return out
 
 
