@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
 from agents.backbone.adapt import DomainClassifier, dann_kappa, domain_accuracy, domain_loss
-from agents.backbone.exposure import ExposureCore
-from agents.backbone.retriever import TwoTowerRetriever
+from agents.backbone.exposure import ExposureCore, ExposureServing
 from agents.backbone.training import Exposures, TrainConfig, check_ranges, exposure_data, fit_generator, run_epochs
 from agents.backbone.two_tower import TowerConfig
 from agents.backbone.unexposed import TargetDomainConfig, last_epoch_mean, loss_summary, target_domain, tiled
@@ -70,7 +69,7 @@ def ar_loss(
 
 
 @register("ar", config=ARConfig)
-class AR:
+class AR(ExposureServing):
     """AR: BC with a GRL domain classifier aligning exposed and unexposed pair representations."""
 
     def __init__(self, ctx: AgentContext, config: ARConfig | None = None, name: str = "ar") -> None:
@@ -138,28 +137,3 @@ class AR:
         losses = run_epochs(len(data), epochs, bs, gen, self.ctx.device, self.core.optimiser, step_loss, self.name)
         self.core.retriever.invalidate()
         return losses
-
-    @property
-    def retriever(self) -> TwoTowerRetriever:
-        """The serving half (model and index)."""
-        return self.core.retriever
-
-    def index(self, catalogue: Catalogue) -> None:
-        """Embed all live items once."""
-        self.core.index(catalogue)
-
-    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
-        return self.core.retrieve(requests, k)
-
-    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, K]`` logits ``s_ui``."""
-        return self.core.score(requests, item_ids)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The core's state: weights, optimisers, fit counter, extra modules (deep copies)."""
-        return self.core.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
-        self.core.load_state_dict(state)

@@ -39,15 +39,14 @@ from typing import Any, Literal
 import torch
 
 from agents.backbone.queue import EmbeddingQueue, IdQueue
-from agents.backbone.sequence import SequenceTowerConfig, SequenceTwoTower
-from agents.backbone.sequence_core import SEQ_TRAIN, SequenceCore, SequenceRetriever, click_examples, click_impression_gap
+from agents.backbone.sequence import SequenceTowerConfig
+from agents.backbone.sequence_core import SEQ_TRAIN, SequenceCore, SequenceServing, click_examples, click_impression_gap
 from agents.backbone.softmax import sampled_softmax_loss
 from agents.backbone.training import Exposures, TrainConfig, fit_generator, run_epochs
 from agents.registry import register, register_variant
 from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
 from simulator.rng import stream_seed
-from simulator.types import Catalogue, RequestBatch
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ def contrastive_loss(logits: torch.Tensor, target: torch.Tensor, drop: torch.Ten
 
 
 @register("clrec", config=CLRecConfig)
-class CLRec:
+class CLRec(SequenceServing):
     """CLRec, in-batch variant (a): contrastive loss with the batch's other clicks as negatives (no logQ).
 
     Args:
@@ -222,36 +221,6 @@ class CLRec:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if self.queue is not None and state.get("queue") is not None:
             self.queue.load_state_dict(state["queue"])
-
-    @property
-    def model(self) -> SequenceTwoTower:
-        """The trainable encoder."""
-        return self.core.model
-
-    @property
-    def retriever(self) -> SequenceRetriever:
-        """The serving half (encoder and index)."""
-        return self.core.retriever
-
-    def index(self, catalogue: Catalogue) -> None:
-        """Embed all live items once (normalised ``g``)."""
-        self.core.index(catalogue)
-
-    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-``k`` by ``cos / ρ``: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
-        return self.core.retrieve(requests, k)
-
-    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, K]`` logits ``cos(f, g) / ρ``."""
-        return self.core.score(requests, item_ids)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Weights, optimiser state, fit counter and :meth:`extra_state` (deep copies)."""
-        return self.core.state_dict(self.extra_state())
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
-        self.load_extra_state(self.core.load_state_dict(state))
 
 
 register_variant(

@@ -36,15 +36,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from agents.backbone.adapt import DomainClassifier, EMATeacher, domain_accuracy, domain_loss
-from agents.backbone.exposure import ExposureCore
-from agents.backbone.retriever import TwoTowerRetriever
+from agents.backbone.exposure import ExposureCore, ExposureServing
 from agents.backbone.training import Exposures, TrainConfig, check_ranges, exposure_data, fit_generator, run_epochs
 from agents.backbone.two_tower import TowerConfig, TwoTower, evaluating, init_parameters
 from agents.backbone.unexposed import (
@@ -195,7 +194,7 @@ def hybrid_loss(
 
 
 @register("damcar", config=DAMCARConfig)
-class DAMCAR:
+class DAMCAR(ExposureServing):
     """DAMCAR: random-walk target domain, adversarial EMA-teacher pseudo-labels, hybrid training with ranker distillation."""
 
     def __init__(self, ctx: AgentContext, config: DAMCARConfig | None = None, name: str = "damcar") -> None:
@@ -292,31 +291,6 @@ class DAMCAR:
                     parts.append(torch.sigmoid(ada.source_label(z) if path == "source" else ada.target_label(z)))
                 out.append(torch.cat(parts))
         return out[0], out[1]
-
-    @property
-    def retriever(self) -> TwoTowerRetriever:
-        """The serving half (model and index)."""
-        return self.core.retriever
-
-    def index(self, catalogue: Catalogue) -> None:
-        """Embed all live items once."""
-        self.core.index(catalogue)
-
-    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
-        return self.core.retrieve(requests, k)
-
-    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, K]`` logits ``s_ui``."""
-        return self.core.score(requests, item_ids)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The core's state: weights, optimisers, fit counter, extra modules (deep copies)."""
-        return self.core.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
-        self.core.load_state_dict(state)
 
 
 register_variant(

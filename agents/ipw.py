@@ -43,8 +43,8 @@ from typing import Any, Literal
 
 import torch
 
-from agents.backbone.sequence import SequenceTowerConfig, SequenceTwoTower
-from agents.backbone.sequence_core import SEQ_TRAIN, SequenceCore, SequenceRetriever, click_examples
+from agents.backbone.sequence import SequenceTowerConfig
+from agents.backbone.sequence_core import SEQ_TRAIN, SequenceCore, SequenceServing, click_examples
 from agents.backbone.softmax import duplicate_mask, sampled_softmax_loss
 from agents.backbone.training import Exposures, TrainConfig, fit_generator, make_optimiser, run_epochs
 from agents.backbone.two_tower import TowerConfig, TwoTower, evaluating
@@ -182,7 +182,7 @@ def _propensity_logits(model: TwoTower, requests: RequestBatch, item_emb: torch.
 
 
 @register("ipw", config=IPWConfig)
-class IPW:
+class IPW(SequenceServing):
     """IPW (CLRec Eq. 4): full-softmax loss on clicks weighted by 1/q from a separately trained propensity model.
 
     The main model is ``clrec``'s sequence encoder (:class:`~agents.backbone.sequence_core.SequenceCore`);
@@ -322,36 +322,6 @@ class IPW:
         if self.propensity is not None and self.prop_optimiser is not None:
             self.propensity.load_state_dict(state["propensity"])
             self.prop_optimiser.load_state_dict(state["prop_optimiser"])
-
-    @property
-    def model(self) -> SequenceTwoTower:
-        """The trainable encoder."""
-        return self.core.model
-
-    @property
-    def retriever(self) -> SequenceRetriever:
-        """The serving half (encoder and index)."""
-        return self.core.retriever
-
-    def index(self, catalogue: Catalogue) -> None:
-        """Embed all live items once (normalised ``g``)."""
-        self.core.index(catalogue)
-
-    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-``k`` by ``cos / ρ``: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
-        return self.core.retrieve(requests, k)
-
-    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, K]`` logits ``cos(f, g) / ρ``."""
-        return self.core.score(requests, item_ids)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Weights, optimiser state, fit counter and :meth:`extra_state` (deep copies)."""
-        return self.core.state_dict(self.extra_state())
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
-        self.load_extra_state(self.core.load_state_dict(state))
 
 
 def _corr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
-from agents.backbone.exposure import ExposureCore
-from agents.backbone.retriever import TwoTowerRetriever
+from agents.backbone.exposure import ExposureCore, ExposureServing
 from agents.backbone.training import Exposures, TrainConfig, check_ranges, exposure_data, fit_generator
 from agents.backbone.two_tower import TowerConfig
 from agents.backbone.unexposed import TargetDomainConfig, concat, loss_summary, teacher_scores
@@ -33,7 +32,6 @@ from agents.bc import BC_TOWER, bc_loss
 from agents.registry import register, register_variant
 from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
-from simulator.types import Catalogue, RequestBatch
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ def space_b(view: TrainingView, per_request: int, gen: torch.Generator, device: 
 
 
 @register("kd", config=KDConfig)
-class KD:
+class KD(ExposureServing):
     """KD: two-tower trained with soft BCE on the frozen ranker's predictions (exposures; +B for ``kd+b``)."""
 
     def __init__(self, ctx: AgentContext, config: KDConfig | None = None, name: str = "kd") -> None:
@@ -116,31 +114,6 @@ class KD:
             "b_pairs": float(n_b),
             "teacher_mean": float(targets.mean()),
         }
-
-    @property
-    def retriever(self) -> TwoTowerRetriever:
-        """The serving half (model and index)."""
-        return self.core.retriever
-
-    def index(self, catalogue: Catalogue) -> None:
-        """Embed all live items once."""
-        self.core.index(catalogue)
-
-    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
-        return self.core.retrieve(requests, k)
-
-    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, K]`` logits ``s_ui``."""
-        return self.core.score(requests, item_ids)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The core's state: weights, optimisers, fit counter, extra modules (deep copies)."""
-        return self.core.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
-        self.core.load_state_dict(state)
 
 
 register_variant(

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
-from agents.backbone.exposure import ExposureCore
-from agents.backbone.retriever import TwoTowerRetriever
+from agents.backbone.exposure import ExposureCore, ExposureServing
 from agents.backbone.training import TrainConfig, check_ranges, exposure_data, fit_generator
 from agents.backbone.two_tower import TowerConfig
 from agents.backbone.unexposed import TargetDomainConfig, concat, loss_summary, target_domain, teacher_scores, with_labels
@@ -30,7 +29,6 @@ from agents.bc import BC_TOWER, bc_loss
 from agents.registry import register, register_variant
 from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
-from simulator.types import Catalogue, RequestBatch
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,7 @@ def pseudo_labels(rank: torch.Tensor, threshold: float | None, source_rate: floa
 
 
 @register("muda", config=MUDAConfig)
-class MUDA:
+class MUDA(ExposureServing):
     """MUDA: exposures plus unexposed pairs labelled by thresholding the ranker's scores."""
 
     def __init__(self, ctx: AgentContext, config: MUDAConfig | None = None, name: str = "muda") -> None:
@@ -102,31 +100,6 @@ class MUDA:
             "threshold": kappa,
             **info,
         }
-
-    @property
-    def retriever(self) -> TwoTowerRetriever:
-        """The serving half (model and index)."""
-        return self.core.retriever
-
-    def index(self, catalogue: Catalogue) -> None:
-        """Embed all live items once."""
-        self.core.index(catalogue)
-
-    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
-        return self.core.retrieve(requests, k)
-
-    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, K]`` logits ``s_ui``."""
-        return self.core.score(requests, item_ids)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The core's state: weights, optimisers, fit counter, extra modules (deep copies)."""
-        return self.core.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
-        self.core.load_state_dict(state)
 
 
 register_variant("muda-t", MUDA, MUDAConfig(target_only=True), "MUDA-T: MUDA trained on the pseudo-labelled unexposed pairs only.")

@@ -22,12 +22,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
-from agents.backbone.exposure import ExposureCore
-from agents.backbone.retriever import TwoTowerRetriever
+from agents.backbone.exposure import ExposureCore, ExposureServing
 from agents.backbone.training import TrainConfig, check_ranges, fit_generator, make_optimiser
 from agents.backbone.two_tower import TowerConfig
 from agents.backbone.unexposed import TargetDomainConfig, target_domain, teacher_scores, with_labels
@@ -35,7 +34,6 @@ from agents.bc import BC_TOWER, bc_loss, fit_bc
 from agents.registry import register
 from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
-from simulator.types import Catalogue, RequestBatch
 
 ITEM_SIDE = ("item_mlp", "category", "creator", "item_domain", "item_dense_norm", "item_bias")
 """The TwoTower submodules stage 2 may change (the rest shapes ``f(u)``)."""
@@ -78,7 +76,7 @@ def tl_loss(
 
 
 @register("tl", config=TLConfig)
-class TL:
+class TL(ExposureServing):
     """TL: BC, then the item tower alone fine-tuned on unexposed pairs with the ranker's soft labels."""
 
     def __init__(self, ctx: AgentContext, config: TLConfig | None = None, name: str = "tl") -> None:
@@ -122,28 +120,3 @@ class TL:
             for p in model.parameters():
                 p.requires_grad_(True)
         return {**info, "finetune_loss": losses[-1] if losses else math.nan, "teacher_mean": float(rank.mean())}
-
-    @property
-    def retriever(self) -> TwoTowerRetriever:
-        """The serving half (model and index)."""
-        return self.core.retriever
-
-    def index(self, catalogue: Catalogue) -> None:
-        """Embed all live items once."""
-        self.core.index(catalogue)
-
-    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
-        return self.core.retrieve(requests, k)
-
-    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, K]`` logits ``s_ui``."""
-        return self.core.score(requests, item_ids)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The core's state: weights, optimisers, fit counter, extra modules (deep copies)."""
-        return self.core.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
-        self.core.load_state_dict(state)

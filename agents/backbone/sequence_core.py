@@ -153,3 +153,50 @@ def click_impression_gap(view: Any) -> float:
 SEQ_TRAIN = TrainConfig(batch_size=256, adam_beta2=0.98)
 """The sequence methods' trainer: 256 positives per step (CLRec), Adam with beta2 0.98 (the SASRec-based
 public CLRec); epochs and lr from the scenario (the paper: one epoch)."""
+
+
+class SequenceServing:
+    """The serving half of an agent that composes a :class:`SequenceCore` as ``self.core`` (written once).
+
+    The agent adds its own :meth:`extra_state` / :meth:`load_extra_state` (queues, frequency estimates, ...).
+    """
+
+    core: SequenceCore
+
+    def extra_state(self) -> dict[str, Any]:
+        """Method-specific state saved beside the core's (none here)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state` (nothing here)."""
+        return None
+
+    @property
+    def model(self) -> SequenceTwoTower:
+        """The trainable encoder."""
+        return self.core.model
+
+    @property
+    def retriever(self) -> SequenceRetriever:
+        """The serving half (encoder and index)."""
+        return self.core.retriever
+
+    def index(self, catalogue: Catalogue) -> None:
+        """Embed all live items once (normalised ``g``)."""
+        self.core.index(catalogue)
+
+    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact top-``k`` by ``cos / ρ``: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
+        return self.core.retrieve(requests, k)
+
+    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` logits ``cos(f, g) / ρ``."""
+        return self.core.score(requests, item_ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimiser state, fit counter and :meth:`extra_state` (deep copies)."""
+        return self.core.state_dict(self.extra_state())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
+        self.load_extra_state(self.core.load_state_dict(state))
