@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from scenarios.experiment import make_experiment, run_experiment
 from tests.conftest import TINY
@@ -63,7 +64,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame,
     done = _finish(scenario, folder / "reference")
     assert done.returncode == 0, done.stderr
     took = time.monotonic() - started
-    expected = run_experiment(make_experiment(str(scenario), AGENTS.split(","), 1, ROUNDS), None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the command runs (OMP_NUM_THREADS=1): torch's CPU results depend on the thread count
+    try:
+        expected = run_experiment(make_experiment(str(scenario), AGENTS.split(","), 1, ROUNDS), None)
+    finally:
+        torch.set_num_threads(threads)
     pd.testing.assert_frame_equal(pd.read_parquet(folder / "reference" / "metrics.parquet"), expected)
     return scenario, expected, took
 
