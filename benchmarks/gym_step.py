@@ -30,8 +30,8 @@ import time
 import torch
 
 from simulator.bench import FixedEmbeddingRetriever, bench_scenario
-from simulator.gym import AgentPolicy, CascadeVectorEnv
 from simulator.cascade.step import serve_batch
+from simulator.gym import AgentPolicy, CascadeVectorEnv
 from simulator.round import attach_agent, start_round
 from simulator.world.traffic import sample_requests
 

@@ -36,9 +36,9 @@ class MetricState:
 
     @classmethod
     def create(cls, world: WorldState, sc: Scenario, seed: int) -> MetricState:
-        gen = torch_stream(seed, "panel", device=world.device)
+        gen = torch_stream(seed, "panel")  # drawn on the CPU: the same panel on every device
         alive = world.user_alive.nonzero().squeeze(1)
-        panel = alive[torch.randperm(len(alive), generator=gen, device=world.device)[: sc.metrics.panel_size]].sort().values
+        panel = alive[torch.randperm(len(alive), generator=gen).to(world.device)[: sc.metrics.panel_size]].sort().values
         is_panel = torch.zeros_like(world.user_alive)
         is_panel[panel] = True
         return cls(panel, is_panel, torch.empty(0, dtype=torch.int64, device=world.device), world.item_clicks.clone())

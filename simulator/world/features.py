@@ -115,8 +115,8 @@ def draw_attention(sc: Scenario, entry: torch.Tensor, gen: torch.Generator) -> t
 
 def category_shift(sc: Scenario, seed: int, device: torch.device) -> torch.Tensor:
     """``[C]`` the mini-app's logit shift per category: a fixed N(0, preference_shift^2) draw per seed."""
-    gen = torch_stream(seed, "mini-app-shift", device=device)
-    return sc.mini_app.preference_shift * torch.randn(sc.world.n_categories, generator=gen, device=device)
+    gen = torch_stream(seed, "mini-app-shift")  # drawn on the CPU: the same shift on every device
+    return (sc.mini_app.preference_shift * torch.randn(sc.world.n_categories, generator=gen)).to(device)
 
 
 def domain_relevance(
@@ -151,9 +151,10 @@ def conversions(sc: Scenario, domain: torch.Tensor, finished: torch.Tensor, rele
 def weekend_categories(sc: Scenario, seed: int, device: torch.device) -> torch.Tensor:
     """``[C] bool`` the weekend categories (a fixed random subset per seed)."""
     c = sc.world.n_categories
-    gen = torch_stream(seed, "world-weekend-categories", device=device)
+    gen = torch_stream(seed, "world-weekend-categories")  # drawn on the CPU: the same subset on every device
     n_weekend = max(1, round(sc.weekend.weekend_category_share * c))
-    return torch.zeros(c, dtype=torch.bool, device=device).index_fill_(0, torch.randperm(c, generator=gen, device=device)[:n_weekend], True)
+    chosen = torch.randperm(c, generator=gen)[:n_weekend].to(device)
+    return torch.zeros(c, dtype=torch.bool, device=device).index_fill_(0, chosen, True)
 
 
 def weekend_segment(sc: Scenario, seed: int, intents: torch.Tensor) -> torch.Tensor:

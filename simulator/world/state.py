@@ -10,6 +10,7 @@ observable :class:`~simulator.types.Catalogue` and
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +69,11 @@ class WorldState:
     def copy(self) -> WorldState:
         """An independent deep copy (each closed loop evolves its own world)."""
         return copy.deepcopy(self)
+
+    def to(self, device: torch.device) -> WorldState:
+        """The same world with every tensor on ``device``."""
+        moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return WorldState(**{k: None if v is None else v.to(device) for k, v in moved.items()})
 
 
 def _zipf_choice(n_choices: int, size: int, skew: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -128,6 +134,12 @@ def _make_items(sc: Scenario, protos: torch.Tensor, gen: torch.Generator) -> dic
     }
 
 
+def _unit_exponential(shape: tuple[int, ...], gen: torch.Generator, dev: torch.device) -> torch.Tensor:
+    """Exp(1) draws as ``-log U``; ``U`` is floored at 1e-12 because ``torch.rand`` returns exactly 0 about once in
+    2^24 float32 draws, and one ``inf`` times a zero weight made a whole intent row NaN at 1M users."""
+    return -torch.log(torch.rand(shape, generator=gen, device=dev).clamp_min(1e-12))
+
+
 def _intent_mixture(sc: Scenario, n: int, gen: torch.Generator, dev: torch.device) -> torch.Tensor:
     """``[n, C]`` sparse intent mixtures: 1 + Poisson(mean - 1) intents, Dirichlet(1) weights."""
     w, c = sc.world, sc.world.n_categories
@@ -137,7 +149,7 @@ def _intent_mixture(sc: Scenario, n: int, gen: torch.Generator, dev: torch.devic
     order = keys.argsort(dim=1, descending=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(c, device=dev).expand(n, c))
     held = rank < n_int.unsqueeze(1)
-    weights = -torch.log(torch.rand(n, c, generator=gen, device=dev)) * held
+    weights = _unit_exponential((n, c), gen, dev) * held
     return weights / weights.sum(1, keepdim=True)
 
 
@@ -152,7 +164,7 @@ def _make_users(sc: Scenario, protos: torch.Tensor, gen: torch.Generator) -> dic
     joined = torch.full((n,), -warm - 1, dtype=torch.int64, device=dev)
     joined[w.n_users :] = torch.arange(n - w.n_users, device=dev) // max(sc.dynamics.new_users_per_round, 1) - warm
     # Gamma(2, 2) (mean 1) as the mean of two unit exponentials, drawn from our own stream
-    gamma2 = -torch.log(torch.rand(n, 2, generator=gen, device=dev)).mean(1)
+    gamma2 = _unit_exponential((n, 2), gen, dev).mean(1)
     conformity = w.conformity_mean * gamma2
     return {
         "user_latent": latent,
@@ -177,8 +189,9 @@ def _make_users(sc: Scenario, protos: torch.Tensor, gen: torch.Generator) -> dic
 
 
 def generate_world(sc: Scenario, seed: int, device: torch.device | str = "cpu") -> WorldState:
-    """Draw the initial world for ``seed`` (identical for every agent of that seed)."""
-    dev = torch.device(device)
+    """Draw the initial world for ``seed`` (identical for every agent of that seed, and on every device: the draws
+    are made on the CPU and the tensors moved once, so a CUDA run starts from the CPU run's world)."""
+    dev = torch.device("cpu")
     gen = torch_stream(seed, "world", device=dev)
     w = sc.world
     protos = torch.randn(w.n_categories, w.d_true, generator=gen, device=dev)
@@ -187,7 +200,7 @@ def generate_world(sc: Scenario, seed: int, device: torch.device | str = "cpu") 
     users = _make_users(sc, protos, gen)
     if sc.weekend.intent_correlation > 0:  # own streams: the world stream's draws stay as they were
         users["user_segment"] = weekend_segment(sc, seed, users["user_intents"])
-    return WorldState(prototypes=protos, **items, **users)
+    return WorldState(prototypes=protos, **items, **users).to(torch.device(device))
 
 
 def observe(world: WorldState) -> tuple[Catalogue, UserTable]:
