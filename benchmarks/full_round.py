@@ -79,7 +79,7 @@ def main() -> None:
             "name": "bench-full-round",
             "world": {"n_users": args.users, "n_items": args.items, "n_categories": 100, "n_creators": max(10, args.items // 50)},
             "dynamics": {"new_items_per_round": args.items // 100, "new_users_per_round": args.users // 100},
-            "metrics": {"panel_size": 500},
+            "metrics": {"panel_size": min(500, args.users)},
             "training": {"window_rounds": 1, "epochs": 1, "batch_size": 4096, "pretrain_fits": 1},
             "timeline": {"rounds": 1, "requests_per_round": args.requests},
         }

@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from scenarios.experiment import agent_factory, warm_started_loop  # noqa: E402
 from simulator.config import scenario_from_dict  # noqa: E402
 from simulator.memory import pin_mmap_threshold  # noqa: E402
+from simulator.round import attach_agent  # noqa: E402
 from simulator.timeline import run_round  # noqa: E402
 
 
@@ -54,7 +55,7 @@ def soak(rounds: int, agent: str, checkpoint_dir: Path | None) -> pd.DataFrame:
     """Per round: ``round, seconds, rss_mib, live_items``."""
     sc = scenario_from_dict(soak_scenario(rounds))
     loop = warm_started_loop(sc, 0, torch.device("cpu")).copy()
-    loop.attach_agent(agent_factory(agent, sc, 0, torch.device("cpu")), agent)
+    attach_agent(loop, agent_factory(agent, sc, 0, torch.device("cpu")), agent)
     rows = []
     for r in range(rounds):
         started = time.perf_counter()
