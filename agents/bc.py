@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from agents.backbone.exposure import ExposureCore
-from agents.backbone.retriever import TwoTowerRetriever
+from agents.backbone.exposure import ExposureCore, ExposureServing
 from agents.backbone.training import TrainConfig, check_ranges, exposure_data, fit_generator
 from agents.backbone.two_tower import TowerConfig
 from agents.registry import register
 from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
-from simulator.types import Catalogue, RequestBatch
 
 BC_TOWER = TowerConfig(batch_norm=True)
 """BC's towers: BatchNorm on (DAMCAR's DSSM uses it). Without it the towers' constant parts (MLP
@@ -94,7 +92,7 @@ def fit_bc(core: ExposureCore, view: TrainingView, label: Literal["clicked", "fi
 
 
 @register("bc", config=BCConfig)
-class BC:
+class BC(ExposureServing):
     """Biased baseline: two-tower trained with BCE on exposed data only (clicked vs exposed-unclicked).
 
     Args:
@@ -108,31 +106,6 @@ class BC:
         self.config = config or BCConfig()
         self.core = ExposureCore(ctx, self.config.tower, self.config.train, name, save_extra=False)
 
-    @property
-    def retriever(self) -> TwoTowerRetriever:
-        """The serving half (model and index)."""
-        return self.core.retriever
-
     def fit(self, view: TrainingView) -> dict[str, float]:
         """Warm-started BCE training on the window's exposures; invalidates the index (see :func:`fit_bc`)."""
         return fit_bc(self.core, view, self.config.label, self.config.l2)
-
-    def index(self, catalogue: Catalogue) -> None:
-        """Embed all live items once (normalised for cosine)."""
-        self.core.index(catalogue)
-
-    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
-        return self.core.retrieve(requests, k)
-
-    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, K]`` logits ``s_ui``; ``sigmoid`` of them is BC's click probability."""
-        return self.core.score(requests, item_ids)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Weights, optimiser state and the fit counter (deep copies)."""
-        return self.core.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
-        self.core.load_state_dict(state)

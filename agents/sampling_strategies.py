@@ -29,21 +29,20 @@ minibatch/negative streams from the same key, so on one seed they differ only in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from agents.backbone.gmm import GMM_TRAIN, Batch, GMMCore, NegativesConfig
-from agents.backbone.retriever import TwoTowerRetriever
+from agents.backbone.gmm import GMM_TRAIN, Batch, GMMCore, GMMServing, NegativesConfig
 from agents.backbone.softmax import sampled_softmax_loss
 from agents.backbone.training import TrainConfig, check_ranges
-from agents.backbone.two_tower import TowerConfig, TwoTower
+from agents.backbone.two_tower import TowerConfig
 from agents.bc import BC_TOWER
 from agents.registry import register, register_variant
 from simulator.agent_api import AgentContext
 from simulator.log.view import TrainingView
-from simulator.types import Catalogue, RequestBatch
+from simulator.types import Catalogue
 
 
 @dataclass(frozen=True)
@@ -106,7 +105,7 @@ def gmm_loss(
 
 
 @register("ss-abc-fixed", config=SSConfig, doc="SS-ABC(fixed): GMM with A:B:C = 1:4:20 negatives per click from the click's own request.")
-class SamplingStrategy:
+class SamplingStrategy(GMMServing):
     """GMM two-tower trained with BCE on clicks vs negatives sampled from UMA²'s spaces.
 
     The strategies (``ss-*``, ``youtube-dnn*``) are this class with preset negatives (:class:`NegativesConfig`).
@@ -121,16 +120,6 @@ class SamplingStrategy:
         self.ctx, self.name = ctx, name
         self.config = config or SSConfig()
         self.core = GMMCore(ctx, self.config, name)
-
-    @property
-    def model(self) -> TwoTower:
-        """The GMM two tower."""
-        return self.core.model
-
-    @property
-    def retriever(self) -> TwoTowerRetriever:
-        """The serving half (model and index)."""
-        return self.core.retriever
 
     def fit(self, view: TrainingView) -> dict[str, float]:
         """Warm-started training over the window's positives, negatives resampled every epoch (see :meth:`GMMCore.fit`)."""
@@ -150,26 +139,6 @@ class SamplingStrategy:
         loss, means = gmm_loss(logits[:, 0], logits[:, 1:], batch.neg_space, batch.neg_valid, weights)
         self.core.space_loss = self.core.space_loss + means
         return loss + cfg.l2 * l2
-
-    def index(self, catalogue: Catalogue) -> None:
-        """Embed all live items once (normalised for cosine)."""
-        self.core.index(catalogue)
-
-    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
-        return self.core.retrieve(requests, k)
-
-    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, K]`` logits ``s_ui``."""
-        return self.core.score(requests, item_ids)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Weights, optimiser state and the fit counter (deep copies)."""
-        return self.core.state_dict({})
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
-        self.core.load_state_dict(state, lambda _: None)
 
 
 register_variant(

@@ -55,8 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.backbone.gmm import GMM_TRAIN, STREAM, Batch, GMMCore, NegativesConfig
-from agents.backbone.retriever import TwoTowerRetriever
+from agents.backbone.gmm import GMM_TRAIN, STREAM, Batch, GMMCore, GMMServing, NegativesConfig
 from agents.backbone.spaces import Spaces
 from agents.backbone.training import TrainConfig, check_ranges
 from agents.backbone.two_tower import TowerConfig, TwoTower, evaluating, init_parameters
@@ -178,7 +177,7 @@ class DATTower(TwoTower):
 
 
 @register("uma2", config=UMA2Config)
-class UMA2:
+class UMA2(GMMServing):
     """UMA² (YTB): SS-ABC(fixed) GMM with NSDN inverse-propensity weights, one multi-task step (Eq. 2).
 
     Composes the GMM trainer (:class:`~agents.backbone.gmm.GMMCore`) with its own minibatch loss
@@ -206,11 +205,6 @@ class UMA2:
             self.heads = heads
         # one optimiser over the GMM and the heads: Eq. 2 is one multi-task step
         self.core.optimiser = cfg.train.optimiser(self.parameters(), ctx)
-
-    @property
-    def retriever(self) -> TwoTowerRetriever:
-        """The serving half (model and index)."""
-        return self.core.retriever
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """GMM parameters, then the NSDN heads'."""
@@ -328,27 +322,12 @@ class UMA2:
             out["loss_amm"] = float(self._aux[4]) / steps if self._steps else math.nan
         return out
 
-    def index(self, catalogue: Catalogue) -> None:
-        """Embed all live items once (normalised for cosine)."""
-        self.core.index(catalogue)
+    def extra_state(self) -> dict[str, Any]:
+        """The NSDN heads, saved beside the GMM's weights."""
+        return {"heads": self.heads.state_dict()} if self.heads is not None else {}
 
-    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
-        return self.core.retrieve(requests, k)
-
-    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, K]`` logits ``s_ui``."""
-        return self.core.score(requests, item_ids)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Weights, optimiser state, the fit counter and the NSDN heads (deep copies)."""
-        return self.core.state_dict({"heads": self.heads.state_dict()} if self.heads is not None else {})
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; call :meth:`index` before serving."""
-        self.core.load_state_dict(state, self._load_heads)
-
-    def _load_heads(self, state: dict[str, Any]) -> None:
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore the NSDN heads."""
         if self.heads is not None:
             self.heads.load_state_dict(state["heads"])
 

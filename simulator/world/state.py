@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -72,8 +73,11 @@ class WorldState:
 
     def to(self, device: torch.device) -> WorldState:
         """The same world with every tensor on ``device``."""
-        moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return WorldState(**{k: None if v is None else v.to(device) for k, v in moved.items()})
+        moved: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            moved[field.name] = None if value is None else value.to(device)
+        return WorldState(**moved)
 
 
 def _zipf_choice(n_choices: int, size: int, skew: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
