@@ -51,6 +51,12 @@ def soak_scenario(rounds: int) -> dict:
     }
 
 
+def _results_mib(rows: list[dict]) -> float:
+    """Bytes of the metric rows the loop keeps by design (every round's results, written at the run's end)."""
+    per_row = [sys.getsizeof(r) + sys.getsizeof(r["metric"]) + sys.getsizeof(r["value"]) for r in rows[-500:]]
+    return len(rows) * (sum(per_row) / max(len(per_row), 1)) / 2**20
+
+
 def soak(rounds: int, agent: str, checkpoint_dir: Path | None) -> pd.DataFrame:
     """Per round: ``round, seconds, rss_mib, live_items``."""
     sc = scenario_from_dict(soak_scenario(rounds))
@@ -64,7 +70,8 @@ def soak(rounds: int, agent: str, checkpoint_dir: Path | None) -> pd.DataFrame:
             loop.save(str(checkpoint_dir / "soak.pt"))
         seconds = time.perf_counter() - started
         gc.collect()
-        rows.append({"round": r, "seconds": seconds, "rss_mib": _rss_mib(), "live_items": int(loop.world.item_live.sum())})
+        rows.append({"round": r, "seconds": seconds, "rss_mib": _rss_mib(), "live_items": int(loop.world.item_live.sum()),
+                     "results_mib": _results_mib(loop.rows)})  # fmt: skip
         if (r + 1) % max(1, rounds // 20) == 0:  # partial results survive a killed soak
             print(f"round {r + 1}: rss {rows[-1]['rss_mib']:.1f} MiB, {seconds:.3f} s", flush=True)
     return pd.DataFrame(rows)
@@ -81,9 +88,12 @@ def report(frame: pd.DataFrame) -> str:
                      f"{statistics.median(w['seconds']):>15.3f} {int(w['live_items'].mean()):>11}")
     first, last = windows[min(1, len(windows) - 1)], windows[-1]  # skip the first window: allocator warm-up
     rss_growth = last["rss_mib"].iloc[-1] - first["rss_mib"].iloc[-1]
+    results_growth = last["results_mib"].iloc[-1] - first["results_mib"].iloc[-1]
     time_ratio = statistics.median(last["seconds"]) / statistics.median(first["seconds"])
     lines.append(f"RSS growth after the first window: {rss_growth:+.1f} MiB over {n - size} rounds; "
                  f"time per round, last window / second window: {time_ratio:.2f}x")
+    lines.append(f"of which the metric rows kept in memory by design (the results): {results_growth:+.1f} MiB; "
+                 f"the rest: {rss_growth - results_growth:+.1f} MiB")
     return "\n".join(lines)
 
 
