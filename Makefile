@@ -21,8 +21,10 @@ setup: $(BIN)/cascadesim
 demo: setup
 	$(BIN)/cascadesim run --out runs/default-$$(date +%Y%m%d-%H%M%S)
 
+# one xdist worker per core, a test module per worker (module fixtures are built once); conftest.py pins each
+# worker's torch threads to its share of the cores
 test: setup
-	$(BIN)/python -m pytest -q -m "not benchmark"
+	$(BIN)/python -m pytest -q -m "not benchmark" -n auto --dist loadscope
 
 # the packages are lint-, format- and type-clean; CI runs this before the tests
 PACKAGES := simulator agents scenarios dashboards
