@@ -30,6 +30,7 @@ from agents import (  # noqa: F401  (import registers the agents)
     sampling_strategies,
     tl,
     uma2,
+    usd,
     youtube_dnn,
 )
 from agents.check import check_agent
