@@ -108,7 +108,14 @@ def main() -> None:
     "--threads",
     default=None,
     type=click.IntRange(1, 1024),
-    help="torch threads [default: CASCADESIM_THREADS, else OMP_NUM_THREADS, else all cores]; 1 per concurrent run",
+    help="torch threads per process [default: CASCADESIM_THREADS, else OMP_NUM_THREADS, else cores // workers]",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="(agent, seed) loops run at once, each in its own process; results do not depend on it",
 )
 def run(**options: Any) -> None:
     """Run scenario x agents x seeds as closed loops; write manifest.json and metrics.parquet.
@@ -134,6 +141,7 @@ class RunRequest:
     save_truth: bool
     keep: str
     threads: int | None
+    workers: int
 
 
 def _run(req: RunRequest) -> None:
@@ -150,14 +158,16 @@ def _run(req: RunRequest) -> None:
     exp = make_experiment(req.scenario, names, req.seeds, req.rounds, req.device, req.save_logs, req.save_truth)
     out_dir = Path(req.out) if req.out is not None else Path("runs") / exp.scenario.name
     check_out_path("" if req.out is not None and not req.out.strip() else out_dir)
-    n_threads = choose_threads(req.threads)
+    workers = min(req.workers, len(exp.agents) * len(exp.seeds))
+    n_threads = choose_threads(req.threads, workers)
     torch.set_num_threads(n_threads)
-    click.echo(header(exp, out_dir, n_threads))
-    if note := busy_note(n_threads):
+    click.echo(header(exp, out_dir, n_threads, workers))
+    if note := busy_note(n_threads, workers):
         click.echo(note)
     signals.install()
     progress = RunProgress(summary_metrics(exp.scenario)[0])
-    metrics = run_experiment(exp, out_dir, resume=req.resume, force=req.force, progress=progress, keep_checkpoints=req.keep)
+    run = {"resume": req.resume, "force": req.force, "keep_checkpoints": req.keep, "workers": workers, "threads": n_threads}
+    metrics = run_experiment(exp, out_dir, progress=progress, **run)
     _report(exp, metrics, out_dir, req.keep)
 
 
