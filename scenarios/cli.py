@@ -174,14 +174,18 @@ def _run(req: RunRequest) -> None:
 def _report(exp: Any, metrics: pd.DataFrame, out_dir: Path, keep: str) -> None:
     """The end of a run: the summary table, where the results and the report are, the checkpoints kept."""
     from dashboards.report import write_report
-    from scenarios.experiment import summary, summary_metrics
+    from scenarios.contrast import contrast_table, heading, legend, widest_gap
+    from scenarios.experiment import summary_metrics
 
     _explain_nan(metrics)
-    table = summary(metrics, summary_metrics(exp.scenario))
-    last = int(metrics["round"].max())
-    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
-        head = f"{exp.scenario.name}: after round {last + 1} of {exp.scenario.timeline.rounds}, mean over {len(exp.seeds)} seed(s)"
-        click.echo(f"\n{head}\n{table.to_string()}")
+    names = summary_metrics(exp.scenario)
+    table = contrast_table(metrics, names)
+    click.echo("\n" + heading(exp.scenario.name, int(metrics["round"].max()), exp.scenario.timeline.rounds, len(exp.seeds)))
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        click.echo(table.to_string())
+    if gap := widest_gap(metrics, names[0], names[1]):
+        click.echo(gap)
+    click.echo(legend([n for n in names if n in set(metrics.metric)]))
     click.echo(f"\nresults: {out_dir / 'metrics.parquet'}")
     click.echo(f"report: {write_report([out_dir])}")
     kept = sum(p.stat().st_size for p in (out_dir / "checkpoints").glob("*.pt"))

@@ -54,10 +54,11 @@ def headline_k(sc: Scenario) -> int:
 
 
 def summary_metrics(sc: Scenario) -> list[str]:
-    """The headline metrics: the truth against the offline estimate at the headline K, then concentration."""
+    """The headline metrics: the truth against the logs' replay and the offline estimate at the headline K, then concentration."""
     k = headline_k(sc)
-    offline = f"offline_holdout_recall@{k}" if sc.evaluation.holdout_share > 0 else f"offline_shared_recall@{k}"
-    return [f"true_recall@{k}", offline, f"true_holdout_recall@{k}", "exposure_gini", "exposure_top1_share"]
+    protocol = "holdout" if sc.evaluation.holdout_share > 0 else "shared"
+    offline = [f"offline_{protocol}_recall@{k}", f"true_{protocol}_recall@{k}"]
+    return [f"true_recall@{k}", f"onpolicy_replay_recall@{k}", *offline, "exposure_gini", "exposure_top1_share"]
 
 
 def agent_catalogue() -> dict[str, str]:

@@ -97,7 +97,7 @@ def loop_task(exp: Any, agent: str, seed: int, found: tuple[Path, int] | None, s
     _install_signals()
     run = None
     if stage is not None:
-        run = _StagedRun(Path(stage) / str(os.getpid()), found, queue)
+        run = _StagedRun(Path(stage) / f"{agent}__seed{seed}", found, queue)  # one folder per loop
     try:
         loop = run_loop(exp, agent, seed, run, _seed_start(exp, seed), _Relay(queue).tick)  # type: ignore[arg-type]
     except signals.Interrupted:
