@@ -7,6 +7,7 @@ Rounds are numbered as users count them (the last of R rounds is "round R").
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 
 import pandas as pd
@@ -34,7 +35,8 @@ _MEANING = (
 def legend(names: Sequence[str]) -> str:
     """What the columns mean, and their names in ``metrics.parquet`` (defined by ``cascadesim list metrics``)."""
     columns = ", ".join(f"{label(n)} = {n}" for n in names)
-    return f"{_MEANING}\ncolumns (metrics.parquet, defined in `cascadesim list metrics`): {columns}"
+    text = f"{_MEANING} Columns as named in metrics.parquet and defined by `cascadesim list metrics`: {columns}."
+    return textwrap.fill(text, width=120, break_on_hyphens=False)
 
 
 def label(metric: str) -> str:
