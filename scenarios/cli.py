@@ -166,8 +166,9 @@ def _run(req: RunRequest) -> None:
         click.echo(note)
     signals.install()
     progress = RunProgress(summary_metrics(exp.scenario)[0])
-    run = {"resume": req.resume, "force": req.force, "keep_checkpoints": req.keep, "workers": workers, "threads": n_threads}
-    metrics = run_experiment(exp, out_dir, progress=progress, **run)
+    metrics = run_experiment(
+        exp, out_dir, req.resume, req.force, progress=progress, keep_checkpoints=req.keep, workers=workers, threads=n_threads
+    )
     _report(exp, metrics, out_dir, req.keep)
 
 
