@@ -17,9 +17,10 @@ $(BIN)/cascadesim: pyproject.toml
 
 setup: $(BIN)/cascadesim
 
+# the default preset, 3 seeds (bands in the report) as 2 processes x 1 torch thread (no oversubscribed cores);
 # each demo run gets its own directory: nothing is ever overwritten
 demo: setup
-	$(BIN)/cascadesim run --out runs/default-$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/cascadesim run --seeds 3 --workers 2 --out runs/default-$$(date +%Y%m%d-%H%M%S)
 
 # one xdist worker per core, a test module per worker (module fixtures are built once); conftest.py pins each
 # worker's torch threads to its share of the cores

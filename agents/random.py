@@ -10,6 +10,12 @@ the same sets on any device. The score carries no preference information.
 
 For a fixed request the map item -> key is a bijection on 32-bit ids, so keys
 never tie within a row.
+
+Each ``fit`` draws a fresh model: the salt becomes ``stream_seed(ctx.seed,
+"random-agent", fits)``, carried by the state dict to the serving copy. Without
+it the candidate evaluated offline after a retrain would rank a round's requests
+exactly as the model that served them did, and its hold-out recall would only
+replay its own exposures instead of scoring a model independent of them.
 """
 
 from __future__ import annotations
@@ -68,11 +74,18 @@ class RandomAgent:
     def __init__(self, ctx: AgentContext, config: RandomConfig | None = None, name: str = "random") -> None:
         self.ctx, self.name = ctx, name
         self.config = config or RandomConfig()
-        self.salt = stream_seed(ctx.seed, "random-agent")
+        self.fits = 0
+        self.salt = self._salt()
         self._live: torch.Tensor | None = None
 
+    def _salt(self) -> int:
+        """The keys' salt of the current model (the first one is the seed's; each fit draws another)."""
+        return stream_seed(self.ctx.seed, "random-agent", *((self.fits,) if self.fits else ()))
+
     def fit(self, view: TrainingView) -> dict[str, float]:
-        """Nothing to learn."""
+        """Nothing to learn: a retrained random model is a fresh draw, independent of what it served."""
+        self.fits += 1
+        self.salt = self._salt()
         return {}
 
     def index(self, catalogue: Catalogue) -> None:
@@ -99,8 +112,10 @@ class RandomAgent:
         return (keys.double() / 2.0**32).float()
 
     def state_dict(self) -> dict[str, Any]:
-        """Stateless: the keys depend on ``ctx.seed`` and the request ids only."""
-        return {}
+        """The number of fits: with ``ctx.seed`` and the request ids it determines the keys."""
+        return {"fits": self.fits}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Nothing to restore."""
+        """Take another instance's model (the serving copy takes the learner's)."""
+        self.fits = int(state.get("fits", 0))
+        self.salt = self._salt()

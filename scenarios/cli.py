@@ -108,7 +108,14 @@ def main() -> None:
     "--threads",
     default=None,
     type=click.IntRange(1, 1024),
-    help="torch threads [default: CASCADESIM_THREADS, else OMP_NUM_THREADS, else all cores]; 1 per concurrent run",
+    help="torch threads per process [default: CASCADESIM_THREADS, else OMP_NUM_THREADS, else cores // workers]",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="(agent, seed) loops run at once, each in its own process; results do not depend on it",
 )
 def run(**options: Any) -> None:
     """Run scenario x agents x seeds as closed loops; write manifest.json and metrics.parquet.
@@ -134,6 +141,7 @@ class RunRequest:
     save_truth: bool
     keep: str
     threads: int | None
+    workers: int
 
 
 def _run(req: RunRequest) -> None:
@@ -150,28 +158,35 @@ def _run(req: RunRequest) -> None:
     exp = make_experiment(req.scenario, names, req.seeds, req.rounds, req.device, req.save_logs, req.save_truth)
     out_dir = Path(req.out) if req.out is not None else Path("runs") / exp.scenario.name
     check_out_path("" if req.out is not None and not req.out.strip() else out_dir)
-    n_threads = choose_threads(req.threads)
+    workers = min(req.workers, len(exp.agents) * len(exp.seeds))
+    n_threads = choose_threads(req.threads, workers)
     torch.set_num_threads(n_threads)
-    click.echo(header(exp, out_dir, n_threads))
-    if note := busy_note(n_threads):
+    click.echo(header(exp, out_dir, n_threads, workers))
+    if note := busy_note(n_threads, workers):
         click.echo(note)
     signals.install()
     progress = RunProgress(summary_metrics(exp.scenario)[0])
-    metrics = run_experiment(exp, out_dir, resume=req.resume, force=req.force, progress=progress, keep_checkpoints=req.keep)
+    metrics = run_experiment(
+        exp, out_dir, req.resume, req.force, progress=progress, keep_checkpoints=req.keep, workers=workers, threads=n_threads
+    )
     _report(exp, metrics, out_dir, req.keep)
 
 
 def _report(exp: Any, metrics: pd.DataFrame, out_dir: Path, keep: str) -> None:
     """The end of a run: the summary table, where the results and the report are, the checkpoints kept."""
     from dashboards.report import write_report
-    from scenarios.experiment import summary, summary_metrics
+    from scenarios.contrast import contrast_table, heading, legend, widest_gap
+    from scenarios.experiment import summary_metrics
 
     _explain_nan(metrics)
-    table = summary(metrics, summary_metrics(exp.scenario))
-    last = int(metrics["round"].max())
-    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
-        head = f"{exp.scenario.name}: after round {last + 1} of {exp.scenario.timeline.rounds}, mean over {len(exp.seeds)} seed(s)"
-        click.echo(f"\n{head}\n{table.to_string()}")
+    names = summary_metrics(exp.scenario)
+    table = contrast_table(metrics, names)
+    click.echo("\n" + heading(exp.scenario.name, int(metrics["round"].max()), exp.scenario.timeline.rounds, len(exp.seeds)))
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        click.echo(table.to_string())
+    if gap := widest_gap(metrics, names[0], names[1]):
+        click.echo(gap)
+    click.echo(legend([n for n in names if n in set(metrics.metric)]))
     click.echo(f"\nresults: {out_dir / 'metrics.parquet'}")
     click.echo(f"report: {write_report([out_dir])}")
     kept = sum(p.stat().st_size for p in (out_dir / "checkpoints").glob("*.pt"))

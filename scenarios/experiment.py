@@ -54,10 +54,11 @@ def headline_k(sc: Scenario) -> int:
 
 
 def summary_metrics(sc: Scenario) -> list[str]:
-    """The headline metrics: the truth against the offline estimate at the headline K, then concentration."""
+    """The headline metrics: the truth against the logs' replay and the offline estimate at the headline K, then concentration."""
     k = headline_k(sc)
-    offline = f"offline_holdout_recall@{k}" if sc.evaluation.holdout_share > 0 else f"offline_shared_recall@{k}"
-    return [f"true_recall@{k}", offline, f"true_holdout_recall@{k}", "exposure_gini", "exposure_top1_share"]
+    protocol = "holdout" if sc.evaluation.holdout_share > 0 else "shared"
+    offline = [f"offline_{protocol}_recall@{k}", f"true_{protocol}_recall@{k}"]
+    return [f"true_recall@{k}", f"onpolicy_replay_recall@{k}", *offline, "exposure_gini", "exposure_top1_share"]
 
 
 def agent_catalogue() -> dict[str, str]:
@@ -298,6 +299,8 @@ def run_experiment(
     force: bool = False,
     progress: Callable[[int], Callable[[], None]] | None = None,
     keep_checkpoints: str = "last",
+    workers: int = 1,
+    threads: int = 1,
 ) -> pd.DataFrame:
     """Run every (agent, seed) loop of ``exp``; returns (and writes) the long-form metrics.
 
@@ -308,6 +311,8 @@ def run_experiment(
         force: replace the cascadesim run in ``out`` once this one has committed its first round.
         progress: ``total -> tick`` callback factory, ticked once per finished round.
         keep_checkpoints: ``all``, ``last`` (each loop's latest) or ``none`` (removed when the run completes).
+        workers: loops run at once in spawned processes (1: in this process); the results do not depend on it.
+        threads: torch threads of each worker process (``workers > 1`` only).
 
     Raises:
         RunDirError: ``out`` is in use, not a run, or its checkpoints do not match the manifest.
@@ -316,33 +321,54 @@ def run_experiment(
     if keep_checkpoints not in KEEP_CHOICES:
         raise ConfigError(f"--keep-checkpoints: must be one of {', '.join(KEEP_CHOICES)}, got {keep_checkpoints!r}")
     if out is None:
-        return _run_all(exp, None, progress)
+        return _run_all(exp, None, progress, workers, threads)
     manifest = exp.manifest()
     run = RunDir.resume(manifest, out, keep_checkpoints) if resume else RunDir.create(manifest, out, force, keep_checkpoints)
     with run:
         if run.manifest.get("complete"):
             return read_metrics(run.path / "metrics.parquet")
-        metrics = _run_all(exp, run, progress)
+        metrics = _run_all(exp, run, progress, workers, threads)
         run.finish()
     return metrics
 
 
-def _run_all(exp: Experiment, run: RunDir | None, progress: Callable[[int], Callable[[], None]] | None) -> pd.DataFrame:
+def _run_all(
+    exp: Experiment, run: RunDir | None, progress: Callable[[int], Callable[[], None]] | None, workers: int = 1, threads: int = 1
+) -> pd.DataFrame:
     tick = progress(len(exp.agents) * len(exp.seeds) * exp.scenario.timeline.rounds) if progress else (lambda: None)
-    frames, timings = [], []
-    for seed in exp.seeds:
-        start = SeedStart(exp.scenario, seed, exp.device)
-        for agent in exp.agents:
-            stop_point()
-            loop = run_loop(exp, agent, seed, run, start, tick)
-            frames.append(loop_frame(loop, exp.scenario.name, agent, seed))
-            timings.append(loop_timings(loop, agent, seed))
-            if run is not None:  # results so far are on disk after every finished loop
-                metrics = add_popularity_index(pd.concat(frames, ignore_index=True))
-                atomic_write_parquet(metrics, run.path / "metrics.parquet")
-                atomic_write_parquet(leaderboard(metrics, headline_k(exp.scenario)), run.path / "leaderboard.parquet")
-                atomic_write_parquet(pd.concat(timings, ignore_index=True), run.path / "timings.parquet")
-    return add_popularity_index(pd.concat(frames, ignore_index=True))
+    done: dict[tuple[int, str], tuple[pd.DataFrame, pd.DataFrame]] = {}
+
+    def on_loop(seed: int, agent: str, frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+        done[(seed, agent)] = frames
+        if run is not None:  # results so far are on disk after every finished loop
+            _write_results(exp, run, done)
+
+    if workers > 1:
+        from scenarios.parallel import run_parallel
+
+        run_parallel(exp, run, tick, workers, threads, on_loop)
+    else:
+        for seed in exp.seeds:
+            start = SeedStart(exp.scenario, seed, exp.device)
+            for agent in exp.agents:
+                stop_point()
+                loop = run_loop(exp, agent, seed, run, start, tick)
+                on_loop(seed, agent, (loop_frame(loop, exp.scenario.name, agent, seed), loop_timings(loop, agent, seed)))
+    return add_popularity_index(pd.concat([done[key][0] for key in _in_order(exp, done)], ignore_index=True))
+
+
+def _in_order(exp: Experiment, done: dict[tuple[int, str], Any]) -> list[tuple[int, str]]:
+    """The finished loops in the serial order (seed by seed, agents as given), whichever process ran them."""
+    return [(seed, agent) for seed in exp.seeds for agent in exp.agents if (seed, agent) in done]
+
+
+def _write_results(exp: Experiment, run: RunDir, done: dict[tuple[int, str], tuple[pd.DataFrame, pd.DataFrame]]) -> None:
+    """metrics.parquet, leaderboard.parquet and timings.parquet of the loops finished so far."""
+    keys = _in_order(exp, done)
+    metrics = add_popularity_index(pd.concat([done[k][0] for k in keys], ignore_index=True))
+    atomic_write_parquet(metrics, run.path / "metrics.parquet")
+    atomic_write_parquet(leaderboard(metrics, headline_k(exp.scenario)), run.path / "leaderboard.parquet")
+    atomic_write_parquet(pd.concat([done[k][1] for k in keys], ignore_index=True), run.path / "timings.parquet")
 
 
 def load_run(run_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:

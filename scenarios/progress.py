@@ -23,12 +23,13 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
-def header(exp: Any, out: Path, threads: int) -> str:
-    """One line: scenario, sizes, agents x seeds x rounds, threads, output directory."""
+def header(exp: Any, out: Path, threads: int, workers: int = 1) -> str:
+    """One line: scenario, sizes, agents x seeds x rounds, processes and threads, output directory."""
     sc = exp.scenario
     sizes = f"{sc.world.n_users:,} users x {sc.world.n_items:,} items, {sc.timeline.requests_per_round:,} requests/round"
     loops = f"{len(exp.agents)} agent(s) [{','.join(exp.agents)}] x {len(exp.seeds)} seed(s) x {sc.timeline.rounds} round(s)"
-    return f"{sc.name}: {sizes}; {loops}; {threads} torch thread(s); -> {out}"
+    procs = f"{workers} processes x {threads} torch thread(s)" if workers > 1 else f"{threads} torch thread(s)"
+    return f"{sc.name}: {sizes}; {loops}; {procs}; -> {out}"
 
 
 class RunProgress:
@@ -75,22 +76,24 @@ class RunProgress:
                 self.bar.close()
 
 
-def choose_threads(requested: int | None) -> int:
-    """Torch intra-op threads: ``--threads``, else ``CASCADESIM_THREADS``, else ``OMP_NUM_THREADS``, else all cores.
+def choose_threads(requested: int | None, workers: int = 1) -> int:
+    """Torch intra-op threads per process: ``--threads``, else ``CASCADESIM_THREADS``, else ``OMP_NUM_THREADS``,
+    else the cores shared out over the ``workers`` processes (at least 1), so that they do not oversubscribe them.
 
     The count is fixed for a run rather than derived from the load, because it can change results in the last bits.
     """
     for value in (requested, os.environ.get("CASCADESIM_THREADS"), os.environ.get("OMP_NUM_THREADS")):
         if value not in (None, ""):
             return int(value)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
 
 
-def busy_note(threads: int) -> str | None:
+def busy_note(threads: int, workers: int = 1) -> str | None:
     """A hint when other work already keeps the cores busy (concurrent runs oversubscribe them)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if threads > 1 and load + threads > cores + 0.5:
+    if threads > 1 and load + threads * workers > cores + 0.5:
         return (
             f"note: {cores} core(s) with load {load:.1f}: {threads} threads will oversubscribe them; "
             "--threads 1 (or CASCADESIM_THREADS=1) per concurrent run"

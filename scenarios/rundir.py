@@ -56,6 +56,11 @@ def check_out_path(out: str | Path) -> Path:
     return path
 
 
+def checkpoint_name(agent: str, seed: int, r: int) -> str:
+    """The file name of ``(agent, seed)``'s checkpoint after round ``r``."""
+    return f"{agent}__seed{seed}__r{r:05d}.pt"
+
+
 def _lock(folder: Path) -> int:
     """An exclusive, non-blocking lock on ``folder/.lock``; a one-line error if another run holds it."""
     fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -214,9 +219,14 @@ class RunDir:
 
     def commit(self, save: Any, agent: str, seed: int, r: int) -> None:
         """Write ``(agent, seed)``'s checkpoint of round ``r`` with ``save(path)``, then commit it in the manifest."""
-        key = f"{agent}__seed{seed}"
-        path = self.path / "checkpoints" / f"{key}__r{r:05d}.pt"
+        path = self.path / "checkpoints" / checkpoint_name(agent, seed, r)
         save(str(path))
+        self.register(agent, seed, r)
+
+    def register(self, agent: str, seed: int, r: int) -> None:
+        """Commit the checkpoint file of ``(agent, seed)``'s round ``r``, already in ``checkpoints/``, in the manifest."""
+        key = f"{agent}__seed{seed}"
+        path = self.path / "checkpoints" / checkpoint_name(agent, seed, r)
         previous = self.manifest["checkpoints"].get(key)
         self.manifest["checkpoints"][key] = {
             "agent": agent,

@@ -161,6 +161,27 @@ def test_random_is_deterministic_in_the_request_ids(ctx, view, requests):
     assert not torch.equal(reseeded.retrieve(requests, 8)[0], ids_a)
 
 
+def test_a_refitted_random_model_is_independent_of_the_one_that_served(ctx, view):
+    """The offline candidate after a retrain must not rank a round's requests as the serving copy did."""
+    server, learner = make_agent("random", ctx), make_agent("random", ctx)
+    learner.fit(view)
+    server.load_state_dict(learner.state_dict())  # deploy: the server now is the learner's model
+    learner.fit(view)  # the retrain at the end of the round: the candidate
+    for agent in (server, learner):
+        agent.index(view.catalogue)
+    n, k = 2000, 10
+    reqs = make_requests(view.users, torch.Generator().manual_seed(11), n, first_id=0)
+    served, fresh = server.retrieve(reqs, k)[0], learner.retrieve(reqs, k)[0]
+    overlap = int((served.unsqueeze(2) == fresh.unsqueeze(1)).sum())
+    live = len(view.catalogue.live_ids())
+    mean = n * k * k / live  # hypergeometric: k of the live items, k of them drawn, per request
+    assert abs(overlap - mean) < 6 * math.sqrt(mean), (overlap, mean)  # before the fix: overlap == n * k
+    clone = make_agent("random", ctx)
+    clone.load_state_dict(learner.state_dict())
+    clone.index(view.catalogue)
+    assert torch.equal(clone.retrieve(reqs, k)[0], fresh)  # the state dict carries the model
+
+
 def test_random_covers_live_items_uniformly(ctx, view):
     agent = make_agent("random", ctx)
     agent.index(view.catalogue)

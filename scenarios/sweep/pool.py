@@ -81,6 +81,12 @@ def _init_worker(threads: int) -> None:
     pin_threads(threads)
 
 
+def pinned_pool(workers: int, threads: int) -> ProcessPoolExecutor:
+    """``workers`` spawned processes pinned to ``threads`` torch threads; submit inside ``environ(worker_env(threads))``."""
+    with environ(worker_env(threads)):
+        return ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _init_worker, (threads,))
+
+
 class PoolRunner:
     """A local pool of ``workers`` spawned processes, each pinned to ``threads`` torch threads."""
 
@@ -91,8 +97,7 @@ class PoolRunner:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            with environ(worker_env(self.threads)):
-                self._pool = ProcessPoolExecutor(self.workers, multiprocessing.get_context("spawn"), _init_worker, (self.threads,))
+            self._pool = pinned_pool(self.workers, self.threads)
         return self._pool
 
     def run(self, cells: list[Cell], out: str, metric: str, on_done: OnDone) -> list[Outcome]:

@@ -31,7 +31,7 @@ METRICS: dict[str, str] = {
     "true_exposed_relevance": "mean true relevance of the round's exposed items (truth store)",
     "true_attention_rate": "share of the round's exposures the user examined (truth store)",
     # offline evaluation of the freshly trained candidate (simulator/metrics/offline.py), each held against the truth
-    "offline_holdout_recall@K": "hold-out protocol: mean over the round's held-out requests with a click (a share of users withheld from training) of |clicked ∩ candidate top-K| / |clicked|; the candidate ranks the whole live catalogue, items in the request's history excluded; the withheld requests were served by the previous model, so their clicks sit on its exposures (for agents that do not retrain, random/popular/oracle, the candidate IS that model)",
+    "offline_holdout_recall@K": "hold-out protocol: mean over the round's held-out requests with a click (a share of users withheld from training) of |clicked ∩ candidate top-K| / |clicked|; the candidate ranks the whole live catalogue, items in the request's history excluded; the withheld requests were served by the previous model, so their clicks sit on its exposures (popular and oracle do not learn: their candidate ranks as that model did, on the round-end catalogue; random draws a fresh model at every fit)",
     "offline_holdout_precision@K": "hold-out protocol: |clicked ∩ candidate top-K| / K, same requests",
     "offline_holdout_ndcg@K": "hold-out protocol: NDCG@K with binary gains (clicked), ideal = min(|clicked|, K) hits, same requests",
     "offline_holdout_hitrate@K": "hold-out protocol: share of the same requests with a clicked item in the candidate's top-K",
