@@ -26,6 +26,7 @@ METRICS: dict[str, str] = {
     "score_unexposed_true_pos": "mean agent score on never-exposed items of the user's true top-K_r",
     "score_unexposed_true_neg": "mean agent score on never-exposed sampled live items outside the user's true top-Kmax",
     "score_gap_unexposed": "score_unexposed_true_pos - score_unexposed_true_neg (DAMCAR Fig. 5, exact)",
+    "mini_app_<metric>": "with world.mini_app_share > 0: the retrieval truth metric <metric> (true_recall@K, true_ndcg@K, unbiased_*@K, retrieval_slate_utility/regret) for the panel served as mini-app requests, graded by the relevance mini-app requests respond to (the [mini_app] category shift and own-domain bonus)",
     "true_top_ever_exposed": "share of a panel user's true top-S items (intent mixture) ever exposed to them so far",
     "preference_drift": "mean over live users of 1 - cos(current true latent, latent at start)",
     "true_exposed_relevance": "mean true relevance of the round's exposed items (truth store)",
