@@ -20,6 +20,7 @@ from agents import (  # noqa: F401  (import registers the agents)
     bc,
     clrec,
     damcar,
+    ecat,
     ipw,
     kd,
     muda,

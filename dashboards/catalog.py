@@ -49,6 +49,9 @@ _FAMILIES: dict[str, tuple[str, ...]] = {
         "true_top_ever_exposed",
         "true_exposed_relevance",
         "true_attention_rate",
+        *(f"mini_app_{m}" for m in ("true_recall", "true_ndcg", "unbiased_recall", "unbiased_precision", "unbiased_hitrate")),
+        "mini_app_retrieval_slate_utility",
+        "mini_app_retrieval_slate_regret",
     ),
     "offline": (
         "offline_holdout_recall",

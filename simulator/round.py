@@ -20,6 +20,7 @@ from simulator.log.view import TrainingView, build_view
 from simulator.loop import ClosedLoop, MetricRow
 from simulator.metrics.audit import Audit
 from simulator.metrics.measure import MetricInput, measure_external, measure_round
+from simulator.metrics.mini_app import mini_app_truth_metrics
 from simulator.metrics.offline import OfflineInput, offline_metrics
 from simulator.world import dynamics
 from simulator.world.state import observe
@@ -172,6 +173,9 @@ def metric_input(loop: ClosedLoop, r: int) -> MetricInput:
 def measure(loop: ClosedLoop, r: int) -> list[MetricRow]:
     """The metric rows of round ``r`` (a retriever that cannot be queried gets the exposure metrics only)."""
     inp = metric_input(loop, r)
-    values = measure_round(inp) if getattr(loop.retriever, "queryable", True) else measure_external(inp)
+    queryable = getattr(loop.retriever, "queryable", True)
+    values = measure_round(inp) if queryable else measure_external(inp)
+    if queryable:
+        values.update(mini_app_truth_metrics(inp))
     values.update({f"fit_{k}": float(v) for k, v in loop.fit_info.items()})
     return [{"round": r, "metric": k, "value": float(v)} for k, v in values.items()]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from simulator.cascade.ranker_models import DCN, MODELS, ClickModel, DeepFM, FieldSizes, RankerFeatures
+from simulator.cascade.ranker_models import DCN, MODELS, REQUEST_SPARSE, ClickModel, DeepFM, FieldSizes, RankerFeatures
 from simulator.cascade.ranker_registry import ranker_kinds, register_ranker, registered_factory
 from simulator.config import Scenario
 from simulator.log.view import TrainingView
@@ -107,6 +107,21 @@ class FrozenRanker:
     def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
         """``[B, K] float32`` click probabilities of ``item_ids [B, K]`` for ``requests [B]``."""
         return _score_blocks(self.module, self.catalogue, requests, item_ids, self.block_pairs)
+
+    @torch.no_grad()
+    def representations(self, requests: RequestBatch, item_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The snapshot's request and item representations (an entire-space teacher, e.g. for ECAT's KD).
+
+        The sums of its request-side field embeddings ``[B, D]`` and of its item-side ones ``[B, K, D]``
+        (their inner product is the FM cross term between the two sides), on ``item_ids``' device.
+        """
+        if self.catalogue is None:
+            raise RuntimeError("ranker: no catalogue to score against; call set_catalogue(catalogue) first")
+        device = _module_device(self.module)
+        ids = item_ids.to(device)
+        e = self.module.fields(RankerFeatures.build(requests.to(device), ids, self.catalogue))
+        n_req = len(REQUEST_SPARSE) + 2  # + profile, history
+        return e[:, 0, :n_req].sum(1).to(item_ids.device), e[:, :, n_req:].sum(2).to(item_ids.device)
 
 
 class PlatformRanker:
