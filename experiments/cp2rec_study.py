@@ -267,9 +267,9 @@ def toy_lines(means: dict[str, tuple[float, float, float]]) -> list[str]:
 
     return [
         f"- Toy world, probe: with L_orth {orth:+.3f} (< 0.05: {word(orth < 0.05)}), without {no_orth:+.3f} (> 0.3: "
-        f"{word(no_orth > 0.3)}): likely because the bias head already takes much of the popularity, so the purified tower leaks less than the "
-        f"spec assumed; the cos²(g, P·b) form gives {cos:+.3f}: a learned P can turn away from g, so orthogonality alone does "
-        "not remove information, as §13(f) warns.",
+        f"{word(no_orth > 0.3)}): likely because the bias head already takes much of the popularity, so the purified tower "
+        f"leaks less than the spec assumed; the cos²(g, P·b) form gives {cos:+.3f}: a learned P can turn away from g, so "
+        "orthogonality alone does not remove information, as §13(f) warns.",
         f"- Toy world, tradeoff: Kendall-τ vs p* at γ = 0 {g0[1]:.3f} vs BC {bc[1]:.3f} ({word(g0[1] > bc[1])}); observed-click "
         f"AUC at γ = 1 {g1[2]:.3f} vs BC {bc[2]:.3f} ({word(g1[2] >= bc[2])}). Every model is near τ = 0 at this scale (two "
         "fits on 20,000 exposures); BC's item biases and popularity inputs fit the observed clicks better than the purified "
