@@ -335,7 +335,8 @@ def main(argv: list[str] | None = None) -> None:
         metrics = res.metrics
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         meta = {
-            "command": command, "commit": commit, "wall": f"{(time.perf_counter() - started) / 60:.1f} min",
+            "command": command, "commit": commit,
+            "wall": f"{(time.perf_counter() - started) / 60:.1f} min for this invocation (a resumed run counts only its own part)",
             "wall_s": time.perf_counter() - started,
             "machine": f"{platform.platform()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), 2 cores shared by 6 jobs",
             "scenario": json.loads((Path(args.out) / "manifest.json").read_text())["scenario"],
