@@ -212,7 +212,7 @@ def page(metrics: pd.DataFrame, meta: dict, fit: dict[str, float]) -> str:
             *table(metrics, DIAG, avg_rounds, [a for a in present if a.startswith("cp2rec")], digits=3)]  # fmt: skip
     comp, stats = comparisons(metrics, avg_rounds, present)
     out += ["## Paired comparisons (Holm-adjusted over every comparison on this page)", "", *comp]
-    loops = int(metrics.groupby(["agent", "seed"]).ngroups) * len(rounds_all)
+    loops = int(metrics.groupby(["agent", "seed"]).ngroups) * len(rounds_all) - int(meta.get("loop_rounds_before", 0))
     per_loop = meta["wall_s"] / loops if meta.get("wall_s") else math.nan
     out += power_lines(stats, seeds, len(rounds_all), sc, per_loop)
     if fit:
@@ -330,6 +330,8 @@ def main(argv: list[str] | None = None) -> None:
         meta["regen"] = command if command != meta["command"] else None
     else:
         sc = scenario_from_dict(scenario(args.requests))
+        done = Path(args.out) / "metrics.parquet"  # loop-rounds an interrupted earlier invocation already ran
+        before = int(read_metrics(done)[["agent", "seed", "round"]].drop_duplicates().shape[0]) if done.exists() else 0
         started = time.perf_counter()
         res = run_study(sc, args.agents.split(","), seeds=args.seeds, out=args.out, rounds=args.rounds)
         metrics = res.metrics
@@ -338,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
             "command": command, "commit": commit,
             "wall": f"{(time.perf_counter() - started) / 60:.1f} min for this invocation (a resumed run counts only its own part)",
             "wall_s": time.perf_counter() - started,
+            "loop_rounds_before": before,
             "machine": f"{platform.platform()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), 2 cores shared by 6 jobs",
             "scenario": json.loads((Path(args.out) / "manifest.json").read_text())["scenario"],
             "fit_seconds": mean_fit_seconds(res.timings, AGENTS) if len(res.timings) else {},
