@@ -19,6 +19,7 @@ from agents import (  # noqa: F401  (import registers the agents)
     ar,
     bc,
     clrec,
+    cp2rec,
     damcar,
     ecat,
     ipw,
