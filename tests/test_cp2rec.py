@@ -259,30 +259,26 @@ def test_a_window_without_exposures_gives_nan_losses_and_keeps_serving(ctx, view
 
 def test_cp2rec_serves_and_retrains_as_the_platform_ranker():
     from agents.cp2rec_ranker import CP2RecRanker
-    from scenarios.experiment import agent_factory, warm_started_loop
-    from simulator.cascade import ranker_registry
-    from simulator.cascade.ranker import register_ranker
+    from scenarios.experiment import agent_factory, warm_started_loop  # importing scenarios registers the kind
+    from simulator.cascade.ranker import ranker_kinds
     from simulator.round import attach_agent, training_view
     from simulator.timeline import run_round
     from tests.conftest import tiny_scenario
 
-    register_ranker("cp2rec", CP2RecRanker)
-    try:
-        sc = tiny_scenario(cascade={"ranker": "cp2rec"})
-        loop = warm_started_loop(sc, 0, torch.device("cpu"))
-        attach_agent(loop, agent_factory("bc", sc, 0, torch.device("cpu")), "bc")
-        run_round(loop, 0)
-        assert isinstance(loop.ranker_learner, CP2RecRanker) and loop.serving_ranker.version == 0  # fitted on the warm-start log
-        assert loop.next_ranker.version == 1  # refitted at the end of round 0
-        imp = loop.log.frame("impressions", 0)
-        assert len(imp) > 0 and imp.ranking_score.between(0.0, 1.0).all()
-        assert "ranker_probe_r2" in loop.fit_info and "probe_r2" not in loop.fit_info  # the agent's keys are not overwritten
-        state = loop.ranker_learner.state_dict()
-        twin = CP2RecRanker(sc, 0)
-        twin.set_catalogue(loop.log.catalogue[0])
-        twin.load_state_dict(state)
-        ids = torch.tensor(imp.item_id.to_numpy()[:10]).reshape(2, 5)
-        batch = training_view(loop, 0).requests.select(torch.arange(2))
-        assert torch.equal(twin.score(batch, ids), loop.ranker_learner.score(batch, ids))
-    finally:
-        ranker_registry._REGISTRY.pop("cp2rec", None)
+    assert "cp2rec" in ranker_kinds()
+    sc = tiny_scenario(cascade={"ranker": "cp2rec"})
+    loop = warm_started_loop(sc, 0, torch.device("cpu"))
+    attach_agent(loop, agent_factory("bc", sc, 0, torch.device("cpu")), "bc")
+    run_round(loop, 0)
+    assert isinstance(loop.ranker_learner, CP2RecRanker) and loop.serving_ranker.version == 0  # fitted on the warm-start log
+    assert loop.next_ranker.version == 1  # refitted at the end of round 0
+    imp = loop.log.frame("impressions", 0)
+    assert len(imp) > 0 and imp.ranking_score.between(0.0, 1.0).all()
+    assert "ranker_probe_r2" in loop.fit_info and "probe_r2" not in loop.fit_info  # the agent's keys are not overwritten
+    state = loop.ranker_learner.state_dict()
+    twin = CP2RecRanker(sc, 0)
+    twin.set_catalogue(loop.log.catalogue[0])
+    twin.load_state_dict(state)
+    ids = torch.tensor(imp.item_id.to_numpy()[:10]).reshape(2, 5)
+    batch = training_view(loop, 0).requests.select(torch.arange(2))
+    assert torch.equal(twin.score(batch, ids), loop.ranker_learner.score(batch, ids))
