@@ -80,5 +80,5 @@ def test_page_reads_its_numbers_from_the_frame(tmp_path: Path, monkeypatch: pyte
     row = next(line for line in page.splitlines() if line.startswith("| catalogue size = 2000 | `ipw` |"))
     d = np.array(IPW_GAIN[1])
     assert f"+0.050 ± {3.182 * d.std(ddof=1) / 2:.3f}" in row and "| pays |" in row
-    assert "reduced run" in page and "pays in 1 of 3 regimes" in page
+    assert "reduced run" in page and "pays in 1 of 3 regimes" in page and "criterion) in 1" in page
     assert not math.isnan(meta["points"][1]["world.conformity_mean"])
