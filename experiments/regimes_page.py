@@ -294,8 +294,7 @@ def power_lines(meta: dict, comp: pd.DataFrame, regs: list[Regime]) -> list[str]
         f"**This is a reduced run.** Minimal detectable effect (80% power, two-sided 5%, paired over {meta['n_seeds']} seeds) of "
         f"the headline difference: {mdes.min():.3f} to {mdes.max():.3f} (median {mdes.median():.3f}), against an `oracle` - "
         f"`random` gap of {gaps.min():.3f} to {gaps.max():.3f}: differences smaller than the MDE read as ties, which are not "
-        "refutations. The loop is also short: recall is still rising at the last round (see the per-round figure), so the time "
-        "average is over a transient, not a steady state. On this 2-core machine shared with six other jobs the full design "
+        f"refutations. The loop is also short: {meta['trend']}. On this 2-core machine shared with six other jobs the full design "
         f"would take about {meta['full_hours']:.0f} hours at this run's pace (linear in cells, rounds, requests and catalogue). "
         "The full-power grid (10 seeds, 20 rounds, every point at >= 100 x K_r) "
         "is the same sweep with more seeds and rounds and a larger catalogue, [`experiments/regimes-full.toml`]"
@@ -412,8 +411,8 @@ LIMITS = [
     "",
     "- One axis at a time: whether, say, strong conformity and a large catalogue together make debiasing pay more than "
     "either alone is not measured (that needs the factorial `[grid]` of the same four fields: 81 points).",
-    "- Short loops in small worlds: recall is still climbing at the last round and the catalogue is 25-100 x K_r at the "
-    "base settings of the other axes, far below the 10^5-10^8 items of the papers; gains that need many rounds of "
+    "- Short loops in small worlds: a handful of rounds, and a catalogue of 25-100 x K_r, far below the 10^5-10^8 items "
+    "of the papers; gains that need many rounds of "
     "compounding (CLRec's long-horizon claim: 100 rounds in `docs/results/clrec.md`) cannot appear here.",
     "- Defaults, not tuned: a method whose gain needs a tuned temperature, clip or learning rate is measured at its registered "
     "defaults (`cascadesim tune` gives each the same budget; not run for this page).",
@@ -510,6 +509,18 @@ def complete_seeds(results: pd.DataFrame) -> pd.DataFrame:
     return results[results.seed.isin(full)]
 
 
+def trend(frame: pd.DataFrame, head: str, window: int) -> str:
+    """Whether ``bc`` at the base point is still moving over the averaged window (a transient, not a steady state)."""
+    sub = frame[(frame.point == 0) & (frame.agent == BASELINE) & (frame.metric == head)]
+    by_round = sub.groupby("round").value.mean()
+    last = int(by_round.index.max())
+    first = max(int(by_round.index.min()), last - window + 1)
+    a, b = float(by_round.loc[first]), float(by_round.loc[last])
+    moving = abs(b - a) > 0.1 * max(abs(a), 1e-12)
+    state = "still moving, so the time average is over a transient, not a steady state" if moving else "roughly flat there"
+    return f"`bc`'s {head} at the base regime goes from {a:.3f} (round {first}) to {b:.3f} (round {last}) over the averaged window, {state}"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("sweep", nargs="?", help="the sweep directory (runs/regimes)")
@@ -539,6 +550,7 @@ def build(frame: pd.DataFrame, meta: dict, out_dir: Path, regen: str | None) -> 
     methods = [a for a in present if a not in REFERENCES]
     agents = [a for a in REFERENCES if a in present] + methods
     comp = comparisons(avg, methods, [r.point for r in regs], head)
+    meta["trend"] = trend(frame, head, meta["window"])
     base_values = points.loc[0].to_dict()
     k_r = int(meta["base_scenario"]["k_retrieve"])
     figs = {"regimes-heatmap": heatmap(comp, regs, base_values, methods, head, k_r),
