@@ -154,7 +154,7 @@ def axis_panels(regs: list[Regime]) -> dict[str, list[Regime]]:
 
 
 def _tick(axis: str, value: float, k_r: int) -> str:
-    return f"{value:g} ({value / k_r:g}x K_r)" if axis == "world.n_items" else f"{value:g}"
+    return f"{value:g}<br>({value / k_r:g} x K_r)" if axis == "world.n_items" else f"{value:g}"
 
 
 def heatmap(comp: pd.DataFrame, regs: list[Regime], base: dict[str, float], methods: list[str], head: str, k_r: int):
@@ -167,7 +167,7 @@ def heatmap(comp: pd.DataFrame, regs: list[Regime], base: dict[str, float], meth
     lim = float(np.nanmax(np.abs(comp["diff"]))) if len(comp) else 1.0
     for col, (axis, members) in enumerate(panels.items(), start=1):
         members = sorted(members, key=lambda r: base[axis] if r.axis == "base" else r.value)
-        xs = [_tick(axis, base[axis] if r.axis == "base" else r.value, k_r) + (" (base)" if r.axis == "base" else "") for r in members]
+        xs = [_tick(axis, base[axis] if r.axis == "base" else r.value, k_r) + ("<br>(base)" if r.axis == "base" else "") for r in members]
         z, text = [], []
         for agent in methods:
             cells = [comp[(comp.point == r.point) & (comp.agent == agent)].iloc[0] for r in members]
@@ -177,7 +177,7 @@ def heatmap(comp: pd.DataFrame, regs: list[Regime], base: dict[str, float], meth
                                  colorscale="RdBu", showscale=col == len(panels),
                                  colorbar={"title": f"Δ {head}<br>vs bc"},
                                  hovertemplate="%{y} at %{x}: %{text}<extra></extra>"), row=1, col=col)  # fmt: skip
-    fig.update_layout(title=f"Paired difference vs bc in {head} (last rounds; * Holm p < 0.05)", height=330,
+    fig.update_layout(title=f"Paired difference vs bc in {head} (last rounds; * Holm p < 0.05)", height=370,
                       width=300 * len(panels) + 150, margin={"l": 70, "r": 20, "t": 70, "b": 40}, template="plotly_white")  # fmt: skip
     return fig
 
@@ -420,6 +420,11 @@ LIMITS = [
     "the same biased log (the `deepfm` default) the bias compounds at two stages and debiasing retrieval alone may pay "
     "differently. `damcar`, whose method distils the ranker, would be favoured by a noisy-oracle ranker and is not run here "
     "(it also costs about 3x a `bc` cell).",
+    "- A difference vs `bc` is the whole method against `bc`, not its debiasing term alone: `uma2` also widens the negatives "
+    "to spaces B and C (UMA²'s Table 1 finding is that this widening pays by itself; `docs/results/uma2.md` separates "
+    "`ss-abc-fixed` from `uma2`), and `clrec` uses the CLRec sequence encoder trained on clicks only where `bc` is the "
+    "DSSM two-tower trained with BCE on exposures. The regime pattern of each column is the finding; attributing it to the "
+    "propensity weighting needs those ablations in the same grid (add them to `agents` in the spec).",
     "- The user model's biases are the simulator's: conformity is a popularity term in the click propensity, position bias "
     "a power-law examination curve. Real logs mix biases these two knobs do not span.",
     "",
