@@ -422,8 +422,9 @@ LIMITS = [
     "(it also costs about 3x a `bc` cell).",
     "- A difference vs `bc` is the whole method against `bc`, not its debiasing term alone: `uma2` also widens the negatives "
     "to spaces B and C (UMA²'s Table 1 finding is that this widening pays by itself; `docs/results/uma2.md` separates "
-    "`ss-abc-fixed` from `uma2`), and `clrec` uses the CLRec sequence encoder trained on clicks only where `bc` is the "
-    "DSSM two-tower trained with BCE on exposures. The regime pattern of each column is the finding; attributing it to the "
+    "`ss-abc-fixed` from `uma2`), and `ipw` and `clrec` share the CLRec sequence encoder trained on clicks only (so `ipw` "
+    "vs `clrec` compares two losses on one encoder), where `bc` is the DSSM two-tower trained with BCE on exposures. "
+    "The regime pattern of each column is the finding; attributing it to the "
     "propensity weighting needs those ablations in the same grid (add them to `agents` in the spec).",
     "- The user model's biases are the simulator's: conformity is a popularity term in the click propensity, position bias "
     "a power-law examination curve. Real logs mix biases these two knobs do not span.",
