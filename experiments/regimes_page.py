@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from offline_evaluation_page import fmt, fmt_plain, holm, interval, mde, paired_p, table  # noqa: E402
+from offline_evaluation_page import fmt, fmt_plain, holm, interval, mde, table  # noqa: E402
+from offline_evaluation_page import paired_p as _t_test_p  # noqa: E402
 
 REFERENCES = ("oracle", "random", "popular", "bc")
 BASELINE = "bc"
@@ -98,13 +99,18 @@ def time_average(frame: pd.DataFrame, window: int) -> pd.DataFrame:
     return last.groupby(["point", "agent", "seed", "metric"], sort=False).value.mean().reset_index()
 
 
-def paired(avg: pd.DataFrame, point: int, agent: str, metric: str) -> np.ndarray:
-    """``agent - bc`` per seed at one point (seeds where both ran)."""
+def paired_by_seed(avg: pd.DataFrame, point: int, agent: str, metric: str) -> pd.Series:
+    """``agent - bc`` per seed at one point (seeds where both ran), indexed by seed."""
     sub = avg[(avg.point == point) & (avg.metric == metric) & avg.agent.isin([agent, BASELINE])]
     wide = sub.pivot_table(index="seed", columns="agent", values="value").dropna()
     if agent not in wide or BASELINE not in wide:
-        return np.array([])
-    return (wide[agent] - wide[BASELINE]).to_numpy()
+        return pd.Series(dtype=float)
+    return wide[agent] - wide[BASELINE]
+
+
+def paired(avg: pd.DataFrame, point: int, agent: str, metric: str) -> np.ndarray:
+    """``agent - bc`` per seed at one point (seeds where both ran)."""
+    return paired_by_seed(avg, point, agent, metric).to_numpy()
 
 
 def level(avg: pd.DataFrame, point: int, agent: str, metric: str) -> tuple[float, float]:
@@ -112,6 +118,18 @@ def level(avg: pd.DataFrame, point: int, agent: str, metric: str) -> tuple[float
 
 
 # --- statistics ----------------------------------------------------------------------------------------------------
+
+
+def paired_p(diff: list[float]) -> float:
+    """Two-sided paired t-test p, in [0, 1]; NaN for a (numerically) constant difference, where the t-test is undefined.
+
+    The shared t CDF integrates the density numerically, which overshoots 1 for a huge t (a difference constant up to
+    rounding), so such cases are caught here rather than reported as a negative p.
+    """
+    xs = np.asarray([d for d in diff if np.isfinite(d)], dtype=float)
+    if len(xs) < 2 or xs.std(ddof=1) <= 1e-9 * max(1.0, float(np.abs(xs).max())):
+        return math.nan
+    return float(min(1.0, max(0.0, _t_test_p(xs.tolist()))))
 
 
 def comparisons(avg: pd.DataFrame, methods: list[str], points: list[int], head: str) -> pd.DataFrame:
@@ -131,6 +149,40 @@ def comparisons(avg: pd.DataFrame, methods: list[str], points: list[int], head: 
     out = pd.DataFrame(rows)
     adjusted = holm({i: p for i, p in enumerate(out.p)})
     return out.assign(holm=[adjusted[i] for i in range(len(out))])
+
+
+def axis_trends(avg: pd.DataFrame, regs: list[Regime], base: dict[str, float], methods: list[str], head: str) -> pd.DataFrame:
+    """Per method and axis: Δ vs bc at the axis's highest value minus Δ at its lowest, paired by seed (does the regime matter?)."""
+    rows = []
+    for axis, members in axis_panels(regs).items():
+        ordered = sorted(members, key=lambda r: base[axis] if r.axis == "base" else r.value)
+        lo, hi = ordered[0], ordered[-1]
+        for agent in methods:
+            both = pd.concat([paired_by_seed(avg, hi.point, agent, head), paired_by_seed(avg, lo.point, agent, head)], axis=1).dropna()
+            d = (both.iloc[:, 0] - both.iloc[:, 1]).tolist()
+            mean, half, sd = interval(d)
+            rows.append({"agent": agent, "axis": axis, "lo": lo.label, "hi": hi.label, "n": len(d), "diff": mean, "half": half,
+                         "p": paired_p(d), "mde": mde(sd, len(d))})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def joint_holm(comp: pd.DataFrame, trends: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Holm over every test of the page at once: the method x regime differences and the per-axis trends."""
+    raw = {("c", i): p for i, p in enumerate(comp.p)} | {("t", i): p for i, p in enumerate(trends.p)}
+    adj = holm(raw)
+    return (comp.assign(holm=[adj[("c", i)] for i in range(len(comp))]),
+            trends.assign(holm=[adj[("t", i)] for i in range(len(trends))]))  # fmt: skip
+
+
+def trend_lines(trends: pd.DataFrame, head: str, family: int) -> list[str]:
+    rows = [[f"`{t.agent}`", AXES[t.axis], f"{t.hi} minus {t.lo}", fmt(t["diff"], t.half), _p(t.holm), f"{t.mde:.3f}",
+             verdict(t).replace("pays", "grows").replace("hurts", "shrinks")]
+            for _, t in trends.iterrows()]  # fmt: skip
+    return ["## Does the regime matter? The trend of each difference along each axis", "",
+            f"Δ vs `bc` in {head} at the axis's highest value minus Δ at its lowest, paired by seed (the same seeds ran both "
+            f"points): a test of *when* a method pays rather than *whether*. Holm-adjusted together with the differences above "
+            f"({family} tests in one family).", "",
+            table(["method", "axis", "contrast", f"ΔΔ {head}", "Holm p", "MDE", "verdict"], rows)]  # fmt: skip
 
 
 def verdict(row: pd.Series) -> str:
@@ -331,13 +383,12 @@ def setup_lines(meta: dict, regs: list[Regime]) -> list[str]:
     ]
 
 
-def headline_lines(comp: pd.DataFrame, regs: list[Regime], head: str, pngs: list[str], meta: dict) -> list[str]:
+def headline_lines(comp: pd.DataFrame, regs: list[Regime], head: str, pngs: list[str], meta: dict, family: int) -> list[str]:
     rows = []
     for r in regs:
         for _, c in comp[comp.point == r.point].iterrows():
             rows.append([r.label, f"`{c.agent}`", fmt(c["diff"], c.half), _rel(c["diff"], c.gap), _p(c.holm), f"{c.mde:.3f}",
                          verdict(c), *(fmt(c[m], c[m + "_half"]) for m in USER_FACING)])  # fmt: skip
-    fam = int(np.isfinite(comp.p).sum())
     figure = ["![paired difference vs bc per regime](regimes-heatmap.png)", ""] if "regimes-heatmap.png" in pngs else []
     return [
         f"## Where debiasing pays: paired difference vs `bc` in {head}",
@@ -345,10 +396,14 @@ def headline_lines(comp: pd.DataFrame, regs: list[Regime], head: str, pngs: list
         *figure,
         f"Interactive version with hover values: [regimes.html](regimes.html). Colour: mean over seeds of (method - `bc`) in "
         f"{head} averaged over the last {meta['window']} rounds, paired by seed (same world, same requests); `*` marks a "
-        f"Holm-adjusted p < 0.05 over the page's {fam} comparisons (every debiasing method x regime on {head}).",
+        f"Holm-adjusted p < 0.05 over the page's {family} tests (every debiasing method x regime on {head}, and the per-axis "
+        "trends below).",
         "",
         f"Δ = method - `bc`, mean ± 95% t half-width over {meta['n_seeds']} seeds; *Δ / gap* divides by the same regime's "
-        f"`oracle` - `random` gap in {head}; *MDE*: the smallest true Δ this many seeds detect with 80% power. *Verdict*: "
+        f"`oracle` - `random` gap in {head}; *MDE*: the smallest true Δ this many seeds detect with 80% power "
+        "in a single two-sided 5% test "
+        f"(under Holm's correction over {family} tests the first is tested at 5%/{family}, so a difference somewhat above the "
+        "MDE can still be a tie). *Verdict*: "
         'pays / hurts when Holm p < 0.05, else tie ("within MDE" when |Δ| is below it). The user-facing outcomes (logged '
         "CTR and finish rate of the exposed slates, slate utility) are paired the same way but not tested: a recall gain users "
         "never see shows up here as a Δ CTR near 0.",
@@ -556,6 +611,9 @@ def build(frame: pd.DataFrame, meta: dict, out_dir: Path, regen: str | None) -> 
     methods = [a for a in present if a not in REFERENCES]
     agents = [a for a in REFERENCES if a in present] + methods
     comp = comparisons(avg, methods, [r.point for r in regs], head)
+    trends = axis_trends(avg, regs, points.loc[0].to_dict(), methods, head)
+    comp, trends = joint_holm(comp, trends)
+    family = int(np.isfinite(comp.p).sum() + np.isfinite(trends.p).sum())
     meta["trend"] = trend(frame, head, meta["window"])
     base_values = points.loc[0].to_dict()
     k_r = int(meta["base_scenario"]["k_retrieve"])
@@ -564,7 +622,8 @@ def build(frame: pd.DataFrame, meta: dict, out_dir: Path, regen: str | None) -> 
     pngs = write_figures(figs, out_dir, "regimes.html")
     rounds_fig = ["![per-round paired difference at the base regime](regimes-rounds.png)", ""] if "regimes-rounds.png" in pngs else []
     lines = [*header(meta, regen), *CLAIM, *power_lines(meta, comp, regs), *setup_lines(meta, regs),
-             *headline_lines(comp, regs, head, pngs, meta), *summary_lines(comp, regs, methods), *levels_lines(avg, regs, agents, head),
+             *headline_lines(comp, regs, head, pngs, meta, family), *summary_lines(comp, regs, methods),
+             *trend_lines(trends, head, family), *levels_lines(avg, regs, agents, head),
              "## Per round, base regime", "", *rounds_fig,
              f"Per-round paired Δ {head} vs `bc` at the base regime, mean and 95% band over seeds "
              "(also in [regimes.html](regimes.html)).", "",

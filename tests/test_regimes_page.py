@@ -82,3 +82,20 @@ def test_page_reads_its_numbers_from_the_frame(tmp_path: Path, monkeypatch: pyte
     assert f"+0.050 ± {3.182 * d.std(ddof=1) / 2:.3f}" in row and "| pays |" in row
     assert "reduced run" in page and "pays in 1 of 3 regimes" in page and "criterion) in 1" in page
     assert not math.isnan(meta["points"][1]["world.conformity_mean"])
+
+
+def test_axis_trend_is_the_paired_change_of_the_difference_along_the_axis():
+    f = frame()
+    avg = R.time_average(f, 3)
+    regs = R.regimes(f, list(BASE), BASE)
+    trends = R.axis_trends(avg, regs, BASE, ["ipw"], "true_recall@10")
+    cat = trends[trends.axis == "world.n_items"].iloc[0]
+    # catalogue axis: 1000 (base) -> 2000; per seed (Δ at 2000) - (Δ at base)
+    expected = np.array(IPW_GAIN[1]) - np.array(IPW_GAIN[0])
+    assert (cat.lo, cat.hi) == ("base", "catalogue size = 2000")
+    assert cat["diff"] == pytest.approx(expected.mean()) and cat.n == SEEDS
+    comp = R.comparisons(avg, ["ipw"], [0, 1, 2], "true_recall@10")
+    joint_c, joint_t = R.joint_holm(comp, trends)
+    family = np.isfinite(comp.p).sum() + np.isfinite(trends.p).sum()
+    assert joint_c.holm.min() == pytest.approx(min(1.0, family * min(comp.p.min(), trends.p.min())))
+    assert (joint_c.holm.to_numpy() >= comp.holm.to_numpy() - 1e-12).all()  # a larger family never adjusts less
