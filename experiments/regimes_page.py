@@ -304,7 +304,8 @@ def header(meta: dict, regen: str | None) -> list[str]:
         "",
         f"- Commit: `{meta['commit']}` (sweep), `{meta['page_commit']}` (page). Machine: {meta['machine']}; "
         f"{meta['threads']} torch thread per cell. Wall time: {meta['wall_min']:.0f} min for {meta['cells']} cells "
-        f"({meta['cell_min']:.0f} cell-minutes; the sum exceeds the wall time because cells ran {meta['workers']} at a time).",
+        f"({meta['cell_min']:.0f} cell-minutes; the sum exceeds the wall time because cells ran {meta['workers']} at a time; wall "
+        "time from the first part's start to the last part's write)." + (f" {meta['note']}" if meta.get("note") else ""),
         "- Tuning budget: **none**. Every agent runs at its registered defaults (`cascadesim list agents`); nothing was tuned "
         "on these seeds or any other, so a method that needs tuning to pay is reported at its defaults, as a practitioner "
         "adopting it would first meet it.",
@@ -576,7 +577,7 @@ def sweep_meta(args: argparse.Namespace, manifest: dict, walls: pd.DataFrame, fr
         f"--workers {args.workers} --out {args.sweep}",
         "spec_file": spec_path.name, "spec": manifest["spec"], "threads": manifest["threads"], "workers": args.workers,
         "commit": args.sweep_commit or git_commit(), "cells": len(walls), "wall_min": wall_min, "cell_min": cell_min,
-        "machine": f"{platform.platform()}, torch {torch.__version__}, {args.machine_note}",
+        "machine": f"{platform.platform()}, torch {torch.__version__}, {args.machine_note}", "note": args.note,
         "n_seeds": len(seeds), "seeds": seeds, "rounds": rounds, "window": args.window,
         "full_hours": full_hours(spec, wall_min),
         "base_scenario": {"n_users": sc.world.n_users, "n_items": sc.world.n_items, "k_retrieve": sc.cascade.k_retrieve,
@@ -627,6 +628,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=2, help="the --workers the sweep ran with (stated on the page)")
     ap.add_argument("--sweep-commit", default=None, help="the commit the sweep ran at (default: the current one)")
     ap.add_argument("--out-dir", default=str(OUT_DIR))
+    ap.add_argument("--note", default="", help="how the sweep was run, if not in one invocation (stated on the page)")
     ap.add_argument("--machine-note", default="2 cores shared with other jobs", help="what else ran on the machine (stated on the page)")
     args = ap.parse_args(argv)
     if bool(args.sweep) == bool(args.from_parquet):
