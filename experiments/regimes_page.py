@@ -189,8 +189,8 @@ def _trend_reading(trends: pd.DataFrame) -> list[str]:
     sig = trends[trends.holm < 0.05]
     if sig.empty:
         return [f"No trend is significant after Holm: at this power, none of the axes measurably changes how much a method "
-                f"pays (changes along an axis below {trends.mde.max():.3f} would go unseen; the smallest MDE here is "
-                f"{trends.mde.min():.3f}).", ""]  # fmt: skip
+                f"pays; changes smaller than their MDE ({trends.mde.min():.3f} to {trends.mde.max():.3f} here) would go "
+                "unseen.", ""]  # fmt: skip
     named = "; ".join(f"`{t.agent}` along {AXES[t.axis]} ({t['diff']:+.3f})" for _, t in sig.iterrows())
     return [f"Significant after Holm: {named}.", ""]
 
@@ -532,7 +532,7 @@ def git_commit() -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     return git("rev-parse", "--short", "HEAD") + (
-        " (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
+        " (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/results") else ""
     )
 
 
