@@ -99,3 +99,17 @@ def test_axis_trend_is_the_paired_change_of_the_difference_along_the_axis():
     family = np.isfinite(comp.p).sum() + np.isfinite(trends.p).sum()
     assert joint_c.holm.min() == pytest.approx(min(1.0, family * min(comp.p.min(), trends.p.min())))
     assert (joint_c.holm.to_numpy() >= comp.holm.to_numpy() - 1e-12).all()  # a larger family never adjusts less
+
+
+@pytest.mark.parametrize("name", ["regimes.toml", "regimes-full.toml"])
+def test_specs_load_and_move_one_axis_at_a_time(name: str):
+    from scenarios.sweep import load_spec
+
+    spec = load_spec(ROOT / "experiments" / name)
+    base = spec.points[0]
+    assert all(sum(p[f] != base[f] for f in base) <= 1 for p in spec.points)
+    assert {f for p in spec.points for f in p if p[f] != base[f]} == set(R.AXES)
+    assert all(sc.metrics.k_values == (10,) and sc.cascade.k_retrieve == 20 for sc in spec.scenarios)  # K below K_r
+    if name == "regimes-full.toml":  # the power standard of studies.md §3
+        assert len(spec.seeds) >= 10 and all(sc.timeline.rounds >= 20 for sc in spec.scenarios)
+        assert all(sc.world.n_items >= 100 * sc.cascade.k_retrieve for sc in spec.scenarios)
