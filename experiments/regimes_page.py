@@ -494,8 +494,8 @@ def not_reproduced_lines(comp: pd.DataFrame, methods: list[str], avg: pd.DataFra
     corr = avg[(avg.agent == "ipw") & (avg.metric == "fit_prop_logcorr")].groupby("point").value.mean()
     if any(line.startswith("- `ipw`") for line in out) and len(corr):
         out.append(f"- `ipw`'s propensity model recovers the logging policy only in part: the correlation of its log q with the "
-                   f"logged log propensity is {corr.min():.2f} to {corr.max():.2f} across regimes, so its weights correct "
-                   "a different bias than the one in the log (`ipw-oracle`, with the logged propensities, would separate "
+                   f"logged log propensity is {corr.min():.2f} to {corr.max():.2f} across regimes, so its weights can undo "
+                   "only part of the exposure bias in the log (`ipw-oracle`, with the logged propensities, would separate "
                    "the estimator from the weighting).")  # fmt: skip
     out += ["", "Most likely reasons, in order: the loop is short and the time average sits in a transient; the catalogue "
             "is small (25-100 x K_r), so less of it stays hidden from the biased log than in the papers' worlds; "
