@@ -99,3 +99,12 @@ def test_the_stochastic_serving_preset_feeds_the_estimators_monte_carlo_propensi
     assert sc.name == "stochastic-serving" and "stochastic-serving" in list_scenarios() and len(sc.description) > 80
     assert sc.cascade.stochastic and 0 < sc.cascade.exploration_share <= 0.1
     assert ope_rows(sc) == "stochastic" and active_estimators(sc) == ("ips", "snips", "dr", "dm")  # ips_pos needs the uniform slice
+
+
+def test_t_cdf_stays_a_probability_for_huge_statistics() -> None:
+    """Differences constant up to rounding give t ~ 1e15: the p-value must be ~0, never negative."""
+    from experiments.offline_evaluation_page import paired_p, t_cdf
+
+    assert t_cdf(1.0, 1) == pytest.approx(0.75, abs=1e-9)  # Cauchy: 1/2 + atan(1)/pi
+    assert t_cdf(1e12, 3) == 1.0 and t_cdf(-1e12, 3) == 0.0
+    assert 0.0 <= paired_p([1.0, 1.0 + 1e-15, 1.0 - 1e-15]) < 1e-9
