@@ -155,19 +155,24 @@ def train_rllib(env_id: str, seeds: list[int], steps: int, episode: int) -> RLli
         ray.shutdown()
 
 
-def score(policy: Any, env_id: str, seeds: list[int], episode: int) -> np.ndarray:
-    """Clicks per request on each held-out world seed (one deterministic episode each)."""
+def score(policies: dict[str, Any], env_id: str, seeds: list[int], episode: int) -> dict[str, np.ndarray]:
+    """Clicks per request of every policy on each held-out world seed (one deterministic episode each).
+
+    One environment per seed serves every policy, so its warm-started world (cached by seed) is built once, not once per policy.
+    """
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    out = []
+    out: dict[str, list[float]] = {name: [] for name in policies}
     for s in seeds:
-        vec = DummyVecEnv([lambda: Monitor(gym.make(env_id, max_episode_steps=episode))])
-        vec.seed(s)
-        returns, lengths = evaluate_policy(policy, vec, n_eval_episodes=1, deterministic=True, return_episode_rewards=True)
-        out.append(returns[0] / lengths[0])
-    return np.array(out)
+        env = gym.make(env_id, max_episode_steps=episode)
+        for name, policy in policies.items():
+            vec = DummyVecEnv([lambda env=env: Monitor(env)])
+            vec.seed(s)
+            returns, lengths = evaluate_policy(policy, vec, n_eval_episodes=1, deterministic=True, return_episode_rewards=True)
+            out[name].append(returns[0] / lengths[0])
+    return {name: np.array(x) for name, x in out.items()}
 
 
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # Student t, 97.5%
@@ -204,8 +209,13 @@ def run_env(args: argparse.Namespace, env_id: str) -> dict[str, Any]:
         else:
             model = train(name.split()[1], env_id, args.train_seeds, steps, args.episode)
         policies[name] = (model, f"{steps} steps, {time.perf_counter() - t:.0f} s")
-    scores = {name: score(p, env_id, args.test_seeds, args.episode) for name, (p, _) in policies.items() if p is not None}
-    return {"env": env_id, "scores": scores, "training": {k: v[1] for k, v in policies.items()}, "wall": time.perf_counter() - started}
+        print(f"{env_id}: {name} trained, {policies[name][1]}", file=sys.stderr, flush=True)
+    t = time.perf_counter()
+    scores = score({name: p for name, (p, _) in policies.items() if p is not None}, env_id, args.test_seeds, args.episode)
+    print(f"{env_id}: {len(scores)} policies scored in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    result = {"env": env_id, "scores": scores, "training": {k: v[1] for k, v in policies.items()}, "wall": time.perf_counter() - started}
+    print("\n".join(table(result)), file=sys.stderr, flush=True)
+    return result
 
 
 def table(result: dict[str, Any]) -> list[str]:

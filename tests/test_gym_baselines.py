@@ -40,7 +40,7 @@ def test_headline_says_beats_only_when_the_paired_interval_excludes_zero() -> No
 
 def test_rllib_row_says_not_run_without_ray_rllib(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gb, "rllib_available", lambda: False)
-    monkeypatch.setattr(gb, "score", lambda policy, env_id, seeds, episode: np.zeros(len(seeds)))  # no world built
+    monkeypatch.setattr(gb, "score", lambda policies, env_id, seeds, episode: {k: np.zeros(len(seeds)) for k in policies})  # no world
     budget = {"ppo_steps": 0, "sac_steps": 0, "rllib_steps": 512, "rllib_env": "cascadesim/Rerank-v0"}
     args = argparse.Namespace(**budget, train_seeds=[0], test_seeds=[9, 10], episode=8)
     result = gb.run_env(args, "cascadesim/Rerank-v0")
