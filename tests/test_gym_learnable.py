@@ -81,6 +81,13 @@ def test_learnable_envs_fork_mid_episode(cls: type) -> None:
     assert all(_same(list(env.step(a)), list(fork.step(a))) for a in actions[10:])
 
 
+def test_a_reset_env_observes_the_new_worlds_candidates() -> None:
+    """Request ids restart at every reset: candidates cached for the last world must not be shown in the next one."""
+    used = RerankEnv(**FAST)
+    used.reset(seed=5)
+    assert np.array_equal(used.reset(seed=6)[0], RerankEnv(**FAST).reset(seed=6)[0])
+
+
 def test_policies_see_the_same_spaces_on_every_world() -> None:
     env = gym.make("cascadesim/Rerank-v0", **FAST)
     shapes = {env.reset(seed=s)[0].shape for s in (0, 1)}
