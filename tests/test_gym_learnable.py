@@ -7,6 +7,8 @@ import copy
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
+from gymnasium.wrappers.vector import DictInfoToList
 
 from simulator.gym.learnable import CLIP, RerankEnv, RetrievalEnv, item_vectors
 from tests.test_gym import _same
@@ -79,7 +81,51 @@ def test_learnable_envs_fork_mid_episode(cls: type) -> None:
     assert all(_same(list(env.step(a)), list(fork.step(a))) for a in actions[10:])
 
 
+def test_a_reset_env_observes_the_new_worlds_candidates() -> None:
+    """Request ids restart at every reset: candidates cached for the last world must not be shown in the next one."""
+    used = RerankEnv(**FAST)
+    used.reset(seed=5)
+    assert np.array_equal(used.reset(seed=6)[0], RerankEnv(**FAST).reset(seed=6)[0])
+
+
 def test_policies_see_the_same_spaces_on_every_world() -> None:
     env = gym.make("cascadesim/Rerank-v0", **FAST)
     shapes = {env.reset(seed=s)[0].shape for s in (0, 1)}
     assert shapes == {env.observation_space.shape} and env.spec.max_episode_steps == 1200
+
+
+@pytest.mark.parametrize("env_id", ["cascadesim/Rerank-v0", "cascadesim/Retrieval-v0"])
+def test_gymnasium_sync_vector_env_gives_independent_worlds_with_per_lane_info(env_id: str) -> None:
+    """No native vector env for the learnable ids: gymnasium's sync mode is N single environments, seeded ``seed + i``,
+    and its info (per-lane arrays with ``_key`` masks) goes through ``DictInfoToList``; every lane is a real request."""
+    n, seed, limit = 2, 7, 4
+    vec = DictInfoToList(gym.make_vec(env_id, num_envs=n, vectorization_mode="sync", max_episode_steps=limit, **FAST))
+    assert isinstance(vec.env, gym.vector.SyncVectorEnv)
+    singles = [gym.make(env_id, max_episode_steps=limit, **FAST) for _ in range(n)]
+    vec.action_space.seed(0)
+    actions = [vec.action_space.sample() for _ in range(limit)]
+    obs, infos = vec.reset(seed=seed)
+    assert len(infos) == n and all(np.array_equal(obs[i], env.reset(seed=seed + i)[0]) for i, env in enumerate(singles))
+    for step, action in enumerate(actions):
+        obs, reward, _, truncated, infos = vec.step(action)
+        for i, env in enumerate(singles):
+            o, r, _, t, info = env.step(action[i])
+            assert np.array_equal(obs[i], o) and reward[i] == r and truncated[i] == t == (step == limit - 1)
+            assert infos[i]["clicks"] == info["clicks"] == r and infos[i]["request_id"] == info["request_id"]
+
+
+@pytest.mark.slow
+def test_gymnasium_async_vector_env_with_spawn_serves_a_learnable_id_after_torch_ran() -> None:
+    torch.set_num_threads(2)
+    torch.ones(256, 256) @ torch.ones(256, 256)  # OpenMP threads now exist in the parent: a fork could deadlock
+    env = gym.make_vec("cascadesim/Rerank-v0", num_envs=2, vectorization_mode="async", vector_kwargs={"context": "spawn"}, **FAST)
+    try:
+        obs, _ = env.reset(seed=3)
+        single = gym.make("cascadesim/Rerank-v0", **FAST)
+        assert np.array_equal(obs[1], single.reset(seed=4)[0])  # lane i is the world of seed + i
+        action = np.stack([np.linspace(-1, 1, 20, dtype=np.float32)] * 2)
+        obs, reward, _, _, _ = env.step(action)
+        assert np.array_equal(obs[1], single.step(action[1])[0]) and reward.shape == (2,)
+    finally:
+        env.close()
+        torch.set_num_threads(1)

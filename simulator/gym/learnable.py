@@ -200,6 +200,11 @@ class RerankCore(CascadeCore):
         self.pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # recall ids, scores, ranker scores
         self._pending_for = -1
 
+    def reset(self, seed: int) -> tuple[Any, dict[str, Any]]:
+        """A new episode: the cached candidates belong to the last world (request ids restart, so drop them)."""
+        self.pending, self._pending_for = None, -1
+        return super().reset(seed)
+
     def _candidates(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The pending requests' recall (legacy retriever) and the platform ranker's scores of it, computed once."""
         assert self.loop is not None and self.chunk is not None
