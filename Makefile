@@ -12,7 +12,7 @@ $(BIN)/cascadesim: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test,rl,lint,tune,ray]"
+	$(BIN)/pip install --quiet -e ".[test,rl,rllib,lint,tune,ray]"
 	touch $@
 
 setup: $(BIN)/cascadesim
