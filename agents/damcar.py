@@ -369,3 +369,7 @@ register_variant(
 )  # fmt: skip
 register_variant("damcar-no-ema", DAMCAR, DAMCARConfig(lambda_sup=0.0), "DAMCAR w/o EMA: no teacher, no self-distillation term.")
 register_variant("damcar-no-mpl", DAMCAR, DAMCARConfig(mpl=False), "DAMCAR w/o MPL: pseudo-labels everywhere, exposed positives included.")
+register_variant(
+    "damcar-linear-psi", DAMCAR, DAMCARConfig(domain_hidden=(), domain_bias=False),
+    "DAMCAR with the paper's domain head (one linear layer, no bias): the adversary that sat at accuracy 1.0.",
+)  # fmt: skip

@@ -124,3 +124,7 @@ class KD(ExposureServing):
 register_variant(
     "kd+b", KD, KDConfig(b_per_request=20), "KD+B: KD whose training set adds recalled-unexposed pairs (space B) with ranker targets."
 )
+register_variant(
+    "kd-platform", KD, KDConfig(target=TargetDomainConfig(teacher_source="platform")),
+    "KD distilling the platform ranker (trained on clicks) instead of its own ranker trained on its label.",
+)  # fmt: skip
