@@ -16,6 +16,7 @@ next to it (``.parquet`` / ``-timings.parquet``), so the page can be regenerated
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from experiments.damcar_page import write_page  # noqa: E402
+from scenarios.experiment import make_experiment, run_experiment  # noqa: E402
 from scenarios.presets import load_scenario  # noqa: E402
 from scenarios.study import load_study, run_study  # noqa: E402
 
@@ -54,6 +56,14 @@ def scenario_for(ranker: str, settings: list[str]):
             agents.setdefault(agent, {})[field] = value
         sc = sc.with_overrides(name=f"{sc.name}-set", agents=agents)
     return sc
+
+
+def run_seeds(sc, names: list[str], seeds: list[int], out: Path, rounds: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The study of ``seeds`` only (the same experiment as :func:`run_study` restricted to those seeds)."""
+    exp = dataclasses.replace(make_experiment(sc, names, seeds=max(seeds) + 1, rounds=rounds), seeds=tuple(seeds))
+    metrics = run_experiment(exp, out, resume=(out / "manifest.json").exists())
+    timings_file = out / "timings.parquet"
+    return metrics, pd.read_parquet(timings_file) if timings_file.exists() else pd.DataFrame()
 
 
 def commit() -> str:
@@ -85,7 +95,7 @@ def merged_runs(dirs: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, str]:
 
 def sensitivity_frame(items: list[str], path: Path, from_parquet: bool) -> pd.DataFrame:
     """The DAMCAR sensitivity runs as one long frame with a ``cell`` column (saved to / read from ``path``)."""
-    if from_parquet or not items:
+    if from_parquet or not items:  # the saved frame (written by this script or by experiments/damcar_sensitivity.py)
         return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=["cell", "agent", "seed", "round", "metric", "value"])
     frames = []
     for item in items:
@@ -110,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", action="append", default=[], metavar="AGENT.FIELD=VALUE", help="agent config override (sensitivity runs)")
     ap.add_argument("--stem", default=None, help="name of the page and run directory (default damcar[-dcn])")
     ap.add_argument("--page", default=None, help="output page (default docs/results/<stem>.md)")
+    ap.add_argument("--seed-list", default="", help="run exactly these comma-separated seeds (instead of 0..seeds-1)")
+    ap.add_argument("--provenance", default="", help="how the merged run directories were made (printed on the page)")
     ap.add_argument("--sensitivity", action="append", default=[], metavar="CELL=RUN_DIR",
                     help="a finished DAMCAR-only run (e.g. --set damcar.walk_mode=paper) for the sensitivity table")  # fmt: skip
     args = ap.parse_args(argv)
@@ -128,8 +140,12 @@ def main(argv: list[str] | None = None) -> None:
         metrics, timings, wall = merged_runs(args.from_run)
     else:
         started = time.perf_counter()
-        res = run_study(sc, [a for a in args.agents.split(",") if a], args.seeds, out, rounds=args.rounds)
-        metrics, timings = res.metrics, res.timings
+        names = [a for a in args.agents.split(",") if a]
+        if args.seed_list:  # these seeds only (e.g. one process per seed); merge the directories with --from-run
+            metrics, timings = run_seeds(sc, names, [int(x) for x in args.seed_list.split(",")], out, args.rounds)
+        else:
+            res = run_study(sc, names, args.seeds, out, rounds=args.rounds)
+            metrics, timings = res.metrics, res.timings
         seconds = time.perf_counter() - started
         previous = json.loads(wall_file.read_text())["seconds"] if wall_file.exists() else 0.0
         total = previous + seconds
@@ -150,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         "torch": torch.__version__,
         "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores visible",
         "commit": commit(),
+        "provenance": args.provenance,
         "scale_out": "python experiments/damcar.py --seeds 10 --rounds 20",
         "scale_factor": (10 / max(1, metrics.seed.nunique())) * (20 / max(1, metrics["round"].nunique())),
         "scale": f"{w.n_users:,} users x {w.n_items:,} items, {t.requests_per_round:,} requests/round, K_r = {sc.cascade.k_retrieve}, "
@@ -161,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     cmd += f" --agents {','.join(ran)}" if ran != list(AGENTS) else ""
     cmd += "".join(f" --set {item}" for item in args.set) + (f" --stem {args.stem}" if args.stem else "")
     cmd += "".join(f" --sensitivity {item}" for item in args.sensitivity)
+    if args.from_run:  # the page of merged runs: its own command; the runs are described by --provenance
+        cmd = ".venv/bin/python experiments/damcar.py" + "".join(f" --from-run {d}" for d in args.from_run)
     write_page(metrics, timings, sens, page, cmd, meta)
     print(f"wrote {page.relative_to(ROOT) if page.is_relative_to(ROOT) else page}")
 
