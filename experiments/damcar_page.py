@@ -342,8 +342,8 @@ def power_and_findings(metrics: pd.DataFrame, comp: pd.DataFrame, n_seeds: int, 
         "- The paper's claim (DAMCAR beats BC and every debiasing baseline) is judged above only where DAMCAR's adversary acts; "
         "with the paper's linear domain head it does not (see the diagnostics), so `damcar-linear-psi` is not a test of the "
         "method.",
-        "- The target domain stays small (`fit_target_share`): on this sparse exposure graph (few engaged "
-        "items per user per window) the first hop of every walk lands on one of the user's own engaged items, so they collect ~H visits and few "
+        "- The target domain stays small (`fit_target_share`): on this sparse exposure graph (few engaged items per user "
+        "per window) the first hop of every walk lands on one of the user's own engaged items, so they collect ~H visits and few "
         f"never-exposed items reach that mean (paper Eq. 3).{walk_sentence(sens)} WeChat/TikTok users have far denser histories.",
         "- Even with the adversary acting, a fresh linear probe still tells the source and target features apart "
         "(`fit_probe_features`), so the alignment is partial; the asymmetric paths (`g` on the source only) are part of the reason.",
