@@ -318,7 +318,8 @@ def power_and_findings(metrics: pd.DataFrame, comp: pd.DataFrame, n_seeds: int, 
         "",
         f"{n_seeds} seeds x {len(rounds)} rounds, against studies.md's standard of at least 10 seeds and 20 rounds: "
         f"{'the seed count meets it' if n_seeds >= 10 else 'too few seeds'}, "
-        f"{'the horizon meets it' if len(rounds) >= 20 else 'the horizon is too short for the loop to matter'}. The median minimal detectable paired difference on `{HEADLINE}` is {median_mde:.4f}, "
+        f"{'the horizon meets it' if len(rounds) >= 20 else 'the horizon is too short for the loop to matter'}. "
+        f"The median minimal detectable paired difference on `{HEADLINE}` is {median_mde:.4f}, "
         f"{median_mde / gap:.0%} of the oracle − random gap ({gap:.4f}); smaller true differences read as 'no detectable "
         "difference', which is not evidence of equality. The catalogue (1,500 items) is 15 x K_r, not the 100 x K_r the "
         "standard asks for retrieval claims. What ran is listed under Runs above; for the standard's horizon run "
