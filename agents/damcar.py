@@ -18,13 +18,28 @@ Per round (Algorithm 1, extended to rounds):
 3. **Modified pseudo-labels** (paper Eq. 12): ``y_mpl = 1`` for exposed positives, the ADA label
    ``ŷ`` otherwise (exposed negatives included); ``ŷ^s = Φ(g(z))`` on ``S_exp``, ``ŷ^t = Φ(z)`` on ``S_sam``.
 4. **Hybrid training** of the DSSM retriever on ``S_T = S_exp ∪ S_sam`` (warm-started):
-   ``L_train = mean_{S_T} BCE(σ(s), y_mpl) + λ3·mean_{S_T} (Rank(u, i) − σ(s))²``, ``Rank`` the frozen
-   ranker snapshot serving now (the same snapshot for every target of the fit, §16.7).
+   ``L_train = mean_{S_T} BCE(σ(s), y_mpl) + λ3·mean_{S_T} (Rank(u, i) − σ(s))²``, ``Rank`` one frozen
+   ranker snapshot (the same for every target of the fit, §16.7).
 
 Switches for the public code's behaviour (defaults follow the paper): ``code_compat_domain_loss``
 (the code's target-side domain term carries no gradient), ``label_path = "code"`` (the code labels
-every sample through the source path ``Φ(g(z))``), ``walk_mode = "code"`` (H walks x R hops
-instead of restarting every R hops until H visits).
+every sample through the source path ``Φ(g(z))``). The walk follows §5(c)'s DEFAULT, the code's
+H walks x R hops (``walk_mode = "paper"``: H hops in all, restarting every R).
+
+Domain head ``Ψ`` (a stated departure, issue 13): the paper's and the code's ``Ψ`` is one linear
+layer without bias. In this world that adversary never acts: the first AdaGrad steps let the
+three-layer encoder and ``g`` overshoot (the domain accuracy falls to ~0.1, ``L_dom`` ~10), the
+linear head then recovers and keeps a growing margin (accuracy 1.0, ``L_dom`` -> 0.01 in every later
+fit) while the encoder's AdaGrad step sizes have shrunk, so the alignment the pseudo-labels rely on
+never happens (and ``Φ(z^t)`` drifts to ~0.85 on never-exposed pairs). With one hidden layer of 64
+and a bias (AR's 1-2 layer MLP, §4.2) the classifier keeps up and the game stays near confusion.
+``domain_hidden = ()``, ``domain_bias = False`` restore the paper's head. The fit reports the
+adversary's accuracy during training and, after it, how far the source and target features sit
+apart (:meth:`DAMCAR._alignment`).
+
+Distillation target ``Rank``: by default the agent's own ranker of the platform's kind, trained on
+the agent's ``label`` (:mod:`agents.backbone.label_teacher`); ``teacher_source = "platform"`` uses the
+platform snapshot, which is trained on clicks.
 
 Ablations (paper §5.3), registered as variants of the one class: ``damcar-no-tdg`` (uniform
 never-exposed pairs, same count per user), ``damcar-no-ema`` (no teacher, ``λ1 = 0``),
@@ -42,8 +57,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.backbone.adapt import DomainClassifier, EMATeacher, domain_accuracy, domain_loss
+from agents.backbone.adapt import (
+    DomainClassifier,
+    EMATeacher,
+    domain_accuracy,
+    domain_loss,
+    probe_accuracy,
+    projection_summary,
+    standardised_gap,
+)  # fmt: skip
 from agents.backbone.exposure import ExposureCore, ExposureServing
+from agents.backbone.label_teacher import fitted_teacher, make_teacher
 from agents.backbone.training import Exposures, TrainConfig, check_ranges, exposure_data, fit_generator, run_epochs
 from agents.backbone.two_tower import TowerConfig, TwoTower, evaluating, init_parameters
 from agents.backbone.unexposed import (
@@ -63,6 +87,13 @@ from simulator.log.view import TrainingView
 from simulator.nn import mlp
 from simulator.rng import stream_seed
 from simulator.types import Catalogue, RequestBatch
+
+ALIGN_SAMPLE = 2048  # pairs per domain in the after-fit alignment diagnostics
+DIAGNOSTICS = (
+    "loss", "loss_first_epoch", "ada_loss", "domain_accuracy", "domain_accuracy_early", "domain_loss", "input_gap", "feature_gap",
+    "probe_input", "probe_features", *(f"pc{k}_{side}_{stat}" for k in (1, 2) for side in ("source", "target") for stat in ("mean", "sd")),
+    "pseudo_label_source", "pseudo_label_target", "teacher_mean", "teacher_loss", "target_share",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -102,6 +133,10 @@ class DAMCARConfig:
     """Id / categorical embedding size of the label generator's inputs."""
     ada_epochs: int | None = None
     """Label-generator epochs per round (None: as the retriever's; code: 3)."""
+    domain_hidden: tuple[int, ...] = (64,)
+    """Hidden sizes of the domain head ``Ψ`` (``()``: the paper's / code's single linear layer; see the module docstring)."""
+    domain_bias: bool = True
+    """Bias on ``Ψ``'s output layer (the code: none)."""
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -140,7 +175,7 @@ class LabelGenerator(nn.Module):
         heads.to_empty(device=ctx.device)
         init_parameters(heads, gen, 0.1)
         self.encoder, self.transform, self.label = heads
-        self.domain = DomainClassifier(cfg.encoder_hidden[-1], (), False, gen).to(ctx.device)
+        self.domain = DomainClassifier(cfg.encoder_hidden[-1], cfg.domain_hidden, cfg.domain_bias, gen).to(ctx.device)
 
     def encode(self, requests: RequestBatch, catalogue: Catalogue, items: torch.Tensor) -> torch.Tensor:
         """``z [n, 100]`` of the pairs (``requests [n]``, ``items [n]``)."""
@@ -205,14 +240,17 @@ class DAMCAR(ExposureServing):
         self.core.extra["ada"] = self.ada
         self.core.extra_optimisers["ada"] = cfg.train.optimiser(self.ada.parameters(), ctx)
         self.teacher = EMATeacher(self.ada, cfg.ema_alpha) if cfg.lambda_sup > 0 else None
+        self.label_teacher = make_teacher(ctx, cfg.target, name, self.core)
 
     def fit(self, view: TrainingView) -> dict[str, float]:
         """TDG -> ADA with the EMA teacher -> modified pseudo-labels -> hybrid training.
 
         Returns:
-            ``loss``, ``loss_first_epoch``, ``examples``, ``ada_loss``, ``domain_accuracy``,
-            ``pseudo_label_source`` (mean ``y_mpl`` on ``S_exp``), ``pseudo_label_target`` (mean ``ŷ^t``), ``teacher_mean``,
-            ``target_pairs``, ``target_users``.
+            ``loss``, ``loss_first_epoch``, ``examples``, ``ada_loss``, ``domain_accuracy`` (the adversary's accuracy
+            over the last epoch, during training), ``domain_accuracy_early`` (first quarter of the steps), ``domain_loss``,
+            the alignment diagnostics of :meth:`_alignment`, ``pseudo_label_source`` (mean ``y_mpl`` on ``S_exp``),
+            ``pseudo_label_target`` (mean ``ŷ^t``), ``teacher_mean``, ``teacher_loss``, ``target_pairs``, ``target_users``,
+            ``target_share`` (``|S_sam| / |S_T|``).
         """
         cfg, device = self.config, self.ctx.device
         self.core.fits += 1
@@ -220,14 +258,14 @@ class DAMCAR(ExposureServing):
         src = exposure_data(view, cfg.label, device)
         tgt, info = target_domain(view, cfg.target, gen, device)
         if len(src) == 0 or len(tgt) == 0:
-            keys = ("loss", "loss_first_epoch", "ada_loss", "domain_accuracy", "pseudo_label_source", "pseudo_label_target", "teacher_mean")
-            return {**dict.fromkeys(keys, math.nan), "examples": float(len(src)), **info}
+            return {**dict.fromkeys(DIAGNOSTICS, math.nan), "examples": float(len(src)), **info}
+        ranker, teacher_loss = fitted_teacher(self.label_teacher, view, cfg.label)
         catalogue = view.catalogue.to(device)
         ada_info = self._fit_ada(src, tgt, catalogue, gen)
         y_src, y_tgt = self._pseudo_labels(src, tgt, catalogue)
         y_src = modified_pseudo_labels(y_src, src.labels > 0.5, cfg.mpl)
         train = concat(with_labels(src, y_src), with_labels(tgt, y_tgt))
-        rank = teacher_scores(view.ranker, train, cfg.target.teacher_block)
+        rank = teacher_scores(ranker, train, cfg.target.teacher_block)
         losses = self.core.train_pairs(
             train, gen, lambda lg, t, l2t, idx: hybrid_loss(lg, t, rank[idx], cfg.lambda_con, l2t, cfg.l2), catalogue
         )
@@ -235,9 +273,12 @@ class DAMCAR(ExposureServing):
             **loss_summary(losses),
             "examples": float(len(train)),
             **ada_info,
+            **self._alignment(src, tgt, catalogue, gen),
             "pseudo_label_source": float(y_src.mean()),
             "pseudo_label_target": float(y_tgt.mean()),
             "teacher_mean": float(rank.mean()),
+            "teacher_loss": teacher_loss,
+            "target_share": len(tgt) / len(train),
             **info,
         }
 
@@ -248,6 +289,7 @@ class DAMCAR(ExposureServing):
             self.teacher.reset(ada)  # re-copied every round (§5(d))
         tgt_of = tiled(len(src), len(tgt), gen, self.ctx.device)
         acc: list[torch.Tensor] = []
+        dom: list[torch.Tensor] = []
 
         def step_loss(idx: torch.Tensor) -> torch.Tensor:
             s_req, s_items, labels = src.batch(idx)
@@ -262,6 +304,7 @@ class DAMCAR(ExposureServing):
                     assert isinstance(tea, LabelGenerator)
                     y_teacher = torch.sigmoid(tea.target_label(tea.encode(t_req, catalogue, t_items)))
             acc.append(domain_accuracy(d_s.detach(), d_t.detach()))
+            dom.append(domain_loss(d_s.detach(), d_t.detach()))
             return ada_loss(
                 ada.label(h_s).squeeze(-1), labels, ada.target_label(z_t), y_teacher, d_s, d_t,
                 cfg.lambda_sup, cfg.lambda_dom, not cfg.code_compat_domain_loss,
@@ -272,9 +315,36 @@ class DAMCAR(ExposureServing):
         after = partial(self.teacher.update, ada) if self.teacher is not None else None
         optimiser = self.core.extra_optimisers["ada"]
         losses = run_epochs(len(src), epochs, self.core.batch_size(), gen, self.ctx.device, optimiser, step_loss, f"{self.name}/ada", after)
+        early = max(1, len(acc) // 4)
         return {
             "ada_loss": losses[-1] if losses else math.nan,
             "domain_accuracy": last_epoch_mean(acc, len(src), self.core.batch_size()),
+            "domain_accuracy_early": float(torch.stack(acc[:early]).mean()) if acc else math.nan,
+            "domain_loss": last_epoch_mean(dom, len(src), self.core.batch_size()),
+        }
+
+    def _alignment(self, src: Exposures, tgt: Exposures, catalogue: Catalogue, gen: torch.Generator) -> dict[str, float]:
+        """Source vs target after the fit, on up to ``ALIGN_SAMPLE`` pairs of each (eval mode).
+
+        ``input_gap`` / ``feature_gap``: :func:`standardised_gap` of the raw inputs and of what ``Ψ`` sees
+        (``g(z^s)`` vs ``z^t``); ``probe_input`` / ``probe_features``: a fresh linear probe's held-out domain
+        accuracy on them; ``pc*``: both feature samples on their first two principal axes.
+        """
+        ada, sides = self.ada, []
+        with evaluating(ada), torch.no_grad():
+            for data in (src, tgt):
+                idx = torch.randperm(len(data), generator=gen)[:ALIGN_SAMPLE].to(data.row.device)
+                req, items, _ = data.batch(idx)
+                x = torch.cat([ada.features.user_features(req), ada.features.item_features(catalogue, items)], dim=1)
+                sides.append((x, ada.encoder(x)))
+        (x_s, z_s), (x_t, z_t) = sides
+        h_s = ada.transform(z_s).detach()
+        return {
+            "input_gap": standardised_gap(x_s, x_t),
+            "feature_gap": standardised_gap(h_s, z_t),
+            "probe_input": probe_accuracy(x_s, x_t),
+            "probe_features": probe_accuracy(h_s, z_t),
+            **projection_summary(h_s, z_t),
         }
 
     def _pseudo_labels(self, src: Exposures, tgt: Exposures, catalogue: Catalogue) -> tuple[torch.Tensor, torch.Tensor]:
@@ -299,3 +369,7 @@ register_variant(
 )  # fmt: skip
 register_variant("damcar-no-ema", DAMCAR, DAMCARConfig(lambda_sup=0.0), "DAMCAR w/o EMA: no teacher, no self-distillation term.")
 register_variant("damcar-no-mpl", DAMCAR, DAMCARConfig(mpl=False), "DAMCAR w/o MPL: pseudo-labels everywhere, exposed positives included.")
+register_variant(
+    "damcar-linear-psi", DAMCAR, DAMCARConfig(domain_hidden=(), domain_bias=False),
+    "DAMCAR with the paper's domain head (one linear layer, no bias): the adversary that sat at accuracy 1.0.",
+)  # fmt: skip

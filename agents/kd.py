@@ -1,7 +1,7 @@
 """KD: the retriever learns the ranking model's predictions (algorithms.md §3; DAMCAR baseline (ii)).
 
-The DSSM of BC is trained with soft-target BCE against the frozen ranker snapshot serving now
-(``view.ranker``: one snapshot for the whole fit, §16.7):
+The DSSM of BC is trained with soft-target BCE against a frozen ranker snapshot (one for the whole fit,
+§16.7): by default the agent's own ranker trained on its label (:mod:`agents.backbone.label_teacher`):
 
 ``L_KD = (1/|S|) Σ_{(u,i) in S} BCE(σ(s_ui), Rank(u, i)) + λ·R``.
 
@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 
 from agents.backbone.exposure import ExposureCore, ExposureServing
+from agents.backbone.label_teacher import fitted_teacher, make_teacher
 from agents.backbone.training import Exposures, TrainConfig, check_ranges, exposure_data, fit_generator
 from agents.backbone.two_tower import TowerConfig
 from agents.backbone.unexposed import TargetDomainConfig, concat, loss_summary, teacher_scores
@@ -86,25 +87,28 @@ class KD(ExposureServing):
         self.ctx, self.name = ctx, name
         self.config = config or KDConfig()
         self.core = ExposureCore(ctx, self.config.tower, self.config.train, name)
+        self.label_teacher = make_teacher(ctx, self.config.target, name, self.core)
 
     def fit(self, view: TrainingView) -> dict[str, float]:
         """One warm-started fit on ``S`` with the ranker's scores as targets.
 
         Returns:
-            ``loss``, ``loss_first_epoch``, ``examples``, ``b_pairs``, ``teacher_mean``.
+            ``loss``, ``loss_first_epoch``, ``examples``, ``b_pairs``, ``teacher_mean``, ``teacher_loss`` (own teacher's BCE).
         """
         cfg, device = self.config, self.ctx.device
         self.core.fits += 1
         gen = fit_generator(self.ctx, self.name, view.round)
         data = exposure_data(view, cfg.label, device)
         if len(data) == 0:
-            return {"loss": math.nan, "loss_first_epoch": math.nan, "examples": 0.0, "b_pairs": 0.0, "teacher_mean": math.nan}
-        targets = teacher_scores(view.ranker, data, cfg.target.teacher_block)
+            nan = dict.fromkeys(("loss", "loss_first_epoch", "teacher_mean", "teacher_loss"), math.nan)
+            return {**nan, "examples": 0.0, "b_pairs": 0.0}
+        ranker, teacher_loss = fitted_teacher(self.label_teacher, view, cfg.label)
+        targets = teacher_scores(ranker, data, cfg.target.teacher_block)
         n_b = 0
         if cfg.b_per_request > 0:
             b, logged = space_b(view, cfg.b_per_request, gen, device)
             n_b = len(b)
-            b_targets = logged if cfg.teacher == "logged" else teacher_scores(view.ranker, b, cfg.target.teacher_block)
+            b_targets = logged if cfg.teacher == "logged" else teacher_scores(ranker, b, cfg.target.teacher_block)
             data, targets = concat(data, b), torch.cat([targets, b_targets])
         data = Exposures(data.requests, data.row, data.item_ids, targets.clamp(0.0, 1.0))
         losses = self.core.train_pairs(data, gen, lambda lg, t, l2t, idx: bc_loss(lg, t, l2t, cfg.l2), view.catalogue.to(device))
@@ -113,9 +117,14 @@ class KD(ExposureServing):
             "examples": float(len(data)),
             "b_pairs": float(n_b),
             "teacher_mean": float(targets.mean()),
+            "teacher_loss": teacher_loss,
         }
 
 
 register_variant(
     "kd+b", KD, KDConfig(b_per_request=20), "KD+B: KD whose training set adds recalled-unexposed pairs (space B) with ranker targets."
 )
+register_variant(
+    "kd-platform", KD, KDConfig(target=TargetDomainConfig(teacher_source="platform")),
+    "KD distilling the platform ranker (trained on clicks) instead of its own ranker trained on its label.",
+)  # fmt: skip

@@ -1,6 +1,7 @@
 """MUDA: binary pseudo-labels from the ranking model on unexposed pairs (algorithms.md §4.3; DAMCAR baseline (v)).
 
-The frozen ranker snapshot serving now scores the unexposed pairs ``S_un`` (uniform, per-user
+A frozen ranker snapshot (by default the agent's own, trained on its label: :mod:`agents.backbone.label_teacher`)
+scores the unexposed pairs ``S_un`` (uniform, per-user
 counts matched to DAMCAR's target domain, §4 DEFAULT); a threshold ``κ`` binarises them,
 ``ỹ(u, i) = 1[Rank(u, i) >= κ]``, and the retriever minimises
 
@@ -22,6 +23,7 @@ from typing import Literal
 import torch
 
 from agents.backbone.exposure import ExposureCore, ExposureServing
+from agents.backbone.label_teacher import fitted_teacher, make_teacher
 from agents.backbone.training import TrainConfig, check_ranges, exposure_data, fit_generator
 from agents.backbone.two_tower import TowerConfig
 from agents.backbone.unexposed import TargetDomainConfig, concat, loss_summary, target_domain, teacher_scores, with_labels
@@ -73,6 +75,7 @@ class MUDA(ExposureServing):
         self.ctx, self.name = ctx, name
         self.config = config or MUDAConfig()
         self.core = ExposureCore(ctx, self.config.tower, self.config.train, name)
+        self.label_teacher = make_teacher(ctx, self.config.target, name, self.core)
 
     def fit(self, view: TrainingView) -> dict[str, float]:
         """Score ``S_un`` with the ranker, binarise, train on ``S_exp ∪ S_un`` (``S_un`` for ``muda-t``).
@@ -85,10 +88,11 @@ class MUDA(ExposureServing):
         gen = fit_generator(self.ctx, self.name, view.round)
         data = exposure_data(view, cfg.label, device)
         pairs, info = target_domain(view, cfg.target, gen, device)
-        nan = {"loss": math.nan, "loss_first_epoch": math.nan, "pseudo_positive_rate": math.nan, "threshold": math.nan}
+        nan = dict.fromkeys(("loss", "loss_first_epoch", "pseudo_positive_rate", "threshold", "teacher_loss"), math.nan)
         if len(data) == 0 or len(pairs) == 0:
             return {**nan, "examples": 0.0, **info}
-        rank = teacher_scores(view.ranker, pairs, cfg.target.teacher_block)
+        ranker, teacher_loss = fitted_teacher(self.label_teacher, view, cfg.label)
+        rank = teacher_scores(ranker, pairs, cfg.target.teacher_block)
         y_tilde, kappa = pseudo_labels(rank, cfg.threshold, float(data.labels.mean()))
         target = with_labels(pairs, y_tilde)
         train = target if cfg.target_only else concat(data, target)
@@ -98,6 +102,7 @@ class MUDA(ExposureServing):
             "examples": float(len(train)),
             "pseudo_positive_rate": float(y_tilde.mean()),
             "threshold": kappa,
+            "teacher_loss": teacher_loss,
             **info,
         }
 

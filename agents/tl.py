@@ -6,7 +6,8 @@ minimises, over the item-tower parameters only,
 ``L_TL = (1/|S_un|) Σ_{(u,i) in S_un} BCE(σ(s_ui), Rank(u, i)) + μ·||θ_item − θ_item^(1)||²``
 
 on the unexposed pairs ``S_un`` (uniform, per-user counts matched to DAMCAR's target domain,
-§4 DEFAULT), with soft targets from the frozen ranker snapshot serving now and an L2 pull ``μ``
+§4 DEFAULT), with soft targets from a frozen ranker snapshot (by default the agent's own, trained on
+its label: :mod:`agents.backbone.label_teacher`) and an L2 pull ``μ``
 (1e-4) toward the stage-1 item parameters ``θ_item^(1)`` to limit forgetting. No exposures are
 mixed into stage 2 (§4.1 DEFAULT).
 
@@ -27,6 +28,7 @@ from typing import Literal
 import torch
 
 from agents.backbone.exposure import ExposureCore, ExposureServing
+from agents.backbone.label_teacher import fitted_teacher, make_teacher
 from agents.backbone.training import TrainConfig, check_ranges, fit_generator, make_optimiser
 from agents.backbone.two_tower import TowerConfig
 from agents.backbone.unexposed import TargetDomainConfig, target_domain, teacher_scores, with_labels
@@ -83,6 +85,7 @@ class TL(ExposureServing):
         self.ctx, self.name = ctx, name
         self.config = config or TLConfig()
         self.core = ExposureCore(ctx, self.config.tower, self.config.train, name)
+        self.label_teacher = make_teacher(ctx, self.config.target, name, self.core)
 
     def item_parameters(self) -> list[torch.nn.Parameter]:
         """The parameters stage 2 trains."""
@@ -93,16 +96,17 @@ class TL(ExposureServing):
         """Stage 1 (BC on the exposures) then stage 2 (item tower on ``S_un``).
 
         Returns:
-            BC's diagnostics plus ``finetune_loss``, ``target_pairs``, ``target_users``, ``teacher_mean``.
+            BC's diagnostics plus ``finetune_loss``, ``target_pairs``, ``target_users``, ``teacher_mean``, ``teacher_loss``.
         """
         cfg, device, model = self.config, self.ctx.device, self.retriever.model
         info = fit_bc(self.core, view, cfg.label, cfg.l2)
+        ranker, info["teacher_loss"] = fitted_teacher(self.label_teacher, view, cfg.label)
         gen = fit_generator(self.ctx, f"{self.name}/finetune", view.round)
         pairs, target_info = target_domain(view, cfg.target, gen, device)
         info.update(target_info)
         if len(pairs) == 0 or cfg.finetune_epochs == 0:
             return {**info, "finetune_loss": math.nan, "teacher_mean": math.nan}
-        rank = teacher_scores(view.ranker, pairs, cfg.target.teacher_block)
+        rank = teacher_scores(ranker, pairs, cfg.target.teacher_block)
         params = self.item_parameters()
         anchor = [p.detach().clone() for p in params]
         optimiser = make_optimiser(params, "adagrad", cfg.finetune_lr)

@@ -1,22 +1,26 @@
-"""DAMCAR and its baselines in the closed loop: the paper's Tables 2-3, Figure 3 and Figure 5, re-asked over rounds.
+"""DAMCAR and its baselines in the closed loop: the paper's Tables 2-3 re-asked over rounds, DAMCAR's diagnostics first.
 
-Runs BC, KD, TL, AR, MUDA, DAMCAR and DAMCAR's three ablations on the ``damcar-testbed`` preset
-(DSSM retrieval; DeepFM ranking, or DCN with ``--ranker dcn``) for several seeds, then writes the
-generated results page ``docs/results/damcar.md`` (``damcar-dcn.md`` for DCN) and copies the
-long-form metrics and fit timings next to it (``.parquet`` / ``-timings.parquet``), so the page can be
-regenerated without rerunning (``--from-run DIR`` or ``--from-parquet``).
+Runs the references (oracle, random, popular, BC), KD (own teacher and the platform's), MUDA, MUDA-T, DAMCAR
+and DAMCAR with the paper's linear domain head on the ``damcar-testbed`` preset (DSSM retrieval; DeepFM
+ranking, or DCN with ``--ranker dcn``) for several seeds, then writes the generated results page
+``docs/results/damcar.md`` (:mod:`experiments.damcar_page`) and copies the long-form metrics and fit timings
+next to it (``.parquet`` / ``-timings.parquet``), so the page can be regenerated without rerunning
+(``--from-run DIR`` or ``--from-parquet``). ``--sensitivity CELL=RUN_DIR`` adds finished DAMCAR-only runs
+(made with ``--agents damcar --set damcar.walk_mode=paper`` etc.) to the sensitivity table
+(``damcar-sensitivity.parquet``).
 
     .venv/bin/python experiments/damcar.py [--seeds 3] [--out runs/results-damcar] [--ranker deepfm|dcn]
-    .venv/bin/python experiments/damcar.py --from-run runs/results-damcar
+    .venv/bin/python experiments/damcar.py --from-run runs/results-damcar --sensitivity "walk paper=runs/sens-walk-paper"
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import math
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,18 +31,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from experiments.damcar_page import write_page  # noqa: E402
+from scenarios.experiment import make_experiment, run_experiment  # noqa: E402
 from scenarios.presets import load_scenario  # noqa: E402
-from scenarios.study import compare, interval_table, load_study, mean_fit_seconds, run_study  # noqa: E402
+from scenarios.study import load_study, run_study  # noqa: E402
 
-AGENTS = ("bc", "kd", "tl", "ar", "muda", "damcar", "damcar-no-tdg", "damcar-no-ema", "damcar-no-mpl")
-BASELINES = ("bc", "kd", "tl", "ar", "muda")
-ABLATIONS = ("damcar-no-tdg", "damcar-no-ema", "damcar-no-mpl")
-RETRIEVAL_TRUE = ("true_recall@100", "true_recall@200")
-RETRIEVAL_LOGGED = tuple(f"onpolicy_replay_{m}@{k}" for k in (100, 200) for m in ("recall", "precision", "f1"))
-RANKING = tuple(f"ranked_true_{m}@{n}" for n in (10, 20) for m in ("ndcg", "map", "hr"))
-GAP = ("score_gap_unexposed", "score_unexposed_true_pos", "score_unexposed_true_neg")
-DIAGNOSTICS = ("fit_target_pairs", "fit_domain_accuracy", "fit_pseudo_label_target", "fit_pseudo_positive_rate", "fit_teacher_mean")
-HEADLINE = ("true_recall@100", "true_recall@200", "onpolicy_replay_f1@100", "ranked_true_ndcg@10", "ranked_true_hr@10", "score_gap_unexposed")
+AGENTS = ("random", "popular", "oracle", "bc", "kd", "kd-platform", "muda", "muda-t", "damcar", "damcar-linear-psi")
 
 
 def scenario_for(ranker: str, settings: list[str]):
@@ -60,89 +58,52 @@ def scenario_for(ranker: str, settings: list[str]):
     return sc
 
 
-def verdicts(metrics: pd.DataFrame, agent: str, baseline: str, round_idx: int) -> str:
-    """``metric: wins (+0.012 ± 0.004)`` for each headline metric, from :func:`compare`."""
-    parts = []
-    for name in HEADLINE:
-        word, diff, half = compare(metrics, name, round_idx, agent, baseline)
-        if math.isnan(diff):
-            continue
-        parts.append(f"{name} {word} ({diff:+.4f} ± {half:.4f})" if not math.isnan(half) else f"{name} {word} ({diff:+.4f})")
-    return "; ".join(parts)
+def run_seeds(sc, names: list[str], seeds: list[int], out: Path, rounds: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The study of ``seeds`` only (the same experiment as :func:`run_study` restricted to those seeds)."""
+    exp = dataclasses.replace(make_experiment(sc, names, seeds=max(seeds) + 1, rounds=rounds), seeds=tuple(seeds))
+    metrics = run_experiment(exp, out, resume=(out / "manifest.json").exists())
+    timings_file = out / "timings.parquet"
+    return metrics, pd.read_parquet(timings_file) if timings_file.exists() else pd.DataFrame()
 
 
-def tally(metrics: pd.DataFrame, agent: str, baseline: str, round_idx: int) -> str:
-    """``"w wins, t ties, l losses"`` over the headline metrics."""
-    words = [compare(metrics, n, round_idx, agent, baseline)[0] for n in HEADLINE]
-    return f"{words.count('wins')} wins, {words.count('ties')} ties, {words.count('loses')} losses"
+def commit() -> str:
+    """The short commit of the working tree (``unknown`` outside git)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
-def write_page(metrics: pd.DataFrame, timings: pd.DataFrame, page: Path, command: str, meta: dict) -> None:
-    """The generated results page."""
-    agents = [a for a in AGENTS if a in set(metrics.agent)] + sorted(set(metrics.agent) - set(AGENTS))
-    rounds = sorted(metrics["round"].unique())
-    first, last = int(rounds[0]), int(rounds[-1])
-    seeds = sorted(metrics.seed.unique())
-    fit = mean_fit_seconds(timings, agents) if len(timings) else {a: math.nan for a in agents}
-    bc_fit = fit.get("bc", math.nan)
-    lines = [
-        f"# DAMCAR and its baselines in the closed loop ({meta['scenario']})",
-        "",
-        "<!-- generated file: do not edit by hand -->",
-        f"Generated by `{command}` (wall time of the run: {meta['wall']}).",
-        "",
-        f"- Scenario: `{meta['scenario']}` (ranker: {meta['ranker']}); {meta['scale']}",
-        f"- Seeds: {len(seeds)} ({', '.join(map(str, seeds))}); rounds {first}..{last} after the warm start; "
-        "every figure is the mean ± the half-width of the 95% t-interval over seeds.",
-        f"- Machine: {meta['machine']}; torch {meta['torch']}; one thread.",
-        "- Metrics (see `cascadesim list metrics`): `true_recall@K` against the true top-K; `logged_*@K` on the round's "
-        "held-out clicks (the paper's R/P/F@K); `ranked_true_*@N` after the platform ranker orders the recalled set "
-        "(the paper's N/M/H@10,20, graded by the truth); `score_gap_unexposed` = mean retriever score on never-exposed "
-        "true positives minus never-exposed true negatives (Figure 5 made exact).",
-        "- Scale: this is a small simulated world, not WeChat/TikTok; absolute values are not comparable with the paper's tables.",
-        "- Reading the logged metrics: the round's clicks can only land on items the agent itself recalled (K_r = "
-        f"{meta['k_retrieve']} <= K), so `onpolicy_replay_recall@K` sits near 1 for every agent and says little; the truth-based "
-        "columns are the ones that separate the methods. Agents train on `finished`; the platform ranker (the KD/TL/MUDA "
-        "teacher and DAMCAR's distillation target) is trained on clicks.",
-        "",
-    ]
-    for title, names in (
-        ("Retrieval against the truth", RETRIEVAL_TRUE),
-        ("Retrieval on logged clicks (the paper's R/P/F@100, 200)", RETRIEVAL_LOGGED),
-        ("After the ranker (the paper's N/M/H@10, 20, against the truth)", RANKING),
-        ("Scores on never-exposed items (Figure 5)", GAP),
-        ("Training diagnostics (fit_*)", DIAGNOSTICS),
-    ):
-        present = [n for n in names if n in set(metrics.metric)]
-        if not present:
-            continue
-        lines += [f"## {title}", ""]
-        for label, r in (("first round", first), ("last round", last)):
-            lines += [f"**Round {r} ({label})**", "", interval_table(metrics, present, r, agents, digits=4)]
-    lines += ["## Training time per round", "", "| agent | mean agent fit (s) | ratio to BC |", "|---|---|---|"]
-    for a in agents:
-        ratio = fit[a] / bc_fit if bc_fit and not math.isnan(bc_fit) else math.nan
-        lines.append(f"| {a} | {fit[a]:.2f} | {ratio:.2f} |")
-    damcar_ratio = fit.get("damcar", math.nan) / bc_fit if bc_fit else math.nan  # NaN without DAMCAR or BC
-    lines.append("")
-    if not math.isnan(damcar_ratio):
-        lines += [f"DAMCAR's fit takes {damcar_ratio:.1f}x BC's per round (same run, same machine).", ""]
-    headline = ", ".join(f"`{h}`" for h in HEADLINE)
-    lines += ["## Findings", "", "Generated from paired differences over seeds (`scenarios.study.compare`): a difference whose 95% "
-              f"t-interval excludes 0 is a win or a loss, otherwise a tie. Headline metrics: {headline}.", ""]
-    for label, r in (("first round", first), ("last round", last)):
-        lines += [f"### Round {r} ({label})", ""]
-        for b in BASELINES:
-            if b in agents and "damcar" in agents:
-                lines.append(f"- DAMCAR vs {b.upper()}: {tally(metrics, 'damcar', b, r)} — {verdicts(metrics, 'damcar', b, r)}.")
-        for b in [*BASELINES[1:], *(a for a in agents if a not in AGENTS)]:
-            if b in agents:
-                lines.append(f"- {b.upper()} vs BC: {tally(metrics, b, 'bc', r)} — {verdicts(metrics, b, 'bc', r)}.")
-        for ab in ABLATIONS:
-            if ab in agents and "damcar" in agents:
-                lines.append(f"- DAMCAR vs {ab}: {tally(metrics, 'damcar', ab, r)} — {verdicts(metrics, 'damcar', ab, r)}.")
-        lines.append("")
-    page.write_text("\n".join(lines))
+def merged_runs(dirs: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Metrics and timings of run directories holding disjoint seeds (each seed from the first directory that
+    finished it: every agent through the last round), and their summed wall time."""
+    metrics, timings, seconds, seen = [], [], 0.0, set()
+    for d in dirs:
+        res = load_study(d)
+        m = res.metrics
+        last = m["round"].max()
+        done = {int(s) for s, g in m[m["round"] == last].groupby("seed") if g.agent.nunique() == m.agent.nunique()}
+        keep = sorted(done - seen)
+        seen |= set(keep)
+        metrics.append(m[m.seed.isin(keep)])
+        timings.append(res.timings[res.timings.seed.isin(keep)])
+        wall_file = Path(d) / "study_wall.json"
+        seconds += json.loads(wall_file.read_text())["seconds"] if wall_file.exists() else float("nan")
+    wall = f"{seconds / 60:.1f} min of processes on one core each" + (f" ({len(dirs)} run directories)" if len(dirs) > 1 else "")
+    return pd.concat(metrics, ignore_index=True), pd.concat(timings, ignore_index=True), wall
+
+
+def sensitivity_frame(items: list[str], path: Path, from_parquet: bool) -> pd.DataFrame:
+    """The DAMCAR sensitivity runs as one long frame with a ``cell`` column (saved to / read from ``path``)."""
+    if from_parquet or not items:  # the saved frame (written by this script or by experiments/damcar_sensitivity.py)
+        return pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=["cell", "agent", "seed", "round", "metric", "value"])
+    frames = []
+    for item in items:
+        name, _, run_dir = item.partition("=")
+        frames.append(load_study(run_dir).metrics.assign(cell=name))
+    frame = pd.concat(frames, ignore_index=True)
+    frame.to_parquet(path, index=False)
+    return frame
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -152,11 +113,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ranker", choices=("deepfm", "dcn"), default="deepfm")
     ap.add_argument("--rounds", type=int, default=None, help="override the preset's rounds (pilots)")
     ap.add_argument("--agents", default=",".join(AGENTS), help="comma-separated agent names")
-    ap.add_argument("--from-run", default=None, help="regenerate the page from a finished run directory")
+    ap.add_argument(
+        "--from-run", action="append", default=[], help="regenerate the page from finished run directories (repeat: seeds merged)"
+    )
     ap.add_argument("--from-parquet", action="store_true", help="regenerate the page from docs/results/damcar*.parquet")
     ap.add_argument("--set", action="append", default=[], metavar="AGENT.FIELD=VALUE", help="agent config override (sensitivity runs)")
     ap.add_argument("--stem", default=None, help="name of the page and run directory (default damcar[-dcn])")
     ap.add_argument("--page", default=None, help="output page (default docs/results/<stem>.md)")
+    ap.add_argument("--seed-list", default="", help="run exactly these comma-separated seeds (instead of 0..seeds-1)")
+    ap.add_argument("--provenance", default="", help="how the merged run directories were made (printed on the page)")
+    ap.add_argument("--sensitivity", action="append", default=[], metavar="CELL=RUN_DIR",
+                    help="a finished DAMCAR-only run (e.g. --set damcar.walk_mode=paper) for the sensitivity table")  # fmt: skip
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     stem = args.stem or ("damcar" if args.ranker == "deepfm" else "damcar-dcn")
@@ -170,27 +137,38 @@ def main(argv: list[str] | None = None) -> None:
         metrics, timings = pd.read_parquet(data), pd.read_parquet(timing_file)
         wall = json.loads(data.with_suffix(".json").read_text())["wall"] if data.with_suffix(".json").exists() else "not recorded"
     elif args.from_run:
-        res = load_study(args.from_run)
-        metrics, timings = res.metrics, res.timings
-        wall_file = Path(args.from_run) / "study_wall.json"
-        wall = json.loads(wall_file.read_text())["wall"] if wall_file.exists() else "not recorded"
+        metrics, timings, wall = merged_runs(args.from_run)
     else:
         started = time.perf_counter()
-        res = run_study(sc, [a for a in args.agents.split(",") if a], args.seeds, out, rounds=args.rounds)
-        metrics, timings = res.metrics, res.timings
+        names = [a for a in args.agents.split(",") if a]
+        if args.seed_list:  # these seeds only (e.g. one process per seed); merge the directories with --from-run
+            metrics, timings = run_seeds(sc, names, [int(x) for x in args.seed_list.split(",")], out, args.rounds)
+        else:
+            res = run_study(sc, names, args.seeds, out, rounds=args.rounds)
+            metrics, timings = res.metrics, res.timings
         seconds = time.perf_counter() - started
         previous = json.loads(wall_file.read_text())["seconds"] if wall_file.exists() else 0.0
         total = previous + seconds
         wall = f"{total / 60:.1f} min on one core" + (" (summed over resumed invocations)" if previous else "")
         wall_file.write_text(json.dumps({"seconds": total, "wall": wall}))
+    sens_file = page.with_name(page.stem + "-sensitivity.parquet")
+    sens = sensitivity_frame(args.sensitivity, sens_file, args.from_parquet)
     if not args.from_parquet:
         metrics.to_parquet(data, index=False)
         timings.to_parquet(timing_file, index=False)
         data.with_suffix(".json").write_text(json.dumps({"wall": wall}))
     w, t = sc.world, sc.timeline
     meta = {
-        "scenario": sc.name, "ranker": sc.cascade.ranker.upper(), "k_retrieve": sc.cascade.k_retrieve, "wall": wall,
-        "torch": torch.__version__, "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores visible",
+        "scenario": sc.name,
+        "ranker": sc.cascade.ranker.upper(),
+        "k_retrieve": sc.cascade.k_retrieve,
+        "wall": wall,
+        "torch": torch.__version__,
+        "machine": f"{platform.platform()}, {os.cpu_count()} CPU cores visible",
+        "commit": commit(),
+        "provenance": args.provenance,
+        "scale_out": "python experiments/damcar.py --seeds 10 --rounds 20",
+        "scale_factor": (10 / max(1, metrics.seed.nunique())) * (20 / max(1, metrics["round"].nunique())),
         "scale": f"{w.n_users:,} users x {w.n_items:,} items, {t.requests_per_round:,} requests/round, K_r = {sc.cascade.k_retrieve}, "
         f"slate {sc.cascade.slate_size}, {sc.training.window_rounds}-round window, {sc.training.epochs} epoch(s) per fit.",
     }
@@ -199,7 +177,10 @@ def main(argv: list[str] | None = None) -> None:
     cmd += f" --seeds {metrics.seed.nunique()}" + (f" --rounds {args.rounds}" if args.rounds else "")
     cmd += f" --agents {','.join(ran)}" if ran != list(AGENTS) else ""
     cmd += "".join(f" --set {item}" for item in args.set) + (f" --stem {args.stem}" if args.stem else "")
-    write_page(metrics, timings, page, cmd, meta)
+    cmd += "".join(f" --sensitivity {item}" for item in args.sensitivity)
+    if args.from_run:  # the page of merged runs: its own command; the runs are described by --provenance
+        cmd = ".venv/bin/python experiments/damcar.py" + "".join(f" --from-run {d}" for d in args.from_run)
+    write_page(metrics, timings, sens, page, cmd, meta)
     print(f"wrote {page.relative_to(ROOT) if page.is_relative_to(ROOT) else page}")
 
 

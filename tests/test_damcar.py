@@ -232,8 +232,8 @@ def test_target_domain_of_a_view_excludes_every_logged_exposure(sampler):
 
 def test_kd_with_a_constant_teacher_collapses_to_chance_and_learns_with_an_informed_one(learn_world):
     ctx, view = learn_world
-    constant = make_agent("kd", ctx, hidden=[32])
-    informed = make_agent("kd", ctx, hidden=[32])
+    constant = make_agent("kd", ctx, hidden=[32], teacher_source="platform")
+    informed = make_agent("kd", ctx, hidden=[32], teacher_source="platform")
     for _ in range(3):
         diag = constant.fit(with_ranker(view, ConstantRanker(0.5)))
         informed.fit(with_ranker(view, ToyRuleRanker(view.catalogue)))
@@ -251,7 +251,7 @@ def test_kd_b_adds_recalled_unexposed_pairs(learn_world):
 
 def test_tl_fine_tuning_leaves_the_user_tower_bit_identical(learn_world):
     ctx, view = learn_world
-    agent = make_agent("tl", ctx, hidden=[16], epochs=0, finetune_epochs=2)  # stage 2 only
+    agent = make_agent("tl", ctx, hidden=[16], epochs=0, finetune_epochs=2, teacher_source="platform")  # stage 2 only
     agent.fit(view)  # round 1 (stage 1 off): everything before stage 2 of the next fit is the reference
     model = agent.retriever.model
     user_side = {f"{n}.{k}": v.clone() for n, m in model.named_children() if n not in ITEM_SIDE for k, v in m.state_dict().items()}
@@ -270,13 +270,13 @@ def test_tl_fine_tuning_leaves_the_user_tower_bit_identical(learn_world):
 def test_muda_logs_its_pseudo_positive_rate_matched_to_the_label_rate(learn_world):
     ctx, view = learn_world
     view = with_ranker(view, ToyRuleRanker(view.catalogue))
-    diag = make_agent("muda", ctx, hidden=[16]).fit(view)
+    diag = make_agent("muda", ctx, hidden=[16], teacher_source="platform").fit(view)
     label_rate = view.impressions.clicked.float().mean().item()
     assert 0 < diag["pseudo_positive_rate"] < 1
     assert diag["pseudo_positive_rate"] == pytest.approx(label_rate, abs=0.02)
-    fixed = make_agent("muda", ctx, hidden=[16], threshold=0.5).fit(with_ranker(view, ConstantRanker(0.4)))
+    fixed = make_agent("muda", ctx, hidden=[16], threshold=0.5, teacher_source="platform").fit(with_ranker(view, ConstantRanker(0.4)))
     assert fixed["pseudo_positive_rate"] == 0.0 and fixed["threshold"] == 0.5
-    only_t = make_agent("muda-t", ctx, hidden=[16]).fit(view)
+    only_t = make_agent("muda-t", ctx, hidden=[16], teacher_source="platform").fit(view)
     assert only_t["examples"] == only_t["target_pairs"]
 
 

@@ -7,6 +7,8 @@
   uses a constant ``kappa = 1``).
 - :class:`DomainClassifier`: ``Psi(GRL(z))``, an MLP (or one linear layer) giving a domain logit.
 - :func:`domain_loss`: ``L_dom = -(1/|S_src|) Σ log d^s - (1/|S_tgt|) Σ log(1 - d^t)`` (source = 1).
+- :func:`standardised_gap`, :func:`probe_accuracy`, :func:`projection_summary`: how far apart the source
+  and target features sit after a fit (the diagnostics that show whether the adversary aligned them).
 - :class:`EMATeacher`: ``theta_tea <- alpha * theta_tea + (1 - alpha) * theta_stu`` after every
   optimiser step, over parameters *and* floating buffers (BatchNorm running statistics; integer
   buffers such as ``num_batches_tracked`` are copied). It starts as an exact copy, stays in eval
@@ -132,3 +134,61 @@ class EMATeacher:
                 t.copy_(s)  # exact (lerp with weight 1 may differ by an ulp)
             else:
                 t.lerp_(s.detach(), 1.0 - self.alpha)
+
+
+def standardised_gap(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over dimensions of ``|mean_a − mean_b| / pooled sd``: how far two samples ``[n, d]`` sit apart (0 = same means)."""
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    pooled = torch.sqrt(0.5 * (a.var(0) + b.var(0))).clamp_min(1e-8)
+    return float(((a.mean(0) - b.mean(0)).abs() / pooled).mean())
+
+
+@torch.enable_grad()
+def probe_accuracy(a: torch.Tensor, b: torch.Tensor, steps: int = 200) -> float:
+    """Held-out accuracy of a fresh logistic regression telling ``a`` (1) from ``b`` (0); 0.5 = indistinguishable.
+
+    Fitted (Adam, full batch, zero init: no randomness) on the even rows of each sample and scored on the
+    odd rows with balanced weights. Unlike the adversary's own accuracy, which chases a moving encoder,
+    this asks whether the frozen features still reveal the domain.
+    """
+    if len(a) < 4 or len(b) < 4:
+        return math.nan
+    x = torch.cat([a, b]).detach().float()
+    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
+    y = torch.cat([torch.ones(len(a)), torch.zeros(len(b))]).to(x.device)
+    w = torch.cat([torch.full((len(a),), 0.5 / len(a)), torch.full((len(b),), 0.5 / len(b))]).to(x.device)
+    odd = torch.cat([torch.arange(len(a)) % 2 == 1, torch.arange(len(b)) % 2 == 1]).to(x.device)
+    coef = torch.zeros(x.shape[1] + 1, device=x.device, requires_grad=True)  # no nn.Linear: its init would draw from the global RNG
+    xb = torch.cat([x, torch.ones(len(x), 1, device=x.device)], dim=1)
+    opt = torch.optim.Adam([coef], lr=0.05)
+    for _ in range(steps):
+        loss = (F.binary_cross_entropy_with_logits(xb[~odd] @ coef, y[~odd], reduction="none") * w[~odd]).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        right = (((xb[odd] @ coef) > 0).float() == y[odd]).float()
+    return float((right * w[odd]).sum() / w[odd].sum())
+
+
+def projection_summary(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    """The two samples on the first two principal axes of their pooled, centred features (data for a 2-D drawing).
+
+    Returns:
+        ``pc{1,2}_{source,target}_{mean,sd}`` (``a`` is the source); an axis's sign is fixed so the source mean is >= 0.
+    """
+    keys = [f"pc{k}_{side}_{stat}" for k in (1, 2) for side in ("source", "target") for stat in ("mean", "sd")]
+    if len(a) < 2 or len(b) < 2:
+        return dict.fromkeys(keys, math.nan)
+    x = torch.cat([a, b]).detach().double()
+    centre = x.mean(0)
+    _, _, vh = torch.linalg.svd(x - centre, full_matrices=False)
+    out: dict[str, float] = {}
+    for k in (1, 2):
+        axis = vh[k - 1] if vh.shape[0] >= k else torch.zeros_like(centre)
+        pa, pb = (a.double() - centre) @ axis, (b.double() - centre) @ axis
+        sign = -1.0 if float(pa.mean()) < 0 else 1.0
+        for side, p in (("source", pa * sign), ("target", pb * sign)):
+            out[f"pc{k}_{side}_mean"], out[f"pc{k}_{side}_sd"] = float(p.mean()), float(p.std())
+    return out

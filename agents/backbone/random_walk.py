@@ -9,9 +9,15 @@ on the cumulative edge weights), so there is no per-user Python loop.
 
 Two readings of the walk length (FLAG §5(c)):
 
-- ``paper`` (default; paper §4.1): "when the next hop exceeds the radius R, the process returns to
-  the starting node u ... until H visits are completed": ``H`` hops in all, restarting every ``R``.
-- ``code`` (the public code): ``H`` independent walks of ``R`` hops each, i.e. ``H * R`` hops.
+- ``code`` (the §5(c) DEFAULT; the public code): ``H`` independent walks of ``R`` hops each, i.e.
+  ``H * R`` hops and ``H * ceil(R / 2)`` item visits per user.
+- ``paper`` (paper §4.1): "when the next hop exceeds the radius R, the process returns to the
+  starting node u ... until H visits are completed": ``H`` hops in all, restarting every ``R``.
+
+On a sparse exposure graph the selection rule below, not the walk length, sets the target size: the
+first hop of every walk lands on one of ``u``'s own engaged items, so those items collect about
+``H / deg(u)`` visits each and few never-exposed items reach that mean (the sensitivity over ``R``,
+``H`` and the mode is on docs/results/damcar.md).
 
 ``T(u, i)`` counts the visits of item ``i`` by ``u``'s walker. With ``I_u`` the visited items that
 were ever exposed to ``u`` (any logged exposure, engaged or not: the spec's DEFAULT, not the code's

@@ -5,8 +5,8 @@
 - :func:`target_domain`: the unexposed pairs ``S_sam`` (DAMCAR's random walk, §5(c)) or ``S_un``
   (uniform with the same per-user counts: DAMCAR "w/o TDG" and the §4 DEFAULT for TL/AR/MUDA).
   An unexposed pair ``(u, i)`` is scored with ``u``'s latest request of the window as its context.
-- :func:`teacher_scores`: ``Rank(u, i)`` from the frozen ranker snapshot serving now
-  (``view.ranker``), the one snapshot used for every teacher target of a fit (§16.7).
+- :func:`teacher_scores`: ``Rank(u, i)`` from one frozen ranker snapshot, the same for every teacher target
+  of a fit (§16.7): the agent's own teacher trained on its label (DEFAULT) or the platform's (``view.ranker``).
 - :class:`~agents.backbone.exposure.ExposureCore` (its own module) is the trainer these methods compose.
 """
 
@@ -34,13 +34,22 @@ class TargetDomainConfig:
     """TDG radius ``R``: hops before the walk restarts at its user (paper: 25 WeChat, 30 TikTok)."""
     visits: int = 50
     """TDG ``H``: hops in all (``walk_mode = paper``) or walks of ``R`` hops (``code``) (paper: 50 / 60)."""
-    walk_mode: Literal["paper", "code"] = "paper"
-    """``paper``: restart every R hops until H visits (paper §4.1); ``code``: H walks x R hops (public code)."""
+    walk_mode: Literal["paper", "code"] = "code"
+    """``code`` (the §5(c) DEFAULT): H walks x R hops (public code); ``paper``: H hops in all, restarting every R (paper §4.1)."""
     teacher_block: int = 65536
     """Pairs per ranker call when scoring teacher targets."""
+    teacher_source: Literal["own", "platform"] = "own"
+    """Who labels the distillation targets: ``own`` a ranker of the platform's kind the agent fits on its own
+    ``label`` (:mod:`agents.backbone.label_teacher`); ``platform`` the platform snapshot (trained on clicks)."""
+    teacher_kind: Literal["deepfm", "dcn"] = "deepfm"
+    """Architecture of the own teacher (match the scenario's ``cascade.ranker``)."""
+    teacher_dim: int = 16
+    """Field embedding size of the own teacher (the platform's default ``cascade.ranker_dim``)."""
+    teacher_epochs: int = 1
+    """Epochs per fit of the own teacher (the platform's default ``cascade.ranker_epochs``)."""
 
     def __post_init__(self) -> None:
-        for name in ("radius", "visits", "teacher_block"):
+        for name in ("radius", "visits", "teacher_block", "teacher_dim", "teacher_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)!r}")
 
@@ -86,7 +95,7 @@ def target_domain(
 
 
 def teacher_scores(ranker: FrozenScorer, data: Exposures, block: int) -> torch.Tensor:
-    """``[n]`` ``Rank(u, i)`` of every pair of ``data`` (click probabilities, no grad)."""
+    """``[n]`` ``Rank(u, i)`` of every pair of ``data`` (the snapshot's probabilities of its label, no grad)."""
     out = []
     with torch.no_grad():
         for s in range(0, len(data), block):
