@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from agents.backbone.retriever import TwoTowerRetriever
+from agents.backbone.serving import CoreServing
 from agents.backbone.training import Exposures, TrainConfig, run_epochs
 from agents.backbone.two_tower import TowerConfig, TwoTower
 from simulator.agent_api import AgentContext
@@ -136,27 +137,10 @@ class ExposureCore:
             o.load_state_dict(copy.deepcopy(state["extra_optimisers"][k]))
 
 
-class ExposureServing:
+class ExposureServing(CoreServing):
     """The serving half of an agent that composes an :class:`ExposureCore` as ``self.core`` (written once)."""
 
     core: ExposureCore
-
-    @property
-    def retriever(self) -> TwoTowerRetriever:
-        """The serving half (model and index)."""
-        return self.core.retriever
-
-    def index(self, catalogue: Catalogue) -> None:
-        """Embed all live items once."""
-        self.core.index(catalogue)
-
-    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
-        return self.core.retrieve(requests, k)
-
-    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, K]`` logits ``s_ui``."""
-        return self.core.score(requests, item_ids)
 
     def state_dict(self) -> dict[str, Any]:
         """The core's state: weights, optimisers, fit counter, extra modules (deep copies)."""

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from agents.backbone.retriever import TwoTowerRetriever
+from agents.backbone.serving import CoreServing
 from agents.backbone.spaces import Draw, Spaces, build_spaces, sample_a, sample_b, sample_c, sample_random
 from agents.backbone.training import TrainConfig, fit_generator, run_epochs
 from agents.backbone.two_tower import TowerConfig, TwoTower
@@ -253,43 +254,13 @@ class GMMCore:
         self.fits = int(state["fits"])
 
 
-class GMMServing:
+class GMMServing(CoreServing):
     """The serving half of an agent that composes a :class:`GMMCore` as ``self.core`` (written once).
 
     The agent adds its own :meth:`extra_state` / :meth:`load_extra_state` (UMA²'s NSDN heads).
     """
 
     core: GMMCore
-
-    def extra_state(self) -> dict[str, Any]:
-        """Method-specific state saved beside the core's (none here)."""
-        return {}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`extra_state` (nothing here)."""
-        return None
-
-    @property
-    def model(self) -> TwoTower:
-        """The GMM two tower."""
-        return self.core.model
-
-    @property
-    def retriever(self) -> TwoTowerRetriever:
-        """The serving half (model and index)."""
-        return self.core.retriever
-
-    def index(self, catalogue: Catalogue) -> None:
-        """Embed all live items once (normalised for cosine)."""
-        self.core.index(catalogue)
-
-    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-``k`` by logit: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
-        return self.core.retrieve(requests, k)
-
-    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, K]`` logits ``s_ui``."""
-        return self.core.score(requests, item_ids)
 
     def state_dict(self) -> dict[str, Any]:
         """Weights, optimiser state, the fit counter and :meth:`extra_state` (deep copies)."""

@@ -18,6 +18,7 @@ import torch
 
 from agents.backbone.index import ItemIndex, check_k
 from agents.backbone.sequence import SequenceTowerConfig, SequenceTwoTower
+from agents.backbone.serving import CoreServing
 from agents.backbone.training import Exposures, TrainConfig, exposure_data
 from agents.backbone.two_tower import evaluating
 from simulator.agent_api import AgentContext
@@ -155,43 +156,13 @@ SEQ_TRAIN = TrainConfig(batch_size=256, adam_beta2=0.98)
 public CLRec); epochs and lr from the scenario (the paper: one epoch)."""
 
 
-class SequenceServing:
+class SequenceServing(CoreServing):
     """The serving half of an agent that composes a :class:`SequenceCore` as ``self.core`` (written once).
 
     The agent adds its own :meth:`extra_state` / :meth:`load_extra_state` (queues, frequency estimates, ...).
     """
 
     core: SequenceCore
-
-    def extra_state(self) -> dict[str, Any]:
-        """Method-specific state saved beside the core's (none here)."""
-        return {}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`extra_state` (nothing here)."""
-        return None
-
-    @property
-    def model(self) -> SequenceTwoTower:
-        """The trainable encoder."""
-        return self.core.model
-
-    @property
-    def retriever(self) -> SequenceRetriever:
-        """The serving half (encoder and index)."""
-        return self.core.retriever
-
-    def index(self, catalogue: Catalogue) -> None:
-        """Embed all live items once (normalised ``g``)."""
-        self.core.index(catalogue)
-
-    def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact top-``k`` by ``cos / ρ``: ``(item_ids [B, k] int64, logits [B, k] float32)``."""
-        return self.core.retrieve(requests, k)
-
-    def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, K]`` logits ``cos(f, g) / ρ``."""
-        return self.core.score(requests, item_ids)
 
     def state_dict(self) -> dict[str, Any]:
         """Weights, optimiser state, fit counter and :meth:`extra_state` (deep copies)."""
