@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--notes", type=Path, help="markdown appended as is (what changed, what is left)")
     ap.add_argument("--extra", action="append", default=[], metavar="TITLE=BEFORE.json,AFTER.json",
                     help="more before / after pairs, each under its own title (e.g. a later, quieter run)")
+    ap.add_argument("--soak", type=Path, help="the report printed by benchmarks/soak.py (the long-horizon section)")
     ap.add_argument("--gpu", type=Path, help="the output folder of benchmarks/gpu_suite.py (the CUDA section)")
     ap.add_argument("--out", type=Path, default=Path("docs/performance.md"))
     args = ap.parse_args()
@@ -116,6 +117,19 @@ def main() -> None:
         out.append("")
     else:
         out += ["Not run: see `benchmarks/trecs_side_by_side.py` for the script and its install.", ""]
+    if args.soak and args.soak.exists():
+        out += [
+            "## Long horizon: 1,000 rounds (soak)",
+            "",
+            "Command: `OMP_NUM_THREADS=1 python benchmarks/soak.py --rounds 1000 --agent bc --checkpoint-dir DIR` (a tiny",
+            "stationary world, every round checkpointed; per-round series in `benchmarks/results/soak_1000.csv`). The machine",
+            "was shared with other work while it ran, so read the RSS column; the seconds follow the machine's load.",
+            "",
+            "```",
+            args.soak.read_text().strip(),
+            "```",
+            "",
+        ]
     out += cuda_section(args.gpu) if args.gpu else ["## CUDA", "", "Not measured: see `benchmarks/gpu_suite.py`.", ""]
     if args.notes and args.notes.exists():
         out += [args.notes.read_text()]
