@@ -155,8 +155,10 @@ class GivenRanker:
         return getattr(self.ranker, name)
 
 
-class QueryCore(CascadeCore):
-    """The cascade with the recall chosen by a query vector (``cascadesim/Retrieval-v0``)."""
+class CodecCore(CascadeCore):
+    """The cascade with an action / observation codec of its own (the learnable ids); ``codec_class(sc)`` builds it."""
+
+    codec_class: Any
 
     def __init__(
         self,
@@ -168,8 +170,18 @@ class QueryCore(CascadeCore):
         reward: str = "clicks",
     ) -> None:
         super().__init__(sc, lanes, device, reward=reward)  # the action and observation are this environment's own
-        self.query = QueryCodec(sc)
-        self.codec = cast(Any, self.query)
+        self.codec = cast(Any, self.codec_class(sc))
+
+
+class QueryCore(CodecCore):
+    """The cascade with the recall chosen by a query vector (``cascadesim/Retrieval-v0``)."""
+
+    codec_class = QueryCodec
+
+    @property
+    def query(self) -> QueryCodec:
+        """The query codec (action -> recall, catalogue -> observation)."""
+        return cast(QueryCodec, self.codec)
 
     def _serve(self, chunk: Chunk, action: Any) -> np.ndarray:
         assert self.loop is not None
@@ -182,23 +194,20 @@ class QueryCore(CascadeCore):
         return self.query.encode_features(self.chunk, self.lanes, self.loop.log.catalogue[max(self.loop.log.catalogue)])
 
 
-class RerankCore(CascadeCore):
+class RerankCore(CodecCore):
     """The cascade with the slate chosen by per-candidate scores (``cascadesim/Rerank-v0``)."""
 
-    def __init__(
-        self,
-        sc: Scenario,
-        lanes: int,
-        device: torch.device | str = "cpu",
-        action: str = "",
-        observation: str = "",
-        reward: str = "clicks",
-    ) -> None:
-        super().__init__(sc, lanes, device, reward=reward)  # the action and observation are this environment's own
-        self.rerank = RerankCodec(sc)
-        self.codec = cast(Any, self.rerank)
+    codec_class = RerankCodec
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # recall ids, scores, ranker scores
         self._pending_for = -1
+
+    @property
+    def rerank(self) -> RerankCodec:
+        """The rerank codec (scores -> slate, candidates -> observation)."""
+        return cast(RerankCodec, self.codec)
 
     def reset(self, seed: int) -> tuple[Any, dict[str, Any]]:
         """A new episode: the cached candidates belong to the last world (request ids restart, so drop them)."""
