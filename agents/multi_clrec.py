@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from agents.backbone.queue import IdQueue
 from agents.backbone.sequence import DEFAULT_BUCKET_EDGES, check_sequence_ranges
 from agents.backbone.sequence_core import click_examples
-from agents.backbone.training import check_ranges, fit_generator, run_epochs
+from agents.backbone.training import check_ranges, fit_generator, make_optimiser, run_epochs
 from agents.backbone.two_tower import evaluating
 from agents.multi_clrec_model import MultiIntentModel, MultiIntentRetriever
 from agents.registry import register
@@ -235,13 +235,7 @@ class MultiCLRec:
         d = cfg.embedding_dim or ctx.training.embedding_dim
         self.model = MultiIntentModel(ctx, cfg, d, seed=stream_seed(ctx.seed, f"{name}/init"))
         lr = cfg.lr if cfg.lr is not None else ctx.training.lr
-        betas = (0.9, cfg.adam_beta2)
-        params = self.model.parameters()
-        self.optimiser = (
-            torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay)
-            if cfg.weight_decay > 0
-            else torch.optim.Adam(params, lr=lr, betas=betas)
-        )
+        self.optimiser = make_optimiser(self.model.parameters(), "adam", lr, cfg.weight_decay, cfg.adam_beta2)
         self.main_queue = IdQueue(cfg.queue_size, ctx.device)
         self.secondary = [IdQueue(cfg.secondary_size, ctx.device) for _ in range(cfg.intents)]
         self.fits = 0

@@ -42,18 +42,19 @@ PHASES = ("serve.sample", "serve.retrieve", "serve.rank", "serve.expose", "serve
           "truth metrics", "offline evaluation", "dynamics", "deploy", "training view", "model copies", "ranker fit", "agent fit", "other")
 
 
-def round_scenario(n: int, requests: int | None = None) -> Scenario:
-    """``n`` users x ``n`` items, ``n`` requests per round, the default cascade (DeepFM ranker)."""
+def round_scenario(n: int, requests: int | None = None, ranker: str | None = None) -> Scenario:
+    """``n`` users x ``n`` items, ``n`` requests per round, the default cascade (DeepFM ranker) or ``ranker``."""
+    cascade = {} if ranker is None else {"cascade": {"ranker": ranker}}
     return scenario_from_dict({
-        "name": f"round-{n}", "world": {"n_users": n, "n_items": n, "n_creators": max(10, n // 50)},
+        **cascade, "name": f"round-{n}", "world": {"n_users": n, "n_items": n, "n_creators": max(10, n // 50)},
         "metrics": {"panel_size": min(n, 500)},
         "timeline": {"rounds": 3, "requests_per_round": requests or n},
     })
 
 
-def run_size(n: int, rounds: int, agent: str, device: str = "cpu") -> dict:
-    """Per-round wall, per-phase seconds and floors for one size."""
-    sc = round_scenario(n)
+def run_size(n: int, rounds: int, agent: str, device: str = "cpu", ranker: str | None = None) -> dict:
+    """Per-round wall, per-phase seconds and floors for one size (``ranker``: the cascade's, default DeepFM)."""
+    sc = round_scenario(n, ranker=ranker)
     loop = warm_started_loop(sc, 0, device)
     attach_agent(loop, agent_factory(agent, sc, 0, torch.device(device)), agent)
     clock = PhaseClock(torch.cuda.synchronize if torch.device(device).type == "cuda" else None)
@@ -71,7 +72,8 @@ def run_size(n: int, rounds: int, agent: str, device: str = "cpu") -> dict:
     phases = clock.mean()
     floors = {k: sum(f[k] for f in floor_sets) / len(floor_sets) for k in floor_sets[0]}
     return {
-        "size": n, "requests": sc.timeline.requests_per_round, "agent": agent, "rounds": rounds, "walls": walls,
+        "size": n, "requests": sc.timeline.requests_per_round, "agent": agent, "ranker": sc.cascade.ranker, "rounds": rounds,
+        "walls": walls,
         "per_round_s": per_round, "ms_per_request": 1000 * per_round / sc.timeline.requests_per_round,
         "phases": {p: phases.get(p, 0.0) for p in PHASES}, "floors": floors, "threads": torch.get_num_threads(),
     }
@@ -114,6 +116,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--agent", default="bc")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--ranker", default=None, help="the cascade's ranker (default: the scenario default, DeepFM)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -128,7 +131,7 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     results = []
     for n in args.sizes:
-        results.append(run_size(n, args.rounds, args.agent, args.device))
+        results.append(run_size(n, args.rounds, args.agent, args.device, args.ranker))
         print_size(results[-1])
         if args.json:  # after every size: a long run cut short keeps what it measured
             args.json.write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1))

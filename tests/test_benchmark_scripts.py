@@ -3,6 +3,7 @@ used to stay unnoticed until someone needed its figures)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,12 @@ def test_gpu_suite_dry_run_on_the_cpu(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     line = (tmp_path / "gpu_suite.jsonl").read_text().strip()
     assert '"step": "agreement"' in line and '"rc": 0' in line  # the CUDA cases skip, the bound's own test passes
+
+
+def test_round_phases_runs_with_the_ranker_asked_for(tmp_path: Path) -> None:
+    """``--ranker noisy-oracle`` (the T-RECS side by side's equal-work column): no ranker fit in the phases."""
+    out = tmp_path / "rp.json"
+    _run("benchmarks/round_phases.py", "--sizes", "200", "--rounds", "2", "--ranker", "noisy-oracle", "--json", str(out))
+    res = json.loads(out.read_text())["results"][0]
+    assert res["ranker"] == "noisy-oracle" and res["phases"]["ranker fit"] < 0.05 * res["per_round_s"]
+    assert res["phases"]["agent fit"] > 0

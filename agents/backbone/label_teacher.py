@@ -51,7 +51,7 @@ class OwnTeacher:
         sparse_ids = {id(m.weight) for m in self.module.modules() if isinstance(m, nn.Embedding) and m.sparse}
         sparse = [p for p in self.module.parameters() if id(p) in sparse_ids]
         dense = [p for p in self.module.parameters() if id(p) not in sparse_ids]
-        self.optimisers = [torch.optim.Adam(dense, lr=ctx.training.lr), torch.optim.SparseAdam(sparse, lr=ctx.training.lr)]
+        self.optimisers = [torch.optim.Adam(dense, lr=ctx.training.lr, foreach=True), torch.optim.SparseAdam(sparse, lr=ctx.training.lr)]
         core.extra["teacher"] = self.module
         core.extra_optimisers["teacher_dense"], core.extra_optimisers["teacher_sparse"] = self.optimisers
         self.catalogue: Catalogue | None = None

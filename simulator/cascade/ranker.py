@@ -67,7 +67,7 @@ class SplitAdam:
         sparse_ids = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding) and m.sparse}
         sparse = [p for p in module.parameters() if id(p) in sparse_ids]
         dense = [p for p in module.parameters() if id(p) not in sparse_ids]
-        self.optimizers = [torch.optim.Adam(dense, lr=lr)] + ([torch.optim.SparseAdam(sparse, lr=lr)] if sparse else [])
+        self.optimizers = [torch.optim.Adam(dense, lr=lr, foreach=True)] + ([torch.optim.SparseAdam(sparse, lr=lr)] if sparse else [])
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for opt in self.optimizers:
