@@ -168,7 +168,7 @@ def collect(out: Path, labels: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, d
 def commit() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        status = ["git", "status", "--porcelain", "--untracked-files=no"]
+        status = ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/results"]  # not this page's own files
         dirty = subprocess.run(status, cwd=ROOT, capture_output=True, text=True).stdout.strip()
         return rev + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
