@@ -58,10 +58,15 @@ class Catalogue:
         """``[M_live] int64`` ids of the live items, ascending."""
         return torch.nonzero(self.live, as_tuple=False).squeeze(1)
 
-    def popularity_features(self) -> torch.Tensor:
-        """``[M, 3] float32``: log1p clicks, log1p exposures, smoothed CTR."""
-        ctr = (self.clicks + 1.0) / (self.exposures + 10.0)
-        return torch.stack([torch.log1p(self.clicks), torch.log1p(self.exposures), ctr], dim=1)
+    def popularity_features(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``[M, 3] float32`` (or ``[n, 3]`` for ``ids [n]``): log1p clicks, log1p exposures, smoothed CTR.
+
+        With ``ids`` only those rows are computed (elementwise, so equal to ``popularity_features()[ids]`` bit for
+        bit): a training step of a two-tower model needs its minibatch's items, not the whole catalogue's.
+        """
+        clicks, exposures = (self.clicks, self.exposures) if ids is None else (self.clicks[ids], self.exposures[ids])
+        ctr = (clicks + 1.0) / (exposures + 10.0)
+        return torch.stack([torch.log1p(clicks), torch.log1p(exposures), ctr], dim=1)
 
     def to(self, device: torch.device | str) -> Catalogue:
         return _map_tensors(self, lambda t: t.to(device))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -55,6 +56,16 @@ def test_scoring_fields_equal_training_fields() -> None:
     with torch.no_grad():
         scoring = emb(feats)  # the preallocated path
     assert torch.equal(scoring, emb(feats).detach())  # the stack + cat path used in training
+
+
+def test_popularity_features_of_some_rows_equal_the_full_table_rows() -> None:
+    """A two-tower training step computes the popularity features of its minibatch's items only: same bits."""
+    _, _, ids, cat = _inputs()
+    rows = ids.clamp_min(0).flatten()
+    assert torch.equal(cat.popularity_features(rows), cat.popularity_features()[rows])
+    clicks, exposures = cat.clicks[3].item(), cat.exposures[3].item()
+    expected = torch.tensor([math.log1p(clicks), math.log1p(exposures), (clicks + 1.0) / (exposures + 10.0)])
+    assert torch.allclose(cat.popularity_features(torch.tensor([3]))[0], expected)
 
 
 def _metrics(device: str) -> dict[tuple[int, str], float]:

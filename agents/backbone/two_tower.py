@@ -199,7 +199,7 @@ class TwoTower(nn.Module):
             [
                 catalogue.promoted[item_ids].float().unsqueeze(1),
                 catalogue.modality[item_ids].flatten(1).float(),
-                catalogue.popularity_features()[item_ids],
+                catalogue.popularity_features(item_ids),
             ],
             dim=1,
         )
