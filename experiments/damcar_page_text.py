@@ -343,9 +343,11 @@ def outcome_lines(frame: pd.DataFrame, avg: pd.DataFrame, agents: list[str], hea
             table(["agent", *(f"round {r}" for r in shown)], rows)]  # fmt: skip
 
 
-def comparison_lines(comp: pd.DataFrame, head: str, window: int) -> list[str]:
+def comparison_lines(comp: pd.DataFrame, head: str, window: int, broken: set[str]) -> list[str]:
+    """The table of every test; a method whose adversary does not act is marked as not working (studies.md §4)."""
     rows = [[f"`{r.a}` − `{r.b}`", r.metric, {"i": "(i)", "ii": "(ii)"}.get(r.claim, "–"), fmt(r["diff"], r.half, 4),
-             _p(r.holm), f"{r.mde:.4f}", _n(r.needed), "–" if not np.isfinite(r.effect) else f"{r.effect:+.2f}", word(r),
+             _p(r.holm), f"{r.mde:.4f}", _n(r.needed), "–" if not np.isfinite(r.effect) else f"{r.effect:+.2f}",
+             word(r) + "".join(f"; `{x}` not working" for x in (r.a, r.b) if x in broken),
              *(fmt(r[m], r[m + "_half"], 4) for m in USER_FACING)] for _, r in comp.iterrows()]  # fmt: skip
     return ["## Paired comparisons", "",
             f"Per seed, the time average over the last {window} rounds; differences paired by seed (common random numbers: same "
@@ -432,10 +434,11 @@ def page_text(frame: pd.DataFrame, meta: dict, regen: str | None) -> tuple[str, 
     comp = comparisons(avg, tests_of(agents, head, rank_metric), head)
     working = adversary(avg, "damcar")[2]
     verdicts = {c: claim_verdict(comp, c, working) for c in ("i", "ii")}
+    broken = {a for a in damcars if not adversary(avg, a)[2]}
     outcomes = [head, *(f"true_recall@{k}" for k in w["k_values"] if f"true_recall@{k}" != head), rank_metric, *USER_FACING]
     lines = [*header(meta, regen), *claim_lines(verdicts), *power_lines(meta, comp, head), *tuning_lines(meta),
              *working_lines(frame, avg, damcars, agents, window), *outcome_lines(frame, avg, agents, head, outcomes, window),
-             *comparison_lines(comp, head, window), *verdict_lines(comp, verdicts, working),
+             *comparison_lines(comp, head, window, broken), *verdict_lines(comp, verdicts, working),
              *reasons_lines(frame, avg, comp, head, meta), *timing_lines(meta, agents)]  # fmt: skip
     figures = {"damcar-rounds.svg": rounds_svg(frame, agents, head),
                "damcar-alignment.svg": alignment_svg(frame, damcars, int(frame["round"].max()))}  # fmt: skip
