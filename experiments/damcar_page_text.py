@@ -62,7 +62,9 @@ def paired(avg: pd.DataFrame, a: str, b: str, metric: str) -> np.ndarray:
 
 def seeds_needed(sd: float, diff: float, cap: int = 100_000) -> float:
     """The fewest seeds whose MDE (80% power, two-sided 5%) is at most ``|diff|``; inf past ``cap`` or for a zero effect."""
-    if not (np.isfinite(sd) and np.isfinite(diff)) or diff == 0:
+    if not (np.isfinite(sd) and np.isfinite(diff)):
+        return math.nan
+    if diff == 0:
         return math.inf
     if sd == 0:
         return 2.0
@@ -208,7 +210,7 @@ def _p(p: float) -> str:
 
 
 def _n(x: float) -> str:
-    return "> 100,000" if not np.isfinite(x) else f"{int(x):,}"
+    return "–" if math.isnan(x) else ("> 100,000" if math.isinf(x) else f"{int(x):,}")
 
 
 def header(meta: dict, regen: str | None) -> list[str]:
@@ -381,6 +383,7 @@ def reasons_lines(frame: pd.DataFrame, avg: pd.DataFrame, comp: pd.DataFrame, he
         out.append(f"- Below `bc` after Holm: {', '.join(f'`{a}` ({d:+.4f})' for a, d in zip(behind.a, behind['diff'], strict=True))}. "
                    "Methods that replace the logged label by a teacher (KD: label replacement; MUDA-T: the target domain "
                    "alone) learn only what a DeepFM fitted on a short, sparse window knows about never-exposed items.")  # fmt: skip
+    out += _damcar_below_bc(comp, head)
     share = per_seed(avg, "damcar", "fit_target_share").mean()
     if np.isfinite(share):
         out.append(f"- DAMCAR's target domain is small: |S_sam| / |S_T| = {share:.3f}. On this sparse exposure graph (few engaged "
@@ -409,8 +412,24 @@ def reasons_lines(frame: pd.DataFrame, avg: pd.DataFrame, comp: pd.DataFrame, he
             "curve, `finished` drawn from the watch-time model); DAMCAR's graph walk depends on how dense engagement is, which "
             "this world sets, not real users.",
             "- TL and AR (the paper's other baselines) and DCN as the platform ranker are not in this sweep; "
-            "`docs/results/damcar-dcn.md` (superseded, 6 rounds, untuned) is the last DCN run.", ""]  # fmt: skip
+            "`docs/results/damcar-dcn.md` (superseded, 6 rounds, untuned) is the last DCN run. The offline sensitivity of "
+            "DAMCAR's walk and label path (`experiments/damcar_sensitivity.py`, `damcar-sensitivity.parquet`) predates this "
+            "rerun and was not made again.", ""]  # fmt: skip
     return out
+
+
+def _damcar_below_bc(comp: pd.DataFrame, head: str) -> list[str]:
+    """The likely reason when DAMCAR ends below bc: what it shares with KD (a hypothesis, stated as one)."""
+    row = comp[(comp.a == "damcar") & (comp.b == "bc") & (comp.metric == head)]
+    kd = comp[(comp.a == "kd") & (comp.b == "bc") & (comp.metric == head)]
+    if row.empty or not (row.holm.iloc[0] < 0.05 and row["diff"].iloc[0] < 0):
+        return []
+    kd_part = f"`kd`, which only distils, ends {kd['diff'].iloc[0]:+.4f} from `bc`" if len(kd) else "`kd` did not run"
+    return [f"- DAMCAR ends below `bc` ({row['diff'].iloc[0]:+.4f}, {row.effect.iloc[0]:+.2f} of the oracle − random gap). Besides "
+            "its adversarial part it distils its own DeepFM teacher (`lambda_con`) and replaces the label of every exposed "
+            f"negative by the ADA network's soft pseudo-label (MPL); {kd_part}. The likely drag is the teacher's and the pseudo-"
+            "labels' view of items the short log barely covers, not the domain adaptation itself; this page does not isolate "
+            "it (the ablations `damcar-no-mpl`, `damcar-no-ema`, `damcar-no-tdg` exist as agents and would)."]  # fmt: skip
 
 
 def timing_lines(meta: dict, agents: list[str]) -> list[str]:
