@@ -173,3 +173,20 @@ def test_tune_specs_give_every_agent_the_same_budget_on_seeds_disjoint_from_the_
         assert not set(spec.validation_seeds) & set(range(10)) and all(a.fixed["label"] == "finished" for a in spec.agents)
         assert 1 <= min(len(a.space) for a in spec.agents) and max(len(a.space) for a in spec.agents) <= 3
     assert [(a.name, a.space) for a in full.agents] == [(a.name, a.space) for a in reduced.agents]  # the same search space
+
+
+def test_seeds_needed_is_undefined_without_a_spread_and_infinite_without_an_effect():
+    assert np.isnan(T.seeds_needed(float("nan"), 0.1)) and T.seeds_needed(0.1, 0.0) == float("inf")
+    assert T.mde(0.02, int(T.seeds_needed(0.02, 0.01))) <= 0.01  # hand check: (2.0 + 0.85) * 0.02 / sqrt(n) <= 0.01 near n = 33
+    assert 30 <= T.seeds_needed(0.02, 0.01) <= 36
+
+
+def test_a_damcar_variant_whose_adversary_does_not_act_is_marked_not_working(tmp_path: Path):
+    frame = results()
+    twin = frame[frame.agent == "damcar"].assign(agent="damcar-linear-psi")
+    twin.loc[twin.metric == "fit_domain_accuracy", "value"] = 0.99  # the classifier wins: alignment failed
+    out = run_page(tmp_path, pd.concat([frame, twin], ignore_index=True))
+    page = (out / "damcar.md").read_text()
+    assert "`damcar-linear-psi`: domain accuracy 0.990" in page and "does NOT act" in page
+    line = next(x for x in page.splitlines() if x.startswith("| `damcar-linear-psi` − `bc` |"))
+    assert "`damcar-linear-psi` not working" in line
