@@ -178,7 +178,7 @@ def sweep_meta(args: argparse.Namespace, manifest: dict, cells: pd.DataFrame, sc
     return {
         "sweep_command": f"python -m scenarios.cli sweep {args.spec} --workers {args.workers} --out {args.sweep}",
         "tune_command": tune_cmd, "spec_file": args.spec, "tune_spec_file": args.tune_spec, "headline": manifest["metric"],
-        "commit": git_commit(), "threads": manifest["threads"], "workers": args.workers, "note": args.note,
+        "commit": args.sweep_commit or git_commit(), "threads": manifest["threads"], "workers": args.workers, "note": args.note,
         "machine": f"{platform.platform()}, torch {torch.__version__}, {args.machine_note}",
         "scenario": spec["sweep"]["scenario"], "world": world, "seeds": seeds, "window": args.window,
         "tune": {k: v for k, v in tune.items() if k != "test_seeds"}, "full": full, "cost": cost_meta(cells, world, full),
@@ -200,6 +200,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--window", type=int, default=5, help="rounds averaged at the end of each loop")
     ap.add_argument("--workers", type=int, default=1, help="the --workers the sweep ran with (stated on the page)")
     ap.add_argument("--out-dir", default=str(OUT_DIR))
+    ap.add_argument("--sweep-commit", default=None, help="the commit the tune and sweep ran at (default: the current one)")
     ap.add_argument("--note", default="", help="how the runs were made, if not in one invocation (stated on the page)")
     ap.add_argument("--machine-note", default="2 cores shared with 3 other jobs", help="what else ran on the machine")
     args = ap.parse_args(argv)

@@ -369,7 +369,14 @@ def verdict_lines(comp: pd.DataFrame, verdicts: dict[str, str], working: bool) -
         parts = [f"`{r.a}` − `{r.b}` on {r.metric}: {fmt(r['diff'], r.half, 4)}, Holm p {_p(r.holm)}, {word(r)}"
                  + ("" if r.holm < 0.05 else f" (at this seed-to-seed sd, {_n(r.needed)} seeds would detect a difference this size)")
                  for _, r in comp[comp.claim == claim].iterrows()]  # fmt: skip
-        out.append(f"- {label}: {verdicts[claim]}. " + "; ".join(parts) + ".")
+        lean = comp[(comp.claim == claim) & ~(comp.holm < 0.05) & (comp["diff"] < 0)]
+        note = (
+            f" The undecided comparison{'s' if len(lean) > 1 else ''} lean{'' if len(lean) > 1 else 's'} against DAMCAR "
+            f"({', '.join(f'`{b}`' for b in lean.b)} ahead on the point estimate)."
+            if len(lean) and "undecided" in verdicts[claim]
+            else ""
+        )
+        out.append(f"- {label}: {verdicts[claim]}. " + "; ".join(parts) + "." + note)
     if not working:
         out.append("- DAMCAR's adversary does not act here, so neither verdict tests the method as the paper describes it.")
     return [*out, ""]
@@ -382,8 +389,8 @@ def reasons_lines(frame: pd.DataFrame, avg: pd.DataFrame, comp: pd.DataFrame, he
     behind = comp[(comp.b == "bc") & (comp.metric == head) & (comp.holm < 0.05) & (comp["diff"] < 0)]
     if len(behind):
         out.append(f"- Below `bc` after Holm: {', '.join(f'`{a}` ({d:+.4f})' for a, d in zip(behind.a, behind['diff'], strict=True))}. "
-                   "Methods that replace the logged label by a teacher (KD: label replacement; MUDA-T: the target domain "
-                   "alone) learn only what a DeepFM fitted on a short, sparse window knows about never-exposed items.")  # fmt: skip
+                   "The methods that learn only from a teacher fall furthest (KD: label replacement; MUDA-T: the target domain "
+                   "alone): they know only what a DeepFM fitted on a short, sparse window knows about never-exposed items.")  # fmt: skip
     out += _damcar_below_bc(comp, head)
     share = per_seed(avg, "damcar", "fit_target_share").mean()
     if np.isfinite(share):
