@@ -247,6 +247,10 @@ def curves(frame: pd.DataFrame, part: str, metrics: tuple[str, ...], title: str)
             fig.add_trace(go.Scatter(x=np.r_[rs, rs[::-1]], y=np.r_[mean + half, (mean - half)[::-1]], fill="toself", fillcolor=c,
                                      opacity=0.15, line={"width": 0}, showlegend=False, hoverinfo="skip"), row=1, col=col)  # fmt: skip
             fig.add_trace(go.Scatter(x=rs, y=mean, name=a, line={"color": c}, legendgroup=a, showlegend=col == 1), row=1, col=col)
+    if part == "weekend":  # shade days 5 and 6 of every week
+        for week in range(int(sub["round"].max()) // 7 + 1):
+            fig.add_vrect(x0=7 * week + 4.5, x1=7 * week + 6.5, fillcolor="grey", opacity=0.1, line_width=0, row="all", col="all")
+    fig.update_xaxes(title_text="round")
     fig.update_layout(title=title, height=360, width=330 * len(metrics) + 120, template="plotly_white", margin={"t": 70, "b": 40})
     return fig
 
@@ -357,12 +361,26 @@ def long_lines(
         f"`{CLREC}` / `{SSM}` of aggregate diversity, per seed: {fmt_plain(*ratio, digits=2)} (paper: 2.03).",
         "",
         comparison_table(comp, "long"),
+        *decile_lines(summ),
         "### Per round",
         "",
         *figure,
         f"Per-round curves with 95% bands over seeds: [clrec.html](clrec.html). Paired difference `{CLREC}` - `{SSM}` per round:",
         "",
         per_round_table(frame, (*matthew[:2], "true_recall@50", "logged_ctr")),
+    ]
+
+
+def decile_lines(summ: pd.DataFrame) -> list[str]:
+    """Figure 3's question, where the impressions go: exposure share per popularity decile of the live items."""
+    deciles = tuple(f"exposure_share_decile@{d}" for d in range(1, 11))
+    if not set(deciles) <= set(summ.metric):
+        return []
+    return [
+        "Figure 3's question, where do the impressions go: share of a round's exposures per decile of the live items by observed "
+        "clicks at the round's start (10 = most popular), time-averaged:",
+        "",
+        level_table(summ, "long", "last", deciles),
     ]
 
 
