@@ -413,6 +413,9 @@ def reading_lines(comp: pd.DataFrame, meta: dict, ratio: tuple[float, float]) ->
         "reward.",
         "- The popularity index is relative to the agents in the sweep; its paired difference has the sign of the raw mean "
         "exposed popularity (`mean_exposed_popularity` in the sanity table).",
+        "- Only the paper's two comparisons are run (`clrec-queue` vs `sampled-softmax-logq`, `multi-clrec` vs `clrec-queue`). "
+        "The ablations of the earlier 3-seed page (in-batch `clrec`, `clrec-cached`, `sampled-softmax` without logQ, `ipw`, "
+        "`ipw-oracle`) did not fit the CPU budget; add them to `agents` in the specs and to the tune spec to run them.",
         "- `cascade.propensity_samples` is 8 in these sweeps (32 in the preset): it only sets the Monte-Carlo draws of the logged "
         "propensities, which no agent here reads; the exposures and clicks come from a separate random stream and are unchanged.",
         "",
