@@ -18,6 +18,10 @@ SEED = "`/work/shared/seeds/004_a0db5a260ad52808.txt`"
 HR = "onpolicy_replay_hitrate@50"
 EQUIVALENCE = 0.01
 """Margin (absolute HitRate) within which a difference counts as "negligible" (Table 2: 17.6% vs 17.8%)."""
+COLLAPSED = 0.9
+"""``multi-clrec`` whose most-used intent takes more than this share of requests has a collapsed selector (not working)."""
+RELATIVE = ("true_recall@50", "onpolicy_replay_hitrate@50", "unbiased_hitrate@50", "logged_ctr", "logged_finish_rate", "slate_utility")
+"""Metrics where the oracle is the ceiling and random the floor, so a difference over their gap is an effect size."""
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,22 @@ def _need(n: float) -> str:
     return "–" if not np.isfinite(n) else (f"{int(n)}" if n < 10_000 else "> 10,000")
 
 
-def verdict(claim: Claim, comp: pd.DataFrame) -> tuple[str, str]:
-    """``(verdict, evidence)``: reproduced / not reproduced / undecided at this power, from the Holm-adjusted tests."""
+def broken(summ: pd.DataFrame) -> dict[str, str]:
+    """Agents that fail their own sanity diagnostics (studies.md §4: reported as not working, not as losing), with why."""
+    sel = summ[(summ.metric == "fit_selection_share_max") & (summ.agent == MULTI) & (summ.stat == "weekend")].value
+    if len(sel) and sel.mean() > COLLAPSED:
+        return {MULTI: f"its intent selector collapsed (the most-used intent takes {sel.mean():.0%} of the weekend requests)"}
+    return {}
+
+
+def verdict(claim: Claim, comp: pd.DataFrame, failing: dict[str, str] | None = None) -> tuple[str, str]:
+    """``(verdict, evidence)``: reproduced / not reproduced / undecided at this power, from the Holm-adjusted tests;
+    *not testable* when a method of the claim fails its own sanity diagnostics."""
     rows = [_row(comp, part, stat, metric, claim.a, b) for part, stat, metric, b in claim.tests]
     ev = "; ".join(f"{r.metric} Δ {fmt(r['diff'], r.half)}, Holm p {_p(r.holm)}, MDE {r.mde:.3g}" for r in rows)
+    bad = [a for a in (claim.a, *(t[3] for t in claim.tests)) if a in (failing or {})]
+    if bad:
+        return f"not testable here: `{bad[0]}` is not working", ev + f" (`{bad[0]}`: {(failing or {})[bad[0]]})"
     if claim.direction == 0:
         r = rows[0]
         if np.isfinite(r.half) and abs(r["diff"]) + r.half <= EQUIVALENCE:
@@ -126,10 +142,10 @@ def header(meta: dict, regen: str | None) -> list[str]:
     ]
 
 
-def claims_lines(comp: pd.DataFrame, ratio: tuple[float, float]) -> list[str]:
+def claims_lines(comp: pd.DataFrame, ratio: tuple[float, float], failing: dict[str, str]) -> list[str]:
     rows = []
     for c in CLAIMS:
-        word, ev = verdict(c, comp)
+        word, ev = verdict(c, comp, failing)
         rows.append([c.name, c.quote, f"`{c.a}` vs `{c.tests[0][3]}`: {ev}", f"**{word}**"])
     lo, hi = ratio[0] - ratio[1], ratio[0] + ratio[1]
     two = "reproduced" if lo >= 2 else ("not reproduced" if hi < 2 else "undecided at this power")
@@ -140,7 +156,8 @@ def claims_lines(comp: pd.DataFrame, ratio: tuple[float, float]) -> list[str]:
         "",
         "A verdict is *reproduced* when the paired difference is in the paper's direction with Holm-adjusted p < 0.05 (over "
         f"all {len(comp)} tests of this page), *not reproduced* when it is significantly the other way, and *undecided at this "
-        f'power* otherwise; for the "negligible" claim, reproduced means the 95% interval lies inside ±{EQUIVALENCE}.',
+        f'power* otherwise; for the "negligible" claim, reproduced means the 95% interval lies inside ±{EQUIVALENCE}. A method '
+        "that fails its own sanity diagnostics (see *Sanity*) makes its claims *not testable here*, not lost.",
         "",
         table(["claim", "the paper", "closed-loop evidence", "verdict"], rows),
     ]
@@ -193,7 +210,8 @@ def comparison_table(comp: pd.DataFrame, part: str) -> str:
     rows = []
     for _, r in comp[comp.part == part].iterrows():
         pair = f"`{r.a}` - `{r.b}`" if isinstance(r.b, str) else f"`{r.a}` (vs 0)"
-        rel = f"{r['diff'] / r.gap:+.2f}" if np.isfinite(r.gap) and abs(r.gap) > 1e-12 else "–"
+        usable = r.metric in RELATIVE and r.stat != "change" and isinstance(r.b, str) and np.isfinite(r.gap) and abs(r.gap) > 1e-12
+        rel = f"{r['diff'] / r.gap:+.2f}" if usable else "–"
         rows.append([r.metric, r.stat, pair, fmt(r["diff"], r.half, 4), rel, _p(r.p), _p(r.holm), f"{r.mde:.4f}", _need(r.need)])
     return table(["metric", "summary", "difference", "Δ ± 95%", "Δ / gap", "p", "Holm p", "MDE", "seeds for observed Δ"], rows)
 
@@ -289,7 +307,11 @@ def diagnostics_lines(summ: pd.DataFrame) -> list[str]:
     if len(sel):
         share = interval(sel.value.tolist())[:2]
         intents = summ[(summ.metric == "fit_intents_used") & (summ.agent == MULTI) & (summ.stat == "weekend")].value.mean()
-        state = "the intent selector has collapsed: read `multi-clrec`'s rows as not working" if share[0] > 0.9 else "no collapse"
+        state = (
+            f"the selector has collapsed (> {COLLAPSED}): `multi-clrec` is not working here, and its rows say nothing about Multi-CLRec"
+            if share[0] > COLLAPSED
+            else "no collapse"
+        )
         out += [f"`multi-clrec` routing on the weekend-test days: share of requests on the most-used intent {fmt_plain(*share)} "
                 f"(1 = the selector collapsed), intents used {intents:.1f}: {state}.", ""]  # fmt: skip
     return out
@@ -384,8 +406,24 @@ def decile_lines(summ: pd.DataFrame) -> list[str]:
     ]
 
 
-def reading_lines(comp: pd.DataFrame, meta: dict, ratio: tuple[float, float]) -> list[str]:
-    words = {c.name: verdict(c, comp)[0] for c in CLAIMS}
+def overshoot(summ: pd.DataFrame) -> list[str]:
+    """Whether CLRec's exposure is less concentrated than the oracle's own (debiasing past the truth)."""
+    gini = {a: values_mean(summ, a, "exposure_gini") for a in ("oracle", CLREC, SSM)}
+    if not all(np.isfinite(v) for v in gini.values()) or gini[CLREC] >= gini["oracle"]:
+        return []
+    return [f"- Past the truth: `{CLREC}`'s exposure Gini ({gini[CLREC]:.3f}) is below the `oracle`'s own ({gini['oracle']:.3f}; "
+            f"`{SSM}` {gini[SSM]:.3f}). CLRec does not only undo the popularity bias of the log, it spreads exposure wider than "
+            "the true relevance would, and pays for it in true recall and in the users' clicks (the tables above): in this "
+            "world the Matthew-effect claim and the CTR claim pull against each other."]  # fmt: skip
+
+
+def values_mean(summ: pd.DataFrame, agent: str, metric: str) -> float:
+    sub = summ[(summ.part == "long") & (summ.stat == "last") & (summ.agent == agent) & (summ.metric == metric)].value
+    return float(sub.mean()) if len(sub) else math.nan
+
+
+def reading_lines(comp: pd.DataFrame, meta: dict, ratio: tuple[float, float], summ: pd.DataFrame, failing: dict[str, str]) -> list[str]:
+    words = {c.name: verdict(c, comp, failing)[0] for c in CLAIMS}
     missed = [n for n, v in words.items() if v != "reproduced"]
     out = ["## What did not reproduce, and the most likely reasons", ""]
     if not missed:
@@ -394,6 +432,8 @@ def reading_lines(comp: pd.DataFrame, meta: dict, ratio: tuple[float, float]) ->
         out.append(f"- {name}: **{words[name]}**.")
     if ratio[0] + ratio[1] < 2:
         out.append(f'- Table 1\'s size ("over 2x"): the diversity ratio is {fmt_plain(*ratio, digits=2)}, below 2.')
+    out += overshoot(summ)
+    out += [f"- `{a}` is not working in this world: {why}. The claims on it are untested here, not refuted." for a, why in failing.items()]
     out += [
         "",
         "Reasons to weigh, in order: (1) the loop is short: "
@@ -433,7 +473,8 @@ def page_text(frame: pd.DataFrame, summ: pd.DataFrame, comp: pd.DataFrame, ratio
                                        "Weekday -> weekend world: per-round mean and 95% band (days 5, 6 of each week: weekend)"),
     }  # fmt: skip
     pngs = write_figures(figs, out_dir, "clrec.html")
-    lines = [*header(meta, regen), *claims_lines(comp, ratio), *power_lines(meta, comp)]
+    failing = broken(summ)
+    lines = [*header(meta, regen), *claims_lines(comp, ratio, failing), *power_lines(meta, comp)]
     lines += [*long_lines(frame, summ, comp, meta, ratio, pngs), *weekend_lines(summ, comp, meta, pngs), *diagnostics_lines(summ)]
-    lines += [*tuning_lines(meta), *reading_lines(comp, meta, ratio)]
+    lines += [*tuning_lines(meta), *reading_lines(comp, meta, ratio, summ, failing)]
     return "\n".join(lines).rstrip() + "\n"

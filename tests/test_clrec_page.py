@@ -174,3 +174,17 @@ def test_tune_specs_give_every_method_the_same_budget_and_space():
         assert [a.name for a in spec.agents] == ["sampled-softmax-logq", "clrec-queue", "multi-clrec"]
     describe = lambda s: [[p.describe() for p in a.space] for a in s.agents]  # noqa: E731
     assert describe(full) == describe(reduced)
+
+
+def test_a_collapsed_selector_makes_table_4_not_testable():
+    frame = pd.DataFrame(week_rows()).assign(part="weekend")
+    collapsed = frame[(frame.agent == "multi-clrec") & (frame.metric == "logged_ctr")].assign(metric="fit_selection_share_max", value=0.95)
+    summ = C.summaries(pd.concat([frame, collapsed]), WINDOW)
+    failing = T.broken(summ)
+    assert set(failing) == {"multi-clrec"} and "95%" in failing["multi-clrec"]
+    comp = C.compare(summ, tuple(c for c in C.COMPARISONS if c.part == "weekend"))
+    table4 = next(c for c in T.CLAIMS if c.name == "Table 4: weekend HitRate@50")
+    assert T.verdict(table4, comp)[0] == "reproduced"  # the synthetic multi-clrec gains on weekends...
+    assert T.verdict(table4, comp, failing)[0].startswith("not testable")  # ...but a collapsed selector is not working
+    healthy = C.summaries(pd.concat([frame, collapsed.assign(value=0.3)]), WINDOW)
+    assert T.broken(healthy) == {}
