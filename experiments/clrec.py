@@ -324,8 +324,8 @@ def main(argv: list[str] | None = None) -> None:
             if not src.is_file() or not src.with_suffix(".json").is_file():
                 raise PageError(f"--from-parquet: {str(src)!r} and its .json must both exist")
             frame, meta = pd.read_parquet(src), json.loads(src.with_suffix(".json").read_text())
+            out_dir.mkdir(parents=True, exist_ok=True)  # the figures are written while the page is built
             text = build(frame, meta, out_dir, command, command)
-            out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "clrec.md").write_text(text)
         else:
             frame, meta = collect(args)
