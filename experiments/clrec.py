@@ -1,440 +1,339 @@
-"""CLRec's long-horizon popularity study and Table 4, in the closed loop (issue 5).
+"""The CLRec page (issue 5, rerun through sweeps for issue 16 item 4), generated from two sweeps and a tune.
 
-Two studies, one page (``docs/results/clrec.md``, generated; long-form metrics copied to
-``docs/results/clrec.parquet``)::
+CLRec vs sampled softmax + logQ over a long closed loop (paper Tables 1-3, Figure 3; ``experiments/clrec.toml``), and
+Multi-CLRec vs CLRec across the weekday -> weekend shift (paper Table 4; ``experiments/clrec-weekend.toml``)::
 
-    .venv/bin/python experiments/clrec.py [--seeds 3] [--out runs/results-clrec] [--from-run DIR_OR_PARQUET]
+    python experiments/clrec.py runs/clrec-long runs/clrec-weekend --tune runs/clrec-tune
+    python experiments/clrec.py --from-parquet docs/results/clrec.parquet      # regenerate the page only
 
-1. **Long horizon** (``clrec-testbed``): every agent of :data:`AGENTS` for the preset's
-   rounds. The CLRec paper's Table 1 (aggregate diversity), Table 3 (popularity index) and
-   Figure 3 (exposure by popularity) compare CLRec with sampled softmax + logQ online; here the
-   same comparison runs for many rounds of a closed loop with the truth known, next to
-   true_recall@50 and HitRate@50 (logged, and the unbiased / "true" one) for all agents and BC.
-2. **Weekday -> weekend** (``weekend-shift``; the paper's Table 4): the training window is 3
-   days, so the model serving on day 5 (Saturday) was trained on weekday clicks only (days 2-4),
-   as were the models serving on days 3 and 4 (trained on days 0-2 and 1-3). HitRate@50 "test on
-   weekdays" = the mean over days 3-4, "test on weekends" = day 5, both from week 1 on (week 0
-   is burn-in). :data:`WEEKEND_AGENTS` lists the agents; part B's ``multi-clrec`` is among them.
-
-``--from-run`` regenerates the page from a finished run directory (holding ``long/`` and
-``weekend/``) or from the copied ``.parquet``, without rerunning anything.
+Keeps the page's metrics in ``docs/results/clrec.parquet`` (its metadata in ``clrec.json``) and reads every number of
+``docs/results/clrec.md`` back from that file. Statistics: every agent of a seed shares its world and requests (common
+random numbers), so comparisons are paired differences of per-seed summaries (the mean over the last rounds; for Table 4
+the mean over the weekday- and weekend-test days), 95% t-intervals, two-sided paired t-tests Holm-adjusted across every
+comparison of the page, and the minimal detectable effect at 80% power.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import shlex
 import sys
-import time
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
 
-import agents  # noqa: E402  (registers the agents)
-from scenarios.experiment import add_popularity_index  # noqa: E402
-from scenarios.presets import load_scenario  # noqa: E402
-from scenarios.study import compare, format_interval, interval, interval_table, load_study, mean_fit_seconds, run_study  # noqa: E402
-from simulator.checkpoint import read_metrics  # noqa: E402
+from clrec_text import page_text  # noqa: E402
+from offline_evaluation_page import holm, interval, mde  # noqa: E402
+from regimes_page import complete_seeds, git_commit, paired_p  # noqa: E402
 
-LONG_SCENARIO, WEEKEND_SCENARIO = "clrec-testbed", "weekend-shift"
-AGENTS = [
-    "bc", "sampled-softmax-logq", "sampled-softmax", "clrec", "clrec-queue", "clrec-cached",
-    "multi-clrec", "ipw", "ipw-oracle",
-]  # fmt: skip
-"""The long-horizon agents (a module-level list: part B's agents are appended here)."""
-WEEKEND_AGENTS = ["bc", "sampled-softmax-logq", "clrec-queue", "multi-clrec"]
-"""The Table-4 agents (``clrec-queue`` is the paper's production CLRec)."""
-CLREC, BASELINE = "clrec-queue", "sampled-softmax-logq"
-MATTHEW = ["aggregate_diversity", "popularity_index", "exposure_gini", "exposure_top1_share"]
-ACCURACY = ["true_recall@50", "onpolicy_replay_hitrate@50", "unbiased_hitrate@50", "onpolicy_replay_hitrate@5", "unbiased_hitrate@5"]
-"""@50 as the issue asks; @5 (the slate size) too, because HitRate@50 saturates over ~1,000 live items."""
-WINDOW = 20
-"""Rounds averaged (per seed) for the end-of-run figures next to the single last round."""
+REFERENCES = ("oracle", "random", "popular", "bc")
+CLREC, SSM, MULTI = "clrec-queue", "sampled-softmax-logq", "multi-clrec"
+LONG_METRICS = (
+    "aggregate_diversity", "popularity_index", "exposure_gini", "exposure_top1_share", "true_recall@50",
+    "onpolicy_replay_hitrate@50", "unbiased_hitrate@50", "logged_ctr", "logged_finish_rate", "slate_utility",
+)  # fmt: skip
+WEEK_METRICS = ("onpolicy_replay_hitrate@50", "unbiased_hitrate@50", "true_recall@50", "logged_ctr", "logged_finish_rate", "slate_utility")
+DIAGNOSTICS = ("fit_click_impression_tv", "mean_exposed_popularity", "fit_selection_share_max", "fit_routing_entropy", "fit_intents_used")
 WEEKDAY_TEST, WEEKEND_TEST = (3, 4), (5,)
-"""Day-of-week of the test rounds (round r is day r mod 7; days 5, 6 are the weekend)."""
-HR = ["onpolicy_replay_hitrate@50", "unbiased_hitrate@50", "onpolicy_replay_hitrate@5", "unbiased_hitrate@5"]
-PARTB_DIAG = [
-    "fit_routing_entropy", "fit_routing_item_entropy", "fit_selection_share_max", "fit_intents_used",
-    "fit_weight_p50", "fit_weight_p99", "fit_weight_max", "fit_clipped_share", "fit_prop_logcorr",
-]  # fmt: skip
-"""Fit diagnostics of ``multi-clrec`` (routing health, §11(f)) and the IPW family (weight quantiles, §16.1)."""
+"""Day of the week of the test rounds (round r is day r mod 7; days 5 and 6 are the weekend)."""
+BURN_IN = 7
+"""Week 0 is burn-in for Table 4."""
+KEEP = ("part", "scenario", "agent", "seed", "round", "metric", "value")
+OUT_DIR = ROOT / "docs" / "results"
 
 
-def registered(names: list[str]) -> list[str]:
-    known = set(agents.list_agents())
-    return [n for n in names if n in known]
+class PageError(Exception):
+    """Bad input: reported as one line ``error: <field>: <what is allowed>`` and exit status 2."""
 
 
-# --- derived frames -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Comparison:
+    """One paired test of the page: ``a - b`` (``b`` None: ``a`` against 0) of one summary statistic."""
+
+    part: str
+    stat: str
+    metric: str
+    a: str
+    b: str | None
 
 
-def window_mean(metrics: pd.DataFrame, names: list[str], first: int, last: int, label: int) -> pd.DataFrame:
-    """Per (agent, seed, metric) mean over rounds ``first..last``, stored under ``round = label``."""
-    part = metrics[metrics["metric"].isin(names) & metrics["round"].between(first, last)]
-    out = part.groupby(["scenario", "agent", "seed", "metric"], as_index=False)["value"].mean()
-    out["round"] = label
-    return out
+COMPARISONS = (
+    *(Comparison("long", "last", m, CLREC, SSM) for m in LONG_METRICS),
+    Comparison("long", "last", "true_recall@50", SSM, "bc"),
+    Comparison("long", "last", "true_recall@50", CLREC, "bc"),
+    *(Comparison("weekend", s, "onpolicy_replay_hitrate@50", MULTI, CLREC) for s in ("weekday", "weekend", "change")),
+    *(Comparison("weekend", s, "unbiased_hitrate@50", MULTI, CLREC) for s in ("weekend", "change")),
+    Comparison("weekend", "weekend", "logged_ctr", MULTI, CLREC),
+    Comparison("weekend", "change", "onpolicy_replay_hitrate@50", CLREC, None),
+    Comparison("weekend", "change", "onpolicy_replay_hitrate@50", MULTI, None),
+)
 
 
-def weekday_weekend(metrics: pd.DataFrame, names: list[str], burn_in: int = 7) -> pd.DataFrame:
-    """Per (agent, seed): each metric's mean on weekday-test rounds (round label 1), weekend-test
-    rounds (label 2) and their difference weekend − weekday (label 3)."""
-    m = metrics[metrics["metric"].isin(names) & (metrics["round"] >= burn_in)].copy()
-    m["day"] = m["round"] % 7
-    frames = []
-    for label, days in ((1, WEEKDAY_TEST), (2, WEEKEND_TEST)):
-        part = m[m["day"].isin(days)].groupby(["scenario", "agent", "seed", "metric"], as_index=False)["value"].mean()
-        part["round"] = label
-        frames.append(part)
-    both = pd.concat(frames, ignore_index=True)
-    if both.empty:
-        return both
-    wide = both.pivot_table(index=["scenario", "agent", "seed", "metric"], columns="round", values="value")
-    wide = wide.reindex(columns=[1, 2]).reset_index()
-    drop = wide[["scenario", "agent", "seed", "metric"]].copy()
-    drop["value"] = wide[2] - wide[1]
-    drop["round"] = 3
-    return pd.concat([both, drop], ignore_index=True)
+# --- reading the sweeps --------------------------------------------------------------------------------------------
 
 
-# --- page ----------------------------------------------------------------------------------------
+def read_sweep_dir(path: Path, part: str, required: tuple[str, ...]) -> tuple[pd.DataFrame, dict]:
+    """A finished sweep directory's merged table (complete seeds only) and what the header states about it."""
+    if not path.is_dir():
+        raise PageError(f"{part}: no such sweep directory {str(path)!r}")
+    if not (path / "results.parquet").is_file() or not (path / "sweep.json").is_file():
+        raise PageError(f"{part}: {str(path)!r} has no results.parquet and sweep.json (run the sweep to the end first)")
+    frame = complete_seeds(pd.read_parquet(path / "results.parquet"))
+    manifest = json.loads((path / "sweep.json").read_text())
+    missing = [m for m in required if m not in set(frame.metric)]
+    if missing:
+        raise PageError(f"{part}: metric {missing[0]!r} missing from {path / 'results.parquet'}; the page needs {', '.join(required)}")
+    for agent in (CLREC, SSM) if part == "long" else (CLREC, MULTI):
+        if agent not in set(frame.agent):
+            raise PageError(f"{part}: agent {agent!r} missing from {path / 'results.parquet'}")
+    parts = sorted((path / "parts").glob("*.parquet")) if (path / "parts").is_dir() else []
+    walls = [_part_wall(p) for p in parts]
+    mtimes = [p.stat().st_mtime for p in parts]
+    first = min((m - w for m, w in zip(mtimes, walls, strict=True)), default=math.nan)
+    spec = manifest.get("spec", {})
+    meta = {
+        "dir": str(path), "name": manifest.get("name", part), "threads": manifest.get("threads"),
+        "scenario": spec.get("sweep", {}).get("scenario"), "base": spec.get("base", {}), "cells": len(parts),
+        "wall_min": (max(mtimes) - first) / 60 if parts else math.nan, "cell_min": float(np.nansum(walls)) / 60,
+        "seeds": sorted(int(s) for s in frame.seed.unique()), "rounds": int(frame["round"].max()) + 1,
+        "agents": sorted(frame.agent.unique()),
+    }  # fmt: skip
+    keep = frame[frame.metric.isin([*required, *DIAGNOSTICS]) | frame.metric.str.startswith("exposure_share_decile@")].copy()
+    keep["part"] = part
+    return keep[list(KEEP)], meta
 
 
-def round_checkpoints(first: int, last: int, n: int = 5) -> list[int]:
-    if last - first < n:
-        return list(range(first, last + 1))
-    return sorted({first + round(i * (last - first) / (n - 1)) for i in range(n)})
+def _part_wall(path: Path) -> float:
+    from scenarios.sweep.cells import read_part
+
+    return float(read_part(path)[1].get("wall_s", math.nan))
 
 
-def over_rounds_table(metrics: pd.DataFrame, name: str, rounds: list[int], agents_: list[str], digits: int) -> str:
-    head = f"| agent | " + " | ".join(f"round {r}" for r in rounds) + " |\n|---|" + "---|" * len(rounds) + "\n"
+def read_tune(path: Path | None) -> dict | None:
+    """The tune directory's budget, space, validation seeds and best values (tune.json), plus its cell wall time."""
+    if path is None:
+        return None
+    if not (path / "tune.json").is_file():
+        raise PageError(f"tune: no tune.json in {str(path)!r} (run `cascadesim tune` to the end first)")
+    record = json.loads((path / "tune.json").read_text())
+    parts = sorted((path / "parts").glob("*.parquet")) if (path / "parts").is_dir() else []
+    record["cells"], record["cell_min"] = len(parts), float(np.nansum([_part_wall(p) for p in parts])) / 60
+    record["dir"] = str(path)
+    return record
+
+
+# --- per-seed summaries and comparisons ----------------------------------------------------------------------------
+
+
+def summaries(frame: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Per (part, agent, seed, stat, metric): ``last`` = mean over the last ``window`` rounds (long part);
+    ``weekday`` / ``weekend`` = mean over the weekday- / weekend-test days of weeks 1.. and ``change`` = weekend - weekday."""
+    keys = ["part", "agent", "seed", "metric"]
+    out = []
+    long = frame[frame.part == "long"]
+    if len(long):
+        top = int(long["round"].max())
+        last = long[long["round"] > top - window].groupby(keys).value.mean().reset_index()
+        out.append(last.assign(stat="last"))
+    week = frame[(frame.part == "weekend") & (frame["round"] >= BURN_IN)]
+    if len(week):
+        day = week["round"] % 7
+        wd = week[day.isin(WEEKDAY_TEST)].groupby(keys).value.mean()
+        we = week[day.isin(WEEKEND_TEST)].groupby(keys).value.mean()
+        change = (we - wd).dropna()
+        for stat, s in (("weekday", wd), ("weekend", we), ("change", change)):
+            out.append(s.reset_index().assign(stat=stat))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=[*keys, "value", "stat"])
+
+
+def values(summ: pd.DataFrame, part: str, stat: str, metric: str, agent: str) -> pd.Series:
+    """One agent's per-seed summary, indexed by seed."""
+    sub = summ[(summ.part == part) & (summ.stat == stat) & (summ.metric == metric) & (summ.agent == agent)]
+    return sub.set_index("seed").value.sort_index()
+
+
+def paired_diff(summ: pd.DataFrame, c: Comparison) -> pd.Series:
+    """``a - b`` per seed (seeds where both ran), or ``a`` itself when ``b`` is None."""
+    a = values(summ, c.part, c.stat, c.metric, c.a)
+    if c.b is None:
+        return a
+    both = pd.concat([a, values(summ, c.part, c.stat, c.metric, c.b)], axis=1).dropna()
+    return both.iloc[:, 0] - both.iloc[:, 1]
+
+
+def seeds_needed(diff: float, sd: float, cap: int = 10_000) -> float:
+    """The smallest number of seeds whose MDE (80% power, two-sided 5%) is at most ``|diff|``; NaN when none <= cap."""
+    if not (np.isfinite(diff) and np.isfinite(sd)) or diff == 0:
+        return math.nan
+    n = 2
+    while n <= cap and mde(sd, n) > abs(diff):
+        n = n + 1 if n < 64 else int(n * 1.1) + 1
+    return float(n) if n <= cap else math.nan
+
+
+def compare(summ: pd.DataFrame, comparisons: tuple[Comparison, ...] = COMPARISONS) -> pd.DataFrame:
+    """One row per comparison: mean paired difference, 95% half-width, sd, p, Holm p, MDE, seeds needed, oracle-random gap."""
     rows = []
-    for a in agents_:
-        cells = []
-        for r in rounds:
-            vals = metrics[(metrics.agent == a) & (metrics.metric == name) & (metrics["round"] == r)]["value"].tolist()
-            cells.append(format_interval(*interval(vals), digits=digits))
-        rows.append(f"| {a} | " + " | ".join(cells) + " |")
-    return head + "\n".join(rows) + "\n"
+    for c in comparisons:
+        d = paired_diff(summ, c).to_numpy()
+        mean, half, sd = interval(d.tolist())
+        gap = values(summ, c.part, c.stat, c.metric, "oracle").mean() - values(summ, c.part, c.stat, c.metric, "random").mean()
+        rows.append({**c.__dict__, "n": len(d), "diff": mean, "half": half, "sd": sd, "p": paired_p(d.tolist()),
+                     "mde": mde(sd, len(d)), "need": seeds_needed(mean, sd), "gap": gap})  # fmt: skip
+    out = pd.DataFrame(rows)
+    adjusted = holm(dict(enumerate(out.p)))
+    return out.assign(holm=[adjusted[i] for i in range(len(out))])
 
 
-def verdict(
-    metrics: pd.DataFrame, name: str, rnd: int, agent: str, base: str, higher: str = "higher", lower: str = "lower"
-) -> tuple[str, str]:
-    """``(word, text)``: ``higher`` / ``lower`` / ``no clear difference`` from the paired 95% interval."""
-    word, diff, half = compare(metrics, name, rnd, agent, base)
-    if math.isnan(diff):
-        return "no data", f"`{name}`: no data"
-    said = {"wins": higher, "loses": lower, "ties": "no clear difference"}[word]
-    band = f"{diff:+.4g} ± {half:.2g}" if not math.isnan(half) else f"{diff:+.4g}, one seed"
-    if word == "ties":
-        return said, f"`{name}`: no clear difference between `{agent}` and `{base}` ({band})"
-    return said, f"`{name}`: `{agent}` {said} than `{base}` ({band})"
+def ratio(summ: pd.DataFrame, metric: str = "aggregate_diversity") -> tuple[float, float]:
+    """Mean and 95% half-width over seeds of CLRec / sampled softmax + logQ (the paper's "over 2x" of Table 1)."""
+    a, b = values(summ, "long", "last", metric, CLREC), values(summ, "long", "last", metric, SSM)
+    both = pd.concat([a, b], axis=1).dropna()
+    return interval((both.iloc[:, 0] / both.iloc[:, 1]).tolist())[:2]
 
 
-def long_section(metrics: pd.DataFrame, timings: pd.DataFrame | None) -> tuple[list[str], list[str]]:
-    """The long-horizon tables and their findings."""
-    present = [a for a in registered(AGENTS) if a in set(metrics.agent)] or sorted(set(metrics.agent))
-    first, last = int(metrics["round"].min()), int(metrics["round"].max())
-    lo = max(first, last - WINDOW + 1)
-    diag = ["fit_click_impression_tv", "fit_masked_share", "fit_queue_distinct_share", "fit_loss"]
-    win = window_mean(metrics, MATTHEW + ACCURACY + diag + [f"exposure_share_decile@{d}" for d in range(1, 11)], lo, last, -1)
-    both = pd.concat([metrics, win], ignore_index=True)
-    checkpoints = round_checkpoints(first, last)
-    out = ["## 1. The Matthew effect over a long closed loop (paper Table 1, Table 3, Figure 3)", ""]
-    out += [
-        f"Scenario `{LONG_SCENARIO}`, rounds {first}..{last}. Each cell: mean ± 95% t half-width over seeds. "
-        f"*Aggregate diversity* here counts the distinct items **exposed** in the round (after the ranker), "
-        f"*popularity index* is the mean observed click count of the exposed items divided by its maximum over "
-        f"the agents of the same seed and round (CLRec's definition with the study's agents as A'), "
-        f"the Gini and top-1% share are over the round's exposure counts of the live items.",
-        "",
-    ]
-    digits = {"aggregate_diversity": 1, "popularity_index": 3, "exposure_gini": 3, "exposure_top1_share": 3}
-    for name in MATTHEW:
-        out += [f"### `{name}`", "", over_rounds_table(metrics, name, checkpoints, present, digits[name])]
-        out += [f"Mean of the last {last - lo + 1} rounds ({lo}..{last}):", "", interval_table(win, [name], -1, present, digits[name])]
-    deciles = [f"exposure_share_decile@{d}" for d in range(1, 11)]
-    if set(deciles) <= set(metrics.metric):
-        out += [
-            "### Exposure share by popularity decile (Figure 3's question: where do the impressions go?)", "",
-            f"Share of the round's exposures going to each decile of live items by observed clicks at the round's start "
-            f"(10 = most popular), mean of rounds {lo}..{last}.", "",
-            interval_table(win, deciles, -1, [a for a in present if a in (CLREC, BASELINE, "clrec", "bc", "multi-clrec")], 3),
-        ]
-    out += ["## 2. Accuracy: true recall and HitRate@50 for every agent", ""]
-    out += [
-        "`true_recall@50`: overlap of the agent's top-50 with the true top-50 (true relevance, request's intent). "
-        "`onpolicy_replay_hitrate@50`: share of the round's clicked requests with a clicked item in the agent's top-50 (the "
-        "paper's offline HR@50, on held-out logged clicks). `unbiased_hitrate@50`: the expected hit rate if the user "
-        "examined the whole catalogue attentively (the \"true\" HitRate).", "",
-        f"First round ({first}):", "", interval_table(metrics, ACCURACY, first, present, 3),
-        f"Last round ({last}):", "", interval_table(metrics, ACCURACY, last, present, 3),
-        f"Mean of rounds {lo}..{last}:", "", interval_table(win, ACCURACY, -1, present, 3),
-    ]
-    have = [d for d in diag if d in set(metrics.metric)]
-    if have:
-        out += [
-            f"Fit diagnostics, mean of rounds {lo}..{last} (`fit_click_impression_tv`: total variation between the window's "
-            "click and impression item distributions, i.e. how far CLRec's `q ≈ p_data` is off; `fit_masked_share`: "
-            "negative slots dropped as accidental hits; `fit_queue_distinct_share`: distinct ids / queue length):", "",
-            interval_table(win, have, -1, present, 3),
-        ]
-    partb, pb_names = [a for a in ("multi-clrec", "ipw", "ipw-oracle") if a in present], [d for d in PARTB_DIAG if d in set(metrics.metric)]
-    if partb and pb_names:
-        out += [
-            f"Diagnostics of `multi-clrec` and the IPW family, mean of rounds {lo}..{last} (`fit_routing_entropy`: entropy "
-            "of the mean routing of the live items, max log H; `fit_routing_item_entropy`: mean per-item routing entropy, "
-            "low = polarised; `fit_selection_share_max`: share of the window's requests whose selected intent is the most "
-            "common one, 1 = the selector collapsed; `fit_weight_*`: clipped IPW weights over the fit divided by their "
-            "mean; `fit_prop_logcorr`: correlation of the learned log q(y|x) with the logged log exposure propensity):", "",
-            interval_table(window_mean(metrics, pb_names, lo, last, -1), pb_names, -1, partb, 3),
-        ]
-    if timings is not None and len(timings):
-        secs = mean_fit_seconds(timings, present)
-        out += ["Mean wall seconds per agent fit (same run, same machine): " + ", ".join(f"`{a}` {s:.2f}" for a, s in secs.items()), ""]
-    # findings
-    find = []
-    if CLREC in present and BASELINE in present:
-        words = {}
-        for rnd, where in ((last, f"in the last round ({last})"), (-1, f"over rounds {lo}..{last}")):
-            lines = []
-            for name in MATTHEW:
-                w, text = verdict(both, name, rnd, CLREC, BASELINE)
-                words[(name, rnd)] = w
-                lines.append(text)
-            find.append(f"- CLRec (`{CLREC}`) vs sampled softmax with logQ (`{BASELINE}`) {where}: " + "; ".join(lines) + ".")
-        reduced = [
-            words[("aggregate_diversity", -1)] == "higher", words[("popularity_index", -1)] == "lower",
-            words[("exposure_gini", -1)] == "lower", words[("exposure_top1_share", -1)] == "lower",
-        ]
-        opposite = [
-            words[("aggregate_diversity", -1)] == "lower", words[("popularity_index", -1)] == "higher",
-            words[("exposure_gini", -1)] == "higher", words[("exposure_top1_share", -1)] == "higher",
-        ]
-        if all(reduced):
-            holds = "**holds**: all four concentration measures favour CLRec"
-        elif sum(reduced) > 0 and not any(opposite):
-            holds = f"**partly holds**: {sum(reduced)} of 4 concentration measures favour CLRec, none favours the baseline"
-        elif any(opposite) and not any(reduced):
-            holds = f"**does not hold**: {sum(opposite)} of 4 concentration measures favour the baseline, none favours CLRec"
-        elif any(opposite):
-            holds = f"**is mixed**: {sum(reduced)} measure(s) favour CLRec, {sum(opposite)} the baseline"
-        else:
-            holds = "**is not detected**: no concentration measure differs beyond the seed noise"
-        find.append(f"- Does CLRec's reduction of the Matthew effect hold over a long closed loop? Over rounds {lo}..{last} it {holds}.")
-        for base in (BASELINE, "bc"):
-            if base in present:
-                parts = [verdict(both, name, -1, CLREC, base)[1] for name in ACCURACY]
-                find.append(f"- What it does to accuracy, over rounds {lo}..{last}: " + "; ".join(parts) + ".")
-        for base in ("bc",):
-            for other in present:
-                if other not in (base, CLREC):
-                    w, text = verdict(both, "true_recall@50", -1, other, base)
-                    find.append(f"  - {text}")
-    return out, find
+# --- cost of the full design -----------------------------------------------------------------------------------------
+
+_SPEC_FILES = {"long": "clrec", "weekend": "clrec-weekend", "long-full": "clrec-full", "weekend-full": "clrec-weekend-full",
+               "tune": "clrec-tune", "tune-reduced": "clrec-tune-reduced"}  # fmt: skip
+SPECS = {k: ROOT / "experiments" / f"{v}.toml" for k, v in _SPEC_FILES.items()}
 
 
-def weekend_section(metrics: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Table 4 in the closed loop: HitRate@50 trained on weekdays, tested on weekdays vs weekends."""
-    if metrics is None or metrics.empty:
-        return ["## 3. Weekday -> weekend shift (paper Table 4)", "", "Not run.", ""], []
-    present = [a for a in registered(WEEKEND_AGENTS) if a in set(metrics.agent)] or sorted(set(metrics.agent))
-    last = int(metrics["round"].max())
-    ww = weekday_weekend(metrics, HR, burn_in=7 if last >= 12 else 0)
-    weeks = (last + 1) // 7
-    out = [
-        "## 3. Weekday -> weekend shift (paper Table 4)", "",
-        f"Scenario `{WEEKEND_SCENARIO}`, rounds 0..{last} ({weeks} weeks; week 0 is burn-in). The window is 3 days, so the "
-        f"models serving on days {', '.join(map(str, WEEKDAY_TEST))} (\"test on weekdays\") and day "
-        f"{', '.join(map(str, WEEKEND_TEST))} (\"test on weekends\") were all trained on weekday clicks only. "
-        "Per seed, each figure is the mean over those days of weeks 1.. ; then mean ± 95% interval over seeds. "
-        "The \"drop\" is weekend − weekday (paper: CLRec 17.18% -> 17.16%, Multi-CLRec 17.25% -> 17.68%).", "",
-    ]
-    for name in HR:
-        head = "| agent | test on weekdays | test on weekends | weekend − weekday |\n|---|---|---|---|\n"
-        rows = []
-        for a in present:
-            cells = []
-            for label in (1, 2, 3):
-                vals = ww[(ww.agent == a) & (ww.metric == name) & (ww["round"] == label)]["value"].tolist()
-                cells.append(format_interval(*interval(vals), digits=4))
-            rows.append(f"| {a} | " + " | ".join(cells) + " |")
-        out += [f"### `{name}`", "", head + "\n".join(rows) + "\n"]
-    find = []
-    for name in HR:
-        moves = []
-        for a in present:
-            mean, half = interval(ww[(ww.agent == a) & (ww.metric == name) & (ww["round"] == 3)]["value"].tolist())
-            if math.isnan(mean):
-                continue
-            word = "no clear change" if math.isnan(half) or abs(mean) <= half else ("rises" if mean > 0 else "drops")
-            moves.append(f"`{a}` {word} ({mean:+.4f} ± {half:.4f})")
-        find.append(f"- Weekday -> weekend, `{name}` (weekend − weekday, per seed then over seeds): " + "; ".join(moves) + ".")
-    if "multi-clrec" in present and CLREC in present:
-        for name in HR:
-            for label, what in ((2, "on weekends"), (3, "weekend − weekday change")):
-                _, text = verdict(ww, name, label, "multi-clrec", CLREC)
-                find.append(f"- Table 4, {what}: {text}.")
-    elif CLREC in present:
-        find.append("- Table 4: `multi-clrec` is not registered/run yet; only the single-queue figures above are available.")
-    return out, find
+def spec_scenario(path: Path):
+    """The base scenario of a sweep or tune spec (without its agents_from, which may not exist yet)."""
+    import tomllib
+
+    from scenarios.presets import load_scenario
+    from scenarios.sweep.spec import apply_overrides, flatten
+
+    raw = tomllib.loads(path.read_text())
+    head = raw.get("sweep", raw.get("tune", {}))
+    return apply_overrides(load_scenario(head.get("scenario", "default")), flatten(raw.get("base", {})), "base")
 
 
-def page(
-    long_m: pd.DataFrame, week_m: pd.DataFrame | None, timings: pd.DataFrame | None, command: str, wall: str, seeds: int, machine: str,
-    sources: list[str] | None = None, note: str = "",
-) -> str:
-    sc_long, sc_week = load_scenario(LONG_SCENARIO), load_scenario(WEEKEND_SCENARIO)
-    long_rounds = int(long_m["round"].max()) + 1
-    week_rounds = int(week_m["round"].max()) + 1 if week_m is not None and len(week_m) else 0
+def spec_work(path: Path) -> tuple[int, float]:
+    """(cells, work) of a spec: work = cells x (rounds + 1) x requests per round x catalogue (the warm start is a round)."""
+    import tomllib
 
-    def scale(sc, rounds: int) -> str:
-        w, c, t = sc.world, sc.cascade, sc.timeline
-        return (
-            f"{w.n_users} users x {w.n_items} items ({w.n_categories} categories), +{sc.dynamics.new_items_per_round} items/round"
-            f"{f' (mean lifetime {sc.dynamics.item_lifetime_rounds:g} rounds)' if sc.dynamics.item_lifetime_rounds else ''}, "
-            f"K_r = {c.k_retrieve}, slate {c.slate_size}, ranker `{c.ranker}`, stochastic serving {c.stochastic}, "
-            f"~{t.requests_per_round} requests/round, {rounds} rounds, window {sc.training.window_rounds} rounds"
-        )
-
-    out = [
-        "# CLRec vs sampled softmax over a long closed loop, and the weekday -> weekend shift (issue 5)", "",
-        "*Generated* by `experiments/clrec.py`; do not edit by hand. Regenerate with:", "",
-        f"    {command}", "",
-        f"- Seeds: {seeds}. Machine: {machine}; torch {torch.__version__}. Wall time: {wall}.",
-        *([
-            f"- Run directories: {', '.join(sources)}. The data of `.venv/bin/python experiments/clrec.py --seeds 3` "
-            "may be produced in several processes (`--only long --long-dir long-a --agents ...`, one directory per "
-            "agent group or seed, `--only weekend`): every (agent, seed) loop is deterministic and starts from its "
-            "seed's shared warm start, so the split changes no number; the popularity index is recomputed over all "
-            "agents of a seed and round when the directories are merged."
-        ] if sources and len(sources) > 2 else []),
-        f"- Long horizon: `{LONG_SCENARIO}`: {scale(sc_long, long_rounds)}.",
-        f"- Weekend shift: `{WEEKEND_SCENARIO}`: {scale(sc_week, week_rounds)}." if week_rounds else "- Weekend shift: not run.",
-        f"- Scale honesty: these worlds are tiny ({sc_long.world.n_items} and {sc_week.world.n_items} items, not the paper's "
-        f"100M), so K = 50 is {50 / sc_long.world.n_items:.0%} / {50 / sc_week.world.n_items:.0%} of the catalogue and "
-        "HitRate@50 is near 1 for every agent (hence HitRate@5 next to it); the comparison between agents is the point, "
-        "not the absolute level.",
-        *([f"- {note}"] if note else []),
-        "- Encoders: every agent except `bc` and the IPW family's propensity model uses the single-queue CLRec sequence "
-        "encoder (`agents/backbone/sequence.py`: time-bucket and backward positional embeddings over the click history, "
-        "simplified multi-head attention, weighted head aggregation, cosine / ρ with ρ = 0.07) and is trained on clicks "
-        "only; `bc` is the DSSM two-tower trained with BCE on exposures.", "",
-    ]
-    long_out, long_find = long_section(long_m, timings)
-    week_out, week_find = weekend_section(week_m if week_m is not None else pd.DataFrame())
-    out += long_out + week_out
-    out += ["## Findings (generated from the paired comparisons above)", ""] + long_find + week_find + [""]
-    out += [
-        "## Notes", "",
-        "- Paired comparisons: differences per seed (common random numbers: every agent of a seed starts from the same "
-        "world and warm start), 95% t-interval; \"no clear difference\" when it contains 0.",
-        "- CLRec's own assumption is `q(y) ≈ p_data(y)` (the click distribution stands in for the exposure "
-        "distribution); each agent logs `fit_click_impression_tv`, the total variation between the window's click and "
-        "impression item distributions, as the size of that approximation.",
-        "- Queue order: the paper enqueues the batch first and scores against the whole queue (with |Q| = B this is "
-        "exactly in-batch); algorithms.md §10(c) defaults to the official code's order. The paper wins: the agents use "
-        "the paper's order (`enqueue_first = true`); accidental hits are masked (spec default, a switch).",
-        "",
-    ]
-    return "\n".join(out)
+    raw = tomllib.loads(path.read_text())
+    sc = spec_scenario(path)
+    if "tune" in raw:
+        t = raw["tune"]
+        cells = int(t.get("trials", 20)) * len(raw.get("agents", {})) * len(t.get("validation_seeds", [1000, 1001]))
+    else:
+        seeds = raw["sweep"].get("seeds", 1)
+        cells = len(raw["agents"]) * (seeds if isinstance(seeds, int) else len(seeds))
+    return cells, cells * (sc.timeline.rounds + 1) * sc.timeline.requests_per_round * sc.world.n_items
 
 
-def merge_runs(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate run directories' metrics; the popularity index is recomputed over all agents of a
-    scenario, seed and round (the long study may be split over several run directories)."""
-    allm = pd.concat(frames, ignore_index=True)
-    allm = allm[allm.metric != "popularity_index"]
-    return add_popularity_index(allm)
+def full_cost(long_meta: dict, week_meta: dict, tune: dict | None) -> dict:
+    """Core-hours of the full design at this run's pace: each reduced run's cell-minutes scaled by the work ratio."""
+    pairs = [(long_meta["cell_min"], "long", "long-full"), (week_meta["cell_min"], "weekend", "weekend-full")]
+    if tune:
+        pairs.append((tune["cell_min"], "tune-reduced", "tune"))
+    minutes, cells = 0.0, {}
+    for spent, small, big in pairs:
+        (_, w_small), (n_big, w_big) = spec_work(SPECS[small]), spec_work(SPECS[big])
+        minutes += spent * w_big / w_small
+        cells[big] = n_big
+    return {"core_hours": minutes / 60, "cells": cells["long-full"] + cells["weekend-full"], "trial_cells": cells.get("tune", 0)}
 
 
-def add_wall(run_dir: Path, seconds: float) -> float:
-    """Accumulate the wall seconds spent running a study into ``run_dir/wall_seconds.txt``; return the total."""
-    f = run_dir / "wall_seconds.txt"
-    total = (float(f.read_text()) if f.exists() else 0.0) + seconds
-    f.write_text(f"{total:.1f}\n")
-    return total
+# --- main ------------------------------------------------------------------------------------------------------------
 
 
-def read_wall(run_dir: Path) -> str:
-    parts = []
-    for sub in sorted(run_dir.iterdir()) if run_dir.is_dir() else []:
-        f = sub / "wall_seconds.txt"
-        if f.exists():
-            parts.append(f"{sub.name} {float(f.read_text()) / 60:.1f} min")
-    return ", ".join(parts) if parts else "unknown"
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("long", nargs="?", help="the long-horizon sweep directory (experiments/clrec.toml)")
+    ap.add_argument("weekend", nargs="?", help="the weekday -> weekend sweep directory (experiments/clrec-weekend.toml)")
+    ap.add_argument("--tune", default=None, help="the tune directory whose best.toml the sweeps loaded (budget and space)")
+    ap.add_argument("--from-parquet", help="regenerate the page from the stored docs/results/clrec.parquet (+ .json)")
+    ap.add_argument("--window", type=int, default=10, help="rounds averaged at the end of the long loop")
+    ap.add_argument("--workers", type=int, default=1, help="the --workers the sweeps ran with (stated on the page)")
+    ap.add_argument("--sweep-commit", default=None, help="the commit the sweeps ran at (default: the current one)")
+    ap.add_argument("--out-dir", default=str(OUT_DIR))
+    ap.add_argument("--note", default="", help="how the sweeps were run, if not as stated (added to the header)")
+    ap.add_argument("--machine-note", default="2 cores shared with other jobs", help="what else ran on the machine")
+    args = ap.parse_args(argv)
+    if bool(args.long and args.weekend) == bool(args.from_parquet) or bool(args.long) != bool(args.weekend):
+        ap.exit(2, "error: arguments: give the two sweep directories (long, weekend) or --from-parquet, not both\n")
+    if args.window < 1:
+        ap.exit(2, "error: --window: must be >= 1\n")
+    return args
+
+
+def collect(args: argparse.Namespace) -> tuple[pd.DataFrame, dict]:
+    """The page's slim frame and its metadata, from the two sweeps and the tune (nothing written yet)."""
+    import torch
+
+    long, long_meta = read_sweep_dir(Path(args.long), "long", LONG_METRICS)
+    week, week_meta = read_sweep_dir(Path(args.weekend), "weekend", WEEK_METRICS)
+    if long_meta["rounds"] <= args.window:
+        raise PageError(f"--window: must be < the long sweep's {long_meta['rounds']} rounds, got {args.window}")
+    if week_meta["rounds"] < BURN_IN + max(WEEKEND_TEST) + 1:
+        raise PageError(f"weekend: needs at least {BURN_IN + max(WEEKEND_TEST) + 1} rounds (week 0 is burn-in), got {week_meta['rounds']}")
+    tune = read_tune(Path(args.tune) if args.tune else None)
+    meta = {
+        "long": long_meta, "weekend": week_meta, "tune": tune, "full_cost": full_cost(long_meta, week_meta, tune),
+        "items_long": spec_scenario(SPECS["long"]).world.n_items, "items_weekend": spec_scenario(SPECS["weekend"]).world.n_items,
+        "window": args.window, "workers": args.workers, "commit": args.sweep_commit or git_commit(), "note": args.note,
+        "machine": f"{platform.platform()}, torch {torch.__version__}, {args.machine_note}",
+    }  # fmt: skip
+    return pd.concat([long, week], ignore_index=True), meta
+
+
+def write_outputs(frame: pd.DataFrame, meta: dict, out_dir: Path, page_command: str) -> str:
+    """Parquet and json first (into a temporary directory), the page built from the re-read parquet, then all three moved."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        parquet, meta_path = Path(tmp) / "clrec.parquet", Path(tmp) / "clrec.json"
+        frame.to_parquet(parquet, index=False)
+        meta_path.write_text(json.dumps(meta, indent=1, default=str) + "\n")
+        text = build(pd.read_parquet(parquet), json.loads(meta_path.read_text()), out_dir, page_command, None)
+        (Path(tmp) / "clrec.md").write_text(text)
+        for name in ("clrec.parquet", "clrec.json", "clrec.md"):
+            (Path(tmp) / name).replace(out_dir / name)
+    return text
+
+
+def build(frame: pd.DataFrame, meta: dict, out_dir: Path, page_command: str, regen: str | None) -> str:
+    """The page text (and its figures in ``out_dir``) from the slim frame."""
+    summ = summaries(frame, int(meta["window"]))
+    comp = compare(summ)
+    meta = {**meta, "page_command": page_command, "page_commit": git_commit()}
+    return page_text(frame, summ, comp, ratio(summ), meta, out_dir, regen)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--out", default="runs/results-clrec")
-    ap.add_argument("--rounds", type=int, default=None, help="long-horizon rounds (default: the preset's)")
-    ap.add_argument("--weekend-rounds", type=int, default=None, help="weekend-shift rounds (default: the preset's)")
-    ap.add_argument("--agents", default=None, help="comma-separated long-horizon agents (default: AGENTS)")
-    ap.add_argument("--weekend-agents", default=None, help="comma-separated Table-4 agents (default: WEEKEND_AGENTS)")
-    ap.add_argument("--skip-weekend", action="store_true")
-    ap.add_argument("--only", choices=["long", "weekend"], default=None, help="run one of the two studies only (no page)")
-    ap.add_argument("--long-dir", default="long", help="sub-directory of --out for the long study (e.g. long-a, long-b for agent groups)")
-    ap.add_argument("--from-run", default=None, help="a run directory (with long/ and weekend/) or the copied .parquet")
-    ap.add_argument("--note", default="", help="a sentence added to the page header (e.g. how the machine was shared)")
-    ap.add_argument("--page", default="docs/results/clrec", help="page path without suffix (.md and .parquet are written)")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    command = ".venv/bin/python experiments/clrec.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    started = time.perf_counter()
-    timings = None
-    if args.from_run:
-        src = Path(args.from_run)
-        if src.suffix == ".parquet":
-            allm = read_metrics(src)
+    args = parse_args(argv)
+    command = "python experiments/clrec.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    out_dir = Path(args.out_dir)
+    try:
+        if args.from_parquet:
+            src = Path(args.from_parquet)
+            if not src.is_file() or not src.with_suffix(".json").is_file():
+                raise PageError(f"--from-parquet: {str(src)!r} and its .json must both exist")
+            frame, meta = pd.read_parquet(src), json.loads(src.with_suffix(".json").read_text())
+            out_dir.mkdir(parents=True, exist_ok=True)  # the figures are written while the page is built
+            text = build(frame, meta, out_dir, command, command)
+            (out_dir / "clrec.md").write_text(text)
         else:
-            parts = [load_study(d) for d in sorted(src.iterdir()) if (d / "metrics.parquet").exists()]
-            allm = merge_runs([p.metrics for p in parts])
-            long_t = [p.timings for p in parts if p.run_dir.name.startswith("long")]
-            timings = pd.concat(long_t, ignore_index=True) if long_t else None
-        wall = f"{read_wall(src)} (regenerated from the stored metrics)" if src.is_dir() else "(regenerated from the stored metrics)"
-    else:
-        out = Path(args.out)
-        long_agents = registered(args.agents.split(",") if args.agents else AGENTS)
-        week_agents = registered(args.weekend_agents.split(",") if args.weekend_agents else WEEKEND_AGENTS)
-        if args.only in (None, "long"):
-            t0 = time.perf_counter()
-            res = run_study(LONG_SCENARIO, long_agents, args.seeds, out / args.long_dir, rounds=args.rounds)
-            add_wall(out / args.long_dir, time.perf_counter() - t0)
-            timings = res.timings
-        if args.only in (None, "weekend") and not args.skip_weekend:
-            t0 = time.perf_counter()
-            run_study(WEEKEND_SCENARIO, week_agents, args.seeds, out / "weekend", rounds=args.weekend_rounds)
-            add_wall(out / "weekend", time.perf_counter() - t0)
-        if args.only is not None:
-            print(f"{args.only}: done in {time.perf_counter() - started:.0f} s")
-            return
-        parts = [load_study(d) for d in sorted(out.iterdir()) if (d / "metrics.parquet").exists()]
-        allm = merge_runs([p.metrics for p in parts])
-        long_t = [p.timings for p in parts if p.run_dir.name.startswith("long")]
-        timings = pd.concat(long_t, ignore_index=True) if long_t else timings
-        wall = f"{read_wall(out)} (accumulated over invocations; the two studies may have run concurrently)"
-    long_m = allm[allm.scenario == LONG_SCENARIO]
-    week_m = allm[allm.scenario == WEEKEND_SCENARIO]
-    seeds = int(allm["seed"].nunique())
-    machine = f"{platform.platform()}, {platform.processor() or platform.machine()}, torch threads 1"
-    run_root = Path(args.from_run) if args.from_run else Path(args.out)
-    sources = sorted(d.name for d in run_root.iterdir() if (d / "metrics.parquet").exists()) if run_root.is_dir() else None
-    text = page(long_m, week_m if len(week_m) else None, timings, command, wall, seeds, machine, sources, args.note)
-    page_path = Path(args.page)
-    page_path.parent.mkdir(parents=True, exist_ok=True)
-    page_path.with_suffix(".md").write_text(text)
-    if not args.from_run or Path(args.from_run).suffix != ".parquet":
-        allm.to_parquet(page_path.with_suffix(".parquet"), index=False)
-    print(f"wrote {page_path.with_suffix('.md')} ({wall})")
+            frame, meta = collect(args)
+            write_outputs(frame, meta, out_dir, command)
+    except PageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"wrote {out_dir / 'clrec.md'}")
 
 
 if __name__ == "__main__":
