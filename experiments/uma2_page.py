@@ -186,8 +186,12 @@ def claim_verdict(rows: pd.DataFrame) -> str:
         return "**not reproduced** (at least one comparison goes significantly the other way)"
     if any(w == "reproduced" for w in words):
         return "**partly reproduced** (some comparisons significant, the others ties)"
-    if any(w.startswith("not reproduced") for w in words):
+    excluded = sum(w.startswith("not reproduced") for w in words)
+    if excluded == len(words):
         return "**not reproduced** (no significant gain, and the paper's size of effect is excluded)"
+    if excluded:
+        return (f"**not reproduced at the paper's size** where the paper gives one ({excluded} of {len(words)} tests exclude it); "
+                "**undecided at this power** for the rest")  # fmt: skip
     return "**undecided at this power**"
 
 
@@ -224,7 +228,7 @@ def header(meta: dict, regen: str | None) -> list[str]:
         f"thread per cell, `--workers {meta['workers']}`. Wall time: tuning {tune['wall_min']:.0f} min ({tune['cells']} cells), sweep "
         f"{meta['wall_min']:.0f} min ({meta['cells']} cells, {meta['cell_min']:.0f} cell-minutes).",
         f"- Tuning budget: **{tune['trials']} optuna TPE trials per agent**, the same for every agent of the study, on validation "
-        f"seed(s) {tune['validation_seeds']} (disjoint from the test seeds {meta['seeds'][0]}..{meta['seeds'][-1]}), objective "
+        f"seed(s) {tune['validation_seeds']} (disjoint from the test seeds 0..{meta.get('planned_seeds', 10) - 1}), objective "
         f"`{tune['metric']}` averaged over the last {tune['last_rounds']} of {tune['rounds']} rounds. With so few trials TPE is "
         "still in its random start-up, so this is an equal random search per agent; the references are untuned "
         "(`oracle`, `random`, `popular` have nothing to tune). Search space and best values: [Tuning](#tuning).",
@@ -251,8 +255,8 @@ CLAIMS = [
     "algorithms.md §2; `ss-a` is the same method in GMM form) once its own recommendations feed its training log?",
     "",
     "The paper measures offline, on one Taobao log (262k items, @100/@200). Here every method serves its own traffic for "
-    "20 rounds and is scored against the simulator's true relevance; the offline view (the held-out logged clicks of each "
-    "round) is shown beside it.",
+    "{rounds} rounds and is scored against the simulator's true relevance; the offline view (the held-out logged clicks of "
+    "each round) is shown beside it.",
     "",
 ]
 
@@ -296,9 +300,12 @@ def power_lines(meta: dict, comp: pd.DataFrame) -> list[str]:
         f"against an `oracle` - `random` gap of {head.gap.iloc[0]:.3f}. Differences below the MDE read as ties, which are "
         "not refutations; the *seeds needed* column gives the seeds at which the observed difference would be detected.",
         "",
-        f"Estimated cost of the full design on this machine at this run's pace (linear in cells x rounds x requests x "
-        f"catalogue): tuning about {meta['full_tune_hours']:.0f} h and sweep about {meta['full_sweep_hours']:.0f} h of one core. "
-        "It scales out unchanged on Ray (every tuning trial and every sweep cell is an independent task):",
+        f"Estimated cost of the full design at this run's pace (a rough scaling, linear in cells x rounds x requests x "
+        f"catalogue, from cell times inflated by the 2 cores being shared with other jobs): tuning about "
+        f"{meta['full_tune_hours']:.0f} h and sweep about {meta['full_sweep_hours']:.0f} h of one core, so about "
+        f"{(meta['full_tune_hours'] + meta['full_sweep_hours']) / 64:.0f} h on a 64-core Ray cluster. It scales out unchanged "
+        "(every tuning trial and every sweep cell is an independent task; 10 agents x 30 trials x 5 seeds = 1,500 tuning "
+        "cells, then 130 sweep cells):",
         "",
         "    cascadesim tune experiments/uma2-full-tune.toml --ray auto --out runs/uma2-full-tune",
         "    cascadesim sweep experiments/uma2-full.toml --ray auto --out runs/uma2-full      # --resume after a crash",
@@ -429,6 +436,18 @@ def diagnostics_lines(avg: pd.DataFrame) -> list[str]:
             f"{clip:.2f}: {state}.", "", table(["agent", *(m.removeprefix("fit_") for m in have)], rows)]  # fmt: skip
 
 
+def transient(frame: pd.DataFrame, metric: str, window: int) -> str:
+    """Whether ``bc``'s headline still moves over the averaged window (a transient rather than a steady state)."""
+    by_round = frame[(frame.agent == "bc") & (frame.metric == metric)].groupby("round").value.mean()
+    if by_round.empty:
+        return ""
+    last = int(by_round.index.max())
+    first = max(int(by_round.index.min()), last - window + 1)
+    a, b = float(by_round.loc[first]), float(by_round.loc[last])
+    state = "still rising or falling, so the time average is over a transient" if abs(b - a) > 0.1 * max(abs(a), 1e-12) else "roughly flat"
+    return f"- The loop is short: `bc`'s {metric} goes from {a:.3f} (round {first}) to {b:.3f} (round {last}) in the window, {state}."
+
+
 def reading_lines(comp: pd.DataFrame, meta: dict) -> list[str]:
     """What did not reproduce, worded from the verdicts, and the most likely reasons."""
     head = comp[comp.metric == meta["headline"]]
@@ -507,7 +526,7 @@ def tune_meta(tune_dir: Path, spec_path: Path) -> dict:
 
     rounds = tomllib.loads(tune_spec.read_text())["base"]["timeline.rounds"]
     trials = record["budget_trials_per_agent"]
-    return {"command": f"python -m scenarios.cli tune {tune_spec.relative_to(ROOT)} --workers 1 --out {tune_dir}",
+    return {"command": f"python -m scenarios.cli tune {tune_spec.relative_to(ROOT)} --workers 1 --out {_rel_path(tune_dir)}",
             "trials": trials, "sampler": record["sampler"], "metric": record["metric"], "last_rounds": record["last_rounds"],
             "validation_seeds": record["validation_seeds"], "space": record["space"], "best": record["best"], "rounds": rounds,
             "wall_min": wall_min, "cell_min": cell_min, "cells": cells, "spec": str(tune_spec.relative_to(ROOT))}  # fmt: skip
@@ -563,9 +582,11 @@ def build(frame: pd.DataFrame, meta: dict, out_dir: Path, regen: str | None) -> 
     if comp.empty:
         raise fail(f"results: none of the page's comparisons has both agents (agents present: {', '.join(sorted(present))})")
     metrics = page_metrics(k1, k2)[:5] + list(USER_FACING)
-    lines = [*header(meta, regen), *CLAIMS, *verdict_lines(comp, meta), *power_lines(meta, comp), *setup_lines(meta, agents),
+    claims = [x.format(rounds=meta["rounds"]) for x in CLAIMS]
+    lines = [*header(meta, regen), *claims, *verdict_lines(comp, meta), *power_lines(meta, comp), *setup_lines(meta, agents),
              *tuning_lines(meta), *levels_lines(avg, agents, metrics, meta["window"]), *comparison_lines(comp, meta)]  # fmt: skip
     tail = [*diagnostics_lines(avg), *reading_lines(comp, meta)]
+    tail.insert(len(tail) - len(LIMITS) + 2, transient(frame, meta["headline"], meta["window"]))
     fig = round_figure(frame, agents, meta["headline"])
     pngs = write_figures({"uma2-rounds": fig}, out_dir, "uma2.html")  # last: nothing after it can fail
     lines += [*rounds_lines(frame, agents, meta["headline"], pngs), *tail]
@@ -578,7 +599,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--from-parquet", help="regenerate the page from the stored docs/results/uma2.parquet (+ .json)")
     ap.add_argument("--spec", default=str(ROOT / "experiments" / "uma2.toml"), help="the sweep's spec file")
     ap.add_argument("--tune", default=str(ROOT / "runs" / "uma2-tune"), help="the tune directory (tune.json, parts/)")
-    ap.add_argument("--window", type=int, default=None, help="rounds averaged at the end of the loop (default 5, or the stored one)")
+    ap.add_argument("--window", type=int, default=None, help="rounds averaged at the end of the loop (default 3, as the tune objective, or the stored one)")
     ap.add_argument("--workers", type=int, default=1, help="the --workers the sweep ran with (stated on the page)")
     ap.add_argument("--sweep-commit", default=None, help="the commit the sweep ran at (default: the current one)")
     ap.add_argument("--out-dir", default=str(OUT_DIR))
@@ -589,7 +610,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.window is not None and args.window < 1:
         raise fail(f"--window: must be >= 1, got {args.window}")
     if args.sweep:
-        args.window = args.window or 5
+        args.window = args.window or 3
     if args.sweep and not Path(args.sweep).is_dir():
         raise fail(f"sweep: no such directory {args.sweep}")
     if args.sweep and not Path(args.spec).is_file():
