@@ -599,7 +599,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--from-parquet", help="regenerate the page from the stored docs/results/uma2.parquet (+ .json)")
     ap.add_argument("--spec", default=str(ROOT / "experiments" / "uma2.toml"), help="the sweep's spec file")
     ap.add_argument("--tune", default=str(ROOT / "runs" / "uma2-tune"), help="the tune directory (tune.json, parts/)")
-    ap.add_argument("--window", type=int, default=None, help="rounds averaged at the end of the loop (default 3, as the tune objective, or the stored one)")
+    ap.add_argument("--window", type=int, default=None, help="rounds averaged at the end (default 3, as the tune objective)")
     ap.add_argument("--workers", type=int, default=1, help="the --workers the sweep ran with (stated on the page)")
     ap.add_argument("--sweep-commit", default=None, help="the commit the sweep ran at (default: the current one)")
     ap.add_argument("--out-dir", default=str(OUT_DIR))

@@ -90,7 +90,9 @@ def test_page_numbers_equal_those_recomputed_from_its_parquet(tmp_path: Path):
     out = run_page(tmp_path, results())
     page = (out / "uma2.md").read_text()
     stored = pd.read_parquet(out / "uma2.parquet")
-    comp = P.comparisons(P.time_average(stored, 5), 10, 20)
+    window = json.loads((out / "uma2.json").read_text())["window"]
+    assert window == 3  # the default: the tune objective's last rounds
+    comp = P.comparisons(P.time_average(stored, window), 10, 20)
     for _, c in comp[comp.metric == "true_recall@10"].iterrows():
         line = next(x for x in page.splitlines() if x.startswith(f"| {c.claim} | `{c.agent}` - `{c.base}` | true_recall@10 |"))
         assert P.fmt(c["diff"], c.half, 4) in line
