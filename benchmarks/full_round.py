@@ -25,7 +25,6 @@ import simulator.round
 from scenarios.experiment import agent_factory
 from simulator.cascade.step import serve_batch
 from simulator.config import scenario_from_dict
-from simulator.memory import pin_mmap_threshold
 from simulator.round import attach_agent
 from simulator.timeline import run_round, warm_started_loop
 
@@ -66,7 +65,6 @@ class PhasePeaks:
 
 
 def main() -> None:
-    pin_mmap_threshold()
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--items", type=int, default=100_000)

@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 
 from scenarios.experiment import agent_factory, warm_started_loop  # noqa: E402
 from simulator.config import scenario_from_dict  # noqa: E402
-from simulator.memory import pin_mmap_threshold  # noqa: E402
 from simulator.round import attach_agent  # noqa: E402
 from simulator.timeline import run_round  # noqa: E402
 
@@ -104,7 +103,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="CSV of the per-round series")
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="also checkpoint every round here")
     args = parser.parse_args()
-    pin_mmap_threshold()
     torch.set_num_threads(1)
     frame = soak(args.rounds, args.agent, args.checkpoint_dir)
     if args.out is not None:

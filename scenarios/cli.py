@@ -20,7 +20,6 @@ from scenarios.signals import Interrupted
 from simulator.checkpoint import RunDirError
 from simulator.config import ConfigError
 from simulator.guard import DivergenceError
-from simulator.memory import pin_mmap_threshold
 
 _FIELD_MESSAGE = re.compile(r"^[a-z_]+\.[a-z_]+: ")  # "section.field: ..." is a user-facing one-line message
 
@@ -40,7 +39,6 @@ class _Main(click.Group):
     """Click group whose usage errors are one line, like every other error of the tool."""
 
     def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
-        pin_mmap_threshold()
         if not (sys.argv[1:] if args is None else list(args)):  # bare `cascadesim`: the help, not an error
             click.echo(self.get_help(click.Context(self, info_name=kwargs.get("prog_name", "cascadesim"))))
             sys.exit(0)

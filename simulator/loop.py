@@ -22,6 +22,7 @@ from simulator.checkpoint import atomic_torch_save, load_torch_object
 from simulator.config import Scenario
 from simulator.log.store import LogStore, TruthStore
 from simulator.log.view import TrainingView
+from simulator.memory import fit_malloc_to
 from simulator.metrics.audit import Audit
 from simulator.metrics.measure import MetricState
 from simulator.metrics.offline import SharedRound
@@ -55,6 +56,7 @@ class ClosedLoop:
 
     def __init__(self, sc: Scenario, seed: int, device: torch.device | str = "cpu") -> None:
         self.sc, self.seed, self.device = sc, seed, torch.device(device)
+        fit_malloc_to(sc.world.n_items)  # the allocator's time / memory trade for this size, before the world's tensors
         self.world: WorldState = generate_world(sc, seed, self.device)
         self.log, self.truth = LogStore(), TruthStore()
         self.intents = IntentLookup()

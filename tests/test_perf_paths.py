@@ -109,3 +109,30 @@ def test_settle_heap_freezes_and_can_be_turned_off(monkeypatch: pytest.MonkeyPat
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_the_loop_fits_the_allocator_to_its_catalogue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every loop sets glibc's thresholds for its size before building its world: the 1 MiB mmap pin only for large
+    catalogues (memory), heap reuse below (time); ``CASCADESIM_KEEP_MALLOC=1`` leaves the allocator alone."""
+    import sys
+
+    from simulator import memory
+    from simulator.loop import ClosedLoop
+
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(memory, "_mallopt", lambda param, value: calls.append((param, value)) or True)
+    assert memory.fit_malloc_to(memory.LARGE_CATALOGUE) and calls == [(memory._M_MMAP_THRESHOLD, 1 << 20)]
+    calls.clear()
+    assert memory.fit_malloc_to(memory.LARGE_CATALOGUE - 1)
+    assert calls == [(memory._M_MMAP_THRESHOLD, memory.SMALL_MMAP), (memory._M_TRIM_THRESHOLD, memory.SMALL_TRIM)]
+    seen: list[int] = []
+    monkeypatch.setattr("simulator.loop.fit_malloc_to", seen.append)
+    sc = tiny_scenario()
+    ClosedLoop(sc, 0)
+    assert seen == [sc.world.n_items]
+    monkeypatch.undo()
+    if sys.platform.startswith("linux"):
+        monkeypatch.setenv("CASCADESIM_KEEP_MALLOC", "1")
+        assert not memory.fit_malloc_to(10) and not memory.pin_mmap_threshold()
+        monkeypatch.delenv("CASCADESIM_KEEP_MALLOC")
+        assert memory.fit_malloc_to(10)  # glibc accepts both values
