@@ -76,16 +76,35 @@ def _size_section(before: dict | None, after: dict) -> list[str]:
     return lines + [per + ".", ""] + _phase_table(before, after) + [""]
 
 
+def demo_section(path: Path) -> list[str]:
+    """The demo's work timed on an old commit and on this one, side by side (``benchmarks/results/demo_equal_work.json``)."""
+    demo = json.loads(path.read_text())
+    out = ["## The demo at equal work (issue 18's 3 min 40 s)", "", demo["what"], ""]
+    out += [f"- {who}: `{cmd}`" for who, cmd in demo["commands"].items()] + [""]
+    out += ["| run | wall s | CPU s (user + system) | user s | system s | minor page faults | peak RSS MiB |"]
+    out += ["|---|---:|---:|---:|---:|---:|---:|"]
+    for r in demo["rows"]:
+        cells = [r["run"], f"{r['wall_s']:.0f}", f"{r['user_s'] + r['system_s']:.0f}", f"{r['user_s']:.0f}", f"{r['system_s']:.0f}"]
+        out.append("| " + " | ".join([*cells, f"{r['minor_page_faults']:,}", f"{r['max_rss_mib']:.0f}"]) + " |")
+    rows = {r["run"]: r for r in demo["rows"]}
+    for label, (old, new) in demo.get("ratios", {}).items():
+        a, b = rows[old], rows[new]
+        ratio = (a["user_s"] + a["system_s"]) / (b["user_s"] + b["system_s"])
+        out.append(f"\n{label}: CPU time {ratio:.2f}x less, wall {a['wall_s'] / b['wall_s']:.2f}x.")
+    return out + [""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", type=Path)
     ap.add_argument("--after", type=Path, required=True)
-    ap.add_argument("--trecs", type=Path)
+    ap.add_argument("--trecs", type=Path, action="append", default=[], help="trecs_side_by_side.py JSON (repeatable: one table each)")
     ap.add_argument("--notes", type=Path, help="markdown appended as is (what changed, what is left)")
     ap.add_argument("--extra", action="append", default=[], metavar="TITLE=BEFORE.json,AFTER.json",
                     help="more before / after pairs, each under its own title (e.g. a later, quieter run)")
     ap.add_argument("--soak", type=Path, help="the report printed by benchmarks/soak.py (the long-horizon section)")
     ap.add_argument("--gpu", type=Path, help="the output folder of benchmarks/gpu_suite.py (the CUDA section)")
+    ap.add_argument("--demo", type=Path, help="benchmarks/results/demo_equal_work.json (the demo at equal work)")
     ap.add_argument("--out", type=Path, default=Path("docs/performance.md"))
     args = ap.parse_args()
     after = json.loads(args.after.read_text())
@@ -108,14 +127,14 @@ def main() -> None:
         for res in a_run["results"]:
             out += ["#" + line if line.startswith("## ") else line for line in _size_section(b_by.get(res["size"]), res)]
     out += ["## T-RECS 0.2.1 side by side", ""]
-    if args.trecs and args.trecs.exists():
-        tr = json.loads(args.trecs.read_text())
+    for path in (p for p in args.trecs if p.exists()):
+        tr = json.loads(path.read_text())
         out += [f"Command: `{tr['command']}` (same run, one thread each; seconds per round / step).", ""]
         keys = list(tr["rows"][0])
         out += ["| " + " | ".join(keys) + " |", "|" + "---:|" * len(keys)]
         out += ["| " + " | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |" for r in tr["rows"]]
         out.append("")
-    else:
+    if not any(p.exists() for p in args.trecs):
         out += ["Not run: see `benchmarks/trecs_side_by_side.py` for the script and its install.", ""]
     if args.soak and args.soak.exists():
         out += [
@@ -130,6 +149,7 @@ def main() -> None:
             "```",
             "",
         ]
+    out += demo_section(args.demo) if args.demo and args.demo.exists() else []
     out += cuda_section(args.gpu) if args.gpu else ["## CUDA", "", "Not measured: see `benchmarks/gpu_suite.py`.", ""]
     if args.notes and args.notes.exists():
         out += [args.notes.read_text()]
