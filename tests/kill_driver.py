@@ -2,7 +2,7 @@
 
 ``KILL_IN_WRITE=N:mid`` leaves half a temporary file of the N-th write on disk and dies before the rename;
 ``KILL_IN_WRITE=N:after`` dies right after the N-th write is in place (before whatever would follow it).
-Run as ``python -m tests.kill_driver run ...`` from the repository root.
+Run as ``python -m tests.kill_driver run ...`` from the repository root, or through :mod:`tests.forked_cli`.
 """
 
 from __future__ import annotations
@@ -40,9 +40,14 @@ def _install(n: int, phase: str) -> None:
     checkpoint._atomic = patched
 
 
-if __name__ == "__main__":
+def run(argv: list[str] | None = None) -> None:
+    """The command line (``argv``, else ``sys.argv``), with the kill of ``KILL_IN_WRITE`` installed if set."""
     spec = os.environ.get("KILL_IN_WRITE")
     if spec:
         n, phase = spec.split(":")
         _install(int(n), phase)
-    main()
+    main(argv)
+
+
+if __name__ == "__main__":
+    run()

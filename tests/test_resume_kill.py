@@ -9,11 +9,9 @@ A few trials run by default; ``-m slow`` runs 50 random kills.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import torch
 
 from scenarios.experiment import make_experiment, run_experiment
 from tests.conftest import TINY
+from tests.forked_cli import ForkedCLI, warm_up
 
 AGENTS, ROUNDS = "random,bc", 2
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,10 +40,9 @@ def _args(scenario: Path, out: Path, *extra: str) -> list[str]:
     return ["run", "--scenario", str(scenario), "--agents", AGENTS, "--rounds", str(ROUNDS), "--out", str(out), *extra]
 
 
-def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    cmd = [sys.executable, "-m", "tests.kill_driver", *args]
-    return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _start(args: list[str], env: dict[str, str] | None = None) -> ForkedCLI:
+    """The command in a process of its own (forked from a server that imported the CLI once; one torch thread)."""
+    return ForkedCLI(args, env)
 
 
 def _finish(scenario: Path, out: Path) -> subprocess.CompletedProcess:
@@ -60,6 +58,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame,
     """The scenario file, the uninterrupted results and how long an uninterrupted command takes."""
     folder = tmp_path_factory.mktemp("kill")
     scenario = _toml(folder / "tiny.toml")
+    warm_up()  # the server's imports are not part of how long a command takes
     started = time.monotonic()
     done = _finish(scenario, folder / "reference")
     assert done.returncode == 0, done.stderr
@@ -122,7 +121,7 @@ def test_fifty_random_kills_resume_identically(setup, tmp_path: Path) -> None:
         _random_kill_trial(scenario, expected, took, tmp_path / f"run{trial}", rng)
 
 
-def _wait_for_first_commit(out: Path, proc: subprocess.Popen) -> None:
+def _wait_for_first_commit(out: Path, proc: ForkedCLI) -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         try:
