@@ -19,14 +19,20 @@ Encoders (Eqs. 5-9):
   ``ŵ_h = stopgrad(1[h = h*] − w_h) + w_h`` (one-hot forward, ``∂/∂w`` backward).
 
 Losses (Eqs. 10-13), with ``h+ = argmax_h p_{h|T}`` the routing of the target's category:
-``L = L_cl + λ1·L_aux1 + λ2·L_aux2 + λ3·L_aux3`` (λ = 1), see :func:`multi_queue_loss` and
-:func:`auxiliary_losses`. Queues, updated *before* the loss at each step: the batch's
+``L = L_cl + λ1·L_aux1 + λ2·L_aux2 + λ3·L_aux3 + λ_sel·L_sel`` (λ = 1), see :func:`multi_queue_loss`,
+:func:`auxiliary_losses` and :func:`selection_loss` (not in the paper, below). Queues, updated *before* the loss at each step: the batch's
 positives enter the main queue ``Q_0`` (so the positive is in its own denominator); what
 falls off ``Q_0`` goes to the secondary queue ``Q_{h−}`` of its routed intent; what falls off
 a secondary queue is discarded. Queues are never deduplicated (§16.5).
 
 Deviations (simulator), each a switch or stated here:
 
+- ``L_sel = −log w_{h+}`` (``lambda_select``; 0 = the paper) trains the selector to pick the target's routed
+  intent. With straight-through alone the selector collapses (weekend-shift, 10 seeds: the top intent took
+  83-100% of a seed's requests, 95% on average): the forward pass is one-hot, so only ``z_{h*}`` is pulled toward the target and the
+  other ``z_h`` are only pushed away (the denominator), the selected vector becomes the best match for every
+  target, and the ST gradient (∝ ``w_h`` ≈ 0) never moves the selection off it. Early windows seed it: most
+  histories are empty, so ``z_h = MLP3([0; β_h; u])`` ranks the intents the same way for every user.
 - ``u`` is a context vector ``W_p·profile + e_domain + e_entry`` appended to the MLP3 and
   MLP4 inputs (``context_token``): a cold user has no history, for which the paper's
   encoder is undefined (the same choice as the shared sequence encoder).
@@ -44,10 +50,9 @@ Deviations (simulator), each a switch or stated here:
   ``w_h``, merging by each item's best score (the paper leaves the merge open). ``H = 8`` by
   default: the simulator has ~20 categories, not tens of thousands.
 
-``fit`` reports the routing health (§11(f)): ``routing_entropy`` = entropy of
-``π_h = mean_{live items} p_{h|i}`` (should stay near ``log H``), ``routing_item_entropy``
-(mean per-item entropy: low = polarised routing), ``intents_used`` (distinct ``h+`` over
-the live items).
+``fit`` reports the routing health (§11(f)): ``routing_entropy`` = entropy of ``π_h = mean_{live items} p_{h|i}``
+(should stay near ``log H``), ``routing_item_entropy`` (mean per-item entropy: low = polarised routing),
+``intents_used`` (distinct ``h+`` over the live items), ``selection_share_max`` (the selector's top intent).
 """
 
 from __future__ import annotations
@@ -100,15 +105,16 @@ class MultiCLRecConfig:
     """Weight of ``L_aux2`` (the routed intent vector matches the target)."""
     lambda3: float = 1.0
     """Weight of ``L_aux3`` (intent balance, KL(uniform ‖ π))."""
+    lambda_select: float = 1.0
+    """Weight of ``L_sel = −log w_{h+}`` (:func:`selection_loss`; not in the paper, see the module doc). 0: the
+    paper's selector, trained by straight-through alone, which collapses onto one intent in the simulator."""
     embedding_dim: int | None = None
     """``d`` of ``g``, ``z_h``, ``μ_h``, ``c`` (None: ``training.embedding_dim``)."""
     id_dim: int = 32
     """Size of the id / creator / modality inputs of MLP1."""
     hidden: tuple[int, ...] = ()
-    """Hidden sizes of MLP1, MLP3 and MLP4 (default: none, i.e. one linear layer each). With a ReLU
-    hidden layer (e.g. 64) every item and intent vector starts on one shared direction and training
-    sits at the "all logits equal" point (``L_cl = log |Q_0 ∪ Q_h|``): measured on an intent toy world,
-    the model then retrieves at chance even with ``H = 1``, and the selector collapses onto one intent."""
+    """Hidden sizes of MLP1, MLP3 and MLP4 (default: none, one linear layer each). With a ReLU hidden layer every
+    vector starts on one direction and training sits at ``L_cl = log |Q_0 ∪ Q_h|`` (chance even with ``H = 1``)."""
     importance_hidden: int = 32
     """Hidden size of MLP2 (click importance)."""
     time_dim: int = 8
@@ -142,7 +148,7 @@ class MultiCLRecConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)!r}")
         if self.selector_rho is not None and not self.selector_rho > 0:
             raise ValueError(f"selector_rho: must be > 0, got {self.selector_rho!r}")
-        for name in ("lambda1", "lambda2", "lambda3"):
+        for name in ("lambda1", "lambda2", "lambda3", "lambda_select"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)!r}")
         if not 0.0 < self.adam_beta2 < 1.0:
@@ -204,6 +210,12 @@ def auxiliary_losses(
     pi = batch_routing.mean(0).clamp_min(1e-30)
     aux3 = (math.log(1.0 / n_intents) - pi.log()).sum() / n_intents
     return aux1, aux2, aux3
+
+
+def selection_loss(selector_logits: torch.Tensor, h_plus: torch.Tensor) -> torch.Tensor:
+    """``L_sel = mean_r −log softmax_h(w̃_h)[h+]`` from ``selector_logits [B, H]`` (``w̃_h = cos(m, z_h)/ρ``, Eq. 9) and
+    ``h_plus [B]`` (``argmax_h p_{h|T}``): the selector learns to pick the target's routed intent (not in the paper)."""
+    return F.cross_entropy(selector_logits, h_plus)
 
 
 def routing_entropy(p: torch.Tensor) -> tuple[float, float]:
@@ -296,14 +308,15 @@ class MultiCLRec:
         l_cl = multi_queue_loss(pos, straight_through(w), neg, counts.log())
         batch_routing = torch.cat([target_routing, out["history_routing"][out["valid"]]])
         aux1, aux2, aux3 = auxiliary_losses(target_routing, pos, batch_routing)
-        total = l_cl + cfg.lambda1 * aux1 + cfg.lambda2 * aux2 + cfg.lambda3 * aux3
-        return {"loss": total, "loss_cl": l_cl, "aux1": aux1, "aux2": aux2, "aux3": aux3}
+        sel = selection_loss(model.selector_logits(z, out["m"]), h_plus)
+        total = l_cl + cfg.lambda1 * aux1 + cfg.lambda2 * aux2 + cfg.lambda3 * aux3 + cfg.lambda_select * sel
+        return {"loss": total, "loss_cl": l_cl, "aux1": aux1, "aux2": aux2, "aux3": aux3, "select": sel}
 
     def fit(self, view: TrainingView) -> dict[str, float]:
         """Warm-started Multi-CLRec epochs on the window's clicks; queues persist across fits.
 
         Returns:
-            ``loss`` / ``loss_first_epoch`` (total), ``loss_cl``, ``aux1``, ``aux2``, ``aux3`` (last
+            ``loss`` / ``loss_first_epoch`` (total), ``loss_cl``, ``aux1``, ``aux2``, ``aux3``, ``select`` (last
             epoch means), ``examples``, ``routing_entropy`` (nats; max ``log H``), ``routing_entropy_max``,
             ``routing_item_entropy``, ``intents_used``, ``selection_share_max`` (share of the window's
             requests whose selected intent is the most common one).
@@ -319,7 +332,7 @@ class MultiCLRec:
         def loss_fn(idx: torch.Tensor) -> torch.Tensor:
             requests, targets, _ = data.batch(idx)
             out = self._step_loss(requests, targets, catalogue)
-            for key in ("loss_cl", "aux1", "aux2", "aux3"):
+            for key in ("loss_cl", "aux1", "aux2", "aux3", "select"):
                 parts[key] = parts.get(key, torch.zeros((), device=device)) + out[key].detach() * idx.numel()
             return out["loss"]
 
@@ -335,7 +348,7 @@ class MultiCLRec:
             "loss": losses[-1] if losses else math.nan,
             "loss_first_epoch": losses[0] if losses else math.nan,
             "examples": float(len(data)),
-            **{k: float(parts[k]) / max(len(data), 1) if k in parts else math.nan for k in ("loss_cl", "aux1", "aux2", "aux3")},
+            **{k: float(parts[k]) / max(len(data), 1) if k in parts else math.nan for k in ("loss_cl", "aux1", "aux2", "aux3", "select")},
         }
         return {**diag, **self.routing_diagnostics(view, catalogue)}
 

@@ -115,9 +115,13 @@ class MultiIntentModel(nn.Module):
         else:
             z = self.mlp3(torch.cat([z_raw, beta], dim=-1))
             m = self.mlp4(pooled)
-        z = F.normalize(z, dim=-1)
-        w = torch.softmax((z * F.normalize(m, dim=-1).unsqueeze(1)).sum(-1) / (self.cfg.selector_rho or self.cfg.rho), dim=-1)
-        return {"z": z, "w": w, "h_star": w.argmax(-1), "history_routing": p_ht, "valid": valid}
+        z, m = F.normalize(z, dim=-1), F.normalize(m, dim=-1)
+        w = torch.softmax(self.selector_logits(z, m), dim=-1)
+        return {"z": z, "m": m, "w": w, "h_star": w.argmax(-1), "history_routing": p_ht, "valid": valid}
+
+    def selector_logits(self, z: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """Eq. (9): ``w̃_h = cos(m, z_h) / ρ_sel`` ``[B, H]`` from normalised ``z [B, H, d]`` and ``m [B, d]``."""
+        return (z * m.unsqueeze(1)).sum(-1) / (self.cfg.selector_rho or self.cfg.rho)
 
     def user_queries(self, requests: RequestBatch, catalogue: Catalogue, n_intents: int = 1) -> torch.Tensor:
         """``[B, K, d]`` normalised serving queries: the ``K = n_intents`` intent vectors with the largest

@@ -5,6 +5,7 @@ Multi-CLRec vs CLRec across the weekday -> weekend shift (paper Table 4; ``exper
 
     python experiments/clrec.py runs/clrec-long runs/clrec-weekend --tune runs/clrec-tune
     python experiments/clrec.py --from-parquet docs/results/clrec.parquet      # regenerate the page only
+    python experiments/clrec.py runs/clrec-weekend --reuse-long docs/results/clrec.parquet  # a new weekend sweep only
 
 Keeps the page's metrics in ``docs/results/clrec.parquet`` (its metadata in ``clrec.json``) and reads every number of
 ``docs/results/clrec.md`` back from that file. Statistics: every agent of a seed shares its world and requests (common
@@ -117,6 +118,18 @@ def _part_wall(path: Path) -> float:
     from scenarios.sweep.cells import read_part
 
     return float(read_part(path)[1].get("wall_s", math.nan))
+
+
+def read_stored_long(parquet: Path) -> tuple[pd.DataFrame, dict, dict | None]:
+    """The long part, its metadata and the tune's from a stored page (``clrec.parquet`` + ``clrec.json``)."""
+    meta_path = parquet.with_suffix(".json")
+    if not parquet.is_file() or not meta_path.is_file():
+        raise PageError(f"--reuse-long: {str(parquet)!r} and its .json must both exist")
+    frame, meta = pd.read_parquet(parquet), json.loads(meta_path.read_text())
+    long = frame[frame.part == "long"]
+    if long.empty or "long" not in meta:
+        raise PageError(f"--reuse-long: {str(parquet)!r} holds no long part")
+    return long[list(KEEP)].reset_index(drop=True), meta["long"], meta.get("tune")
 
 
 def read_tune(path: Path | None) -> dict | None:
@@ -258,6 +271,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("weekend", nargs="?", help="the weekday -> weekend sweep directory (experiments/clrec-weekend.toml)")
     ap.add_argument("--tune", default=None, help="the tune directory whose best.toml the sweeps loaded (budget and space)")
     ap.add_argument("--from-parquet", help="regenerate the page from the stored docs/results/clrec.parquet (+ .json)")
+    ap.add_argument("--reuse-long", help="a stored page parquet (+ .json): reuse its long part and tune; give the weekend sweep only")
     ap.add_argument("--window", type=int, default=10, help="rounds averaged at the end of the long loop")
     ap.add_argument("--workers", type=int, default=1, help="the --workers the sweeps ran with (stated on the page)")
     ap.add_argument("--sweep-commit", default=None, help="the commit the sweeps ran at (default: the current one)")
@@ -265,7 +279,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--note", default="", help="how the sweeps were run, if not as stated (added to the header)")
     ap.add_argument("--machine-note", default="2 cores shared with other jobs", help="what else ran on the machine")
     args = ap.parse_args(argv)
-    if bool(args.long and args.weekend) == bool(args.from_parquet) or bool(args.long) != bool(args.weekend):
+    if args.reuse_long:
+        if args.from_parquet or not args.long or args.weekend or args.tune:
+            ap.exit(2, "error: --reuse-long: give the weekend sweep directory only (no long directory, --tune or --from-parquet)\n")
+        args.long, args.weekend = None, args.long
+    elif bool(args.long and args.weekend) == bool(args.from_parquet) or bool(args.long) != bool(args.weekend):
         ap.exit(2, "error: arguments: give the two sweep directories (long, weekend) or --from-parquet, not both\n")
     if args.window < 1:
         ap.exit(2, "error: --window: must be >= 1\n")
@@ -276,13 +294,16 @@ def collect(args: argparse.Namespace) -> tuple[pd.DataFrame, dict]:
     """The page's slim frame and its metadata, from the two sweeps and the tune (nothing written yet)."""
     import torch
 
-    long, long_meta = read_sweep_dir(Path(args.long), "long", LONG_METRICS)
+    if args.reuse_long:
+        long, long_meta, stored_tune = read_stored_long(Path(args.reuse_long))
+    else:
+        long, long_meta = read_sweep_dir(Path(args.long), "long", LONG_METRICS)
     week, week_meta = read_sweep_dir(Path(args.weekend), "weekend", WEEK_METRICS)
     if long_meta["rounds"] <= args.window:
         raise PageError(f"--window: must be < the long sweep's {long_meta['rounds']} rounds, got {args.window}")
     if week_meta["rounds"] < BURN_IN + max(WEEKEND_TEST) + 1:
         raise PageError(f"weekend: needs at least {BURN_IN + max(WEEKEND_TEST) + 1} rounds (week 0 is burn-in), got {week_meta['rounds']}")
-    tune = read_tune(Path(args.tune) if args.tune else None)
+    tune = stored_tune if args.reuse_long else read_tune(Path(args.tune) if args.tune else None)
     meta = {
         "long": long_meta, "weekend": week_meta, "tune": tune, "full_cost": full_cost(long_meta, week_meta, tune),
         "items_long": spec_scenario(SPECS["long"]).world.n_items, "items_weekend": spec_scenario(SPECS["weekend"]).world.n_items,

@@ -468,6 +468,10 @@ def reading_lines(comp: pd.DataFrame, meta: dict, ratio: tuple[float, float], su
         "- Only the paper's two comparisons are run (`clrec-queue` vs `sampled-softmax-logq`, `multi-clrec` vs `clrec-queue`). "
         "The ablations of the earlier 3-seed page (in-batch `clrec`, `clrec-cached`, `sampled-softmax` without logQ, `ipw`, "
         "`ipw-oracle`) did not fit the CPU budget; add them to `agents` in the specs and to the tune spec to run them.",
+        "- `multi-clrec` trains its intent selector with an extra loss, `L_sel = -log w_{h+}` (the selector learns to pick the "
+        "intent the target's category is routed to; `lambda_select`, 0 = the paper). With the paper's straight-through signal "
+        "alone the selector collapsed onto one intent (the most-used intent took 95% of the weekend requests, averaged over "
+        "10 seeds; `agents/multi_clrec.py` says why), which made the earlier page's Table 4 rows untestable.",
         "- `cascade.propensity_samples` is 8 in these sweeps (32 in the preset): it only sets the Monte-Carlo draws of the logged "
         "propensities, which no agent here reads; the exposures and clicks come from a separate random stream and are unchanged.",
         "",

@@ -123,6 +123,25 @@ def test_weekend_summaries_skip_the_burn_in_week():
     assert weekday.to_numpy() == pytest.approx([0.4 + 0.01 * s for s in range(SEEDS)])  # the burn-in +0.2 is left out
 
 
+def test_reuse_long_keeps_the_stored_long_part_and_tune_and_takes_a_new_weekend_sweep(sweeps, tmp_path: Path):
+    long, week, out = sweeps
+    run_page(long, week, out)
+    first = pd.read_parquet(out / "clrec.parquet")
+    rows = [{**r, "value": r["value"] + (0.02 if r["agent"] == "multi-clrec" else 0.0)} for r in week_rows()]
+    new_week = write_sweep(tmp_path / "weekend2", rows, "clrec-weekend", "weekend-shift")
+    again = tmp_path / "docs2"
+    C.main([str(new_week), "--reuse-long", str(out / "clrec.parquet"), "--window", str(WINDOW), "--out-dir", str(again)])
+    second = pd.read_parquet(again / "clrec.parquet")
+    pd.testing.assert_frame_equal(second[second.part == "long"].reset_index(drop=True), first[first.part == "long"].reset_index(drop=True))
+    gained = lambda f: f[(f.part == "weekend") & (f.agent == "multi-clrec")].value.to_numpy()  # noqa: E731
+    assert gained(second) == pytest.approx(gained(first) + 0.02)
+    meta, meta0 = json.loads((again / "clrec.json").read_text()), json.loads((out / "clrec.json").read_text())
+    assert meta["long"] == meta0["long"] and meta["tune"] == meta0["tune"] and meta["weekend"]["dir"] == str(new_week)
+    with pytest.raises(SystemExit) as exit_info:  # a long directory as well is refused
+        C.main([str(long), str(new_week), "--reuse-long", str(out / "clrec.parquet"), "--out-dir", str(again)])
+    assert exit_info.value.code == 2
+
+
 @pytest.mark.parametrize("what", ["missing directory", "missing metric", "missing agent"])
 def test_bad_input_is_one_line_and_exit_2_without_a_page(sweeps, capsys, what: str):
     long, week, out = sweeps

@@ -131,7 +131,7 @@ def test_queue_updates_follow_the_paper(ctx, view):
 def test_fit_reports_routing_entropy_of_the_live_catalogue(ctx, view):
     agent = make_agent("multi-clrec", ctx, intents=4)
     diag = agent.fit(view)
-    for key in ("loss", "loss_cl", "aux1", "aux2", "aux3", "routing_entropy", "routing_item_entropy", "intents_used"):
+    for key in ("loss", "loss_cl", "aux1", "aux2", "aux3", "select", "routing_entropy", "routing_item_entropy", "intents_used"):
         assert math.isfinite(diag[key]), key
     assert diag["routing_entropy_max"] == pytest.approx(math.log(4))
     with torch.no_grad():
@@ -141,24 +141,26 @@ def test_fit_reports_routing_entropy_of_the_live_catalogue(ctx, view):
     assert 1 <= diag["intents_used"] <= 4
 
 
-def _selector_change(ctx, view) -> float:
-    agent = make_agent("multi-clrec", ctx, intents=4, epochs=1)
+def _selector_change(ctx, view, **overrides) -> float:
+    agent = make_agent("multi-clrec", ctx, intents=4, epochs=1, **overrides)
     before = [p.detach().clone() for p in agent.model.mlp4.parameters()]
     agent.fit(view)
-    return sum(float((a - b.detach()).abs().sum()) for a, b in zip(before, agent.model.mlp4.parameters()))
+    return sum(float((a - b.detach()).abs().sum()) for a, b in zip(before, agent.model.mlp4.parameters(), strict=True))
 
 
 def test_straight_through_trains_the_selector_end_to_end(ctx, view, monkeypatch):
-    """MLP4 (the selector's ``m``) only reaches the loss through ``ŵ``: it learns iff straight-through passes gradient."""
-    assert _selector_change(ctx, view) > 1e-3
+    """Without ``L_sel`` (the paper), MLP4 (the selector's ``m``) only reaches the loss through ``ŵ``: it learns iff
+    straight-through passes gradient; ``L_sel`` trains it even through a hard argmax."""
+    assert _selector_change(ctx, view, lambda_select=0.0) > 1e-3
     monkeypatch.setattr(mc, "straight_through", lambda w: F.one_hot(w.argmax(-1), w.shape[-1]).to(w.dtype))  # a hard argmax
-    assert _selector_change(ctx, view) == 0.0
+    assert _selector_change(ctx, view, lambda_select=0.0) == 0.0
+    assert _selector_change(ctx, view) > 1e-3
 
 
 def test_aux_weights_zero_leave_the_prototypes_to_the_main_loss_only(ctx, view):
     """With λ = 0 the run differs from the default one (the auxiliary losses are really in the objective)."""
     a = make_agent("multi-clrec", ctx, intents=4, epochs=1)
-    b = make_agent("multi-clrec", ctx, intents=4, epochs=1, lambda1=0.0, lambda2=0.0, lambda3=0.0)
+    b = make_agent("multi-clrec", ctx, intents=4, epochs=1, lambda1=0.0, lambda2=0.0, lambda3=0.0, lambda_select=0.0)
     da, db = a.fit(view), b.fit(view)
     assert da["loss"] != pytest.approx(db["loss"])
     assert db["loss"] == pytest.approx(db["loss_cl"], rel=1e-5)
