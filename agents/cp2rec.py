@@ -32,7 +32,7 @@ from typing import Any, Literal
 import torch
 
 from agents.backbone.exposure import ExposureCore
-from agents.backbone.index import ItemIndex, check_k
+from agents.backbone.index import IndexedServing, ItemIndex, check_k
 from agents.backbone.training import Exposures, TrainConfig, check_ranges, exposure_data, fit_generator, make_optimiser, run_epochs
 from agents.backbone.two_tower import TowerConfig, evaluating
 from agents.backbone.unexposed import last_epoch_mean
@@ -131,10 +131,11 @@ class FitData:
 
 
 @register("cp2rec", config=CP2RecConfig)
-class CP2Rec:
+class CP2Rec(IndexedServing):
     """CP2Rec (our reading): purified two-tower + proxy bias encoders, L_bias + a·L_unb + b·L_orth, served at s + γ·<b_u, b_i>."""
 
     def __init__(self, ctx: AgentContext, config: CP2RecConfig | None = None, name: str = "cp2rec") -> None:
+        super().__init__()
         self.ctx, self.name = ctx, name
         self.config = cfg = config or CP2RecConfig()
         self.core = ExposureCore(ctx, cfg.tower, cfg.train, name)
@@ -146,8 +147,6 @@ class CP2Rec:
         self.prop = self.core.extra["propensity"] = PropensityMLP(cfg.bias_hidden, pgen, ctx.device)
         self.core.extra_optimisers["propensity"] = make_optimiser(self.prop.parameters(), cfg.train.optimizer, cfg.train.lr_for(ctx))
         self.round_now = 0  # the round the next index serves (item age)
-        self._index: ItemIndex | None = None
-        self._catalogue: Catalogue | None = None
 
     # --- fit ------------------------------------------------------------------------------
 
@@ -272,7 +271,7 @@ class CP2Rec:
     # --- serving --------------------------------------------------------------------------
 
     def _invalidate(self) -> None:
-        self._index = None
+        self.invalidate()
         self.core.retriever.invalidate()
 
     def item_vectors(self, catalogue: Catalogue, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,24 +301,18 @@ class CP2Rec:
         model = self.core.model
         self._index = ItemIndex(ids, self._item_rows(catalogue, ids).contiguous(), model.scale, model.cfg.block_users)
 
-    def _require_index(self) -> ItemIndex:
-        if self._index is None:
-            raise RuntimeError(f"{self.name}: no index; call index(catalogue) after construction, fit or load_state_dict")
-        return self._index
-
     def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact top-``k`` by ``s + γ·<b_u, b_i>``: ``(item_ids [B, k] int64, scores [B, k] float32)``."""
-        index = self._require_index()
+        index, _ = self._indexed()
         check_k(k, len(index), self.name)
         return index.topk(self._queries(requests), k)
 
     def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
         """``[B, K]`` serving scores ``s + γ·<b_u, b_i>`` of ``item_ids [B, K]`` (items not indexed are embedded now)."""
-        index = self._require_index()
-        assert self._catalogue is not None
+        index, catalogue = self._indexed()
         emb, found = index.lookup(item_ids)
         if not bool(found.all()):
-            emb = emb.index_put((~found).nonzero(as_tuple=True), self._item_rows(self._catalogue, item_ids[~found]))
+            emb = emb.index_put((~found).nonzero(as_tuple=True), self._item_rows(catalogue, item_ids[~found]))
         return (index.scale * torch.bmm(emb, self._queries(requests).unsqueeze(-1)).squeeze(-1)).float()
 
     # --- state ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.backbone.index import ItemIndex, block_rows, blocked_topk, check_k
+from agents.backbone.index import IndexedServing, ItemIndex, block_rows, blocked_topk, check_k
 from agents.backbone.sequence import backward_positions, time_buckets
 from agents.backbone.two_tower import N_DOMAINS, N_ENTRIES, evaluating, init_parameters
 from simulator.agent_api import AgentContext
@@ -132,7 +132,7 @@ class MultiIntentModel(nn.Module):
             return out["z"].gather(1, top.unsqueeze(-1).expand(-1, -1, self.d))
 
 
-class MultiIntentRetriever:
+class MultiIntentRetriever(IndexedServing):
     """The serving half of Multi-CLRec: the item index and the max-over-served-intents scoring.
 
     Args:
@@ -145,12 +145,7 @@ class MultiIntentRetriever:
 
     def __init__(self, model: MultiIntentModel, device: torch.device, serve_intents: int, block_users: int, name: str) -> None:
         self.model, self.device, self.serve_intents, self.block_users, self.name = model, device, serve_intents, block_users, name
-        self._index: ItemIndex | None = None
-        self._catalogue: Catalogue | None = None
-
-    def invalidate(self) -> None:
-        """Forget the index (call after any weight update)."""
-        self._index = None
+        super().__init__()
 
     def index(self, catalogue: Catalogue) -> None:
         """Embed all live items once (normalised ``g``)."""
@@ -162,15 +157,10 @@ class MultiIntentRetriever:
         self._catalogue = catalogue
         self._index = ItemIndex(ids, emb.contiguous(), self.model.scale, self.block_users)
 
-    def _require_index(self) -> tuple[ItemIndex, Catalogue]:
-        if self._index is None or self._catalogue is None:
-            raise RuntimeError(f"{self.name}: no index; call index(catalogue) after construction, fit or load_state_dict")
-        return self._index, self._catalogue
-
     def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact top-``k`` live items by ``max_{h ∈ served} cos(z_h, g) / ρ`` (``serve_intents = 1``: ``z_{h*}``):
         ``(item_ids [B, k] int64, logits [B, k] float32)``."""
-        index, catalogue = self._require_index()
+        index, catalogue = self._indexed()
         check_k(k, len(index), self.name)
         queries = self.model.user_queries(requests.to(self.device), catalogue, self.serve_intents)
         if queries.shape[1] == 1:
@@ -183,7 +173,7 @@ class MultiIntentRetriever:
 
     def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
         """``[B, K] float32`` ``max_{h ∈ served} cos(z_h, g(y)) / ρ`` (indexed vectors reused, others embedded now)."""
-        index, catalogue = self._require_index()
+        index, catalogue = self._indexed()
         item_ids = item_ids.to(self.device)
         queries = self.model.user_queries(requests.to(self.device), catalogue, self.serve_intents)
         emb, found = index.lookup(item_ids)

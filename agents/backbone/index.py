@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from simulator.types import Catalogue
 
 MAX_BLOCK_ELEMENTS = 1 << 25  # ~32M scores (128 MiB of float32) per block
 
@@ -92,3 +96,27 @@ class ItemIndex:
         found = self.item_ids[pos] == item_ids
         emb = self.embeddings[pos] * found.unsqueeze(-1).to(self.embeddings.dtype)
         return emb, found
+
+
+class IndexedServing:
+    """The item index a retriever serves from and the catalogue it was built on (a base class).
+
+    ``index(catalogue)`` sets both; a weight update makes them stale, so ``invalidate()`` forgets the
+    index and serving before the next ``index()`` is a clear error rather than stale scores.
+    """
+
+    name: str
+
+    def __init__(self) -> None:
+        self._index: ItemIndex | None = None
+        self._catalogue: Catalogue | None = None
+
+    def invalidate(self) -> None:
+        """Forget the index (call after any weight update)."""
+        self._index = None
+
+    def _indexed(self) -> tuple[ItemIndex, Catalogue]:
+        """The index and its catalogue; ``RuntimeError`` before ``index()`` or after ``invalidate()``."""
+        if self._index is None or self._catalogue is None:
+            raise RuntimeError(f"{self.name}: no index; call index(catalogue) after construction, fit or load_state_dict")
+        return self._index, self._catalogue

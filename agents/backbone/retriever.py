@@ -13,14 +13,14 @@ from typing import Any
 
 import torch
 
-from agents.backbone.index import ItemIndex, check_k
+from agents.backbone.index import IndexedServing, check_k
 from agents.backbone.two_tower import TowerConfig, TwoTower, evaluating
 from simulator.agent_api import AgentContext
 from simulator.rng import stream_seed
 from simulator.types import Catalogue, RequestBatch
 
 
-class TwoTowerRetriever:
+class TwoTowerRetriever(IndexedServing):
     """A :class:`TwoTower` model plus the item index built from it.
 
     Args:
@@ -35,35 +35,23 @@ class TwoTowerRetriever:
     def __init__(self, ctx: AgentContext, tower: TowerConfig, name: str) -> None:
         self.name = name
         self.model = TwoTower(ctx, tower, seed=stream_seed(ctx.seed, f"{name}/init"))
-        self._index: ItemIndex | None = None
-        self._catalogue: Catalogue | None = None
-
-    def invalidate(self) -> None:
-        """Forget the index (call after any weight update)."""
-        self._index = None
+        super().__init__()
 
     def index(self, catalogue: Catalogue) -> None:
         """Embed every live item of ``catalogue`` once (eval mode) and keep the vectors."""
         self._catalogue = catalogue
         self._index = self.model.embed_catalogue(catalogue)
 
-    def _require_index(self) -> ItemIndex:
-        if self._index is None:
-            raise RuntimeError(f"{self.name}: no index; call index(catalogue) after construction, fit or load_state_dict")
-        return self._index
-
     def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact top-``k`` live items: ``(item_ids [B, k] int64, logits [B, k] float32)``, descending."""
-        index = self._require_index()
+        index, _ = self._indexed()
         check_k(k, len(index), self.name)
         ids, scores = index.topk(self.model.user_queries(requests), k)
         return ids, scores + self.model.user_offset(requests).unsqueeze(1)
 
     def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
         """``[B, K] float32`` logits of ``item_ids [B, K]``; indexed vectors are reused, others embedded now."""
-        index = self._require_index()
-        catalogue = self._catalogue
-        assert catalogue is not None  # set together with the index
+        index, catalogue = self._indexed()
         queries = self.model.user_queries(requests)
         emb, found = index.lookup(item_ids)
         if not bool(found.all()):

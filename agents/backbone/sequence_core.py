@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from agents.backbone.index import ItemIndex, check_k
+from agents.backbone.index import IndexedServing, check_k
 from agents.backbone.sequence import SequenceTowerConfig, SequenceTwoTower
 from agents.backbone.serving import CoreServing
 from agents.backbone.training import Exposures, TrainConfig, exposure_data
@@ -26,7 +26,7 @@ from simulator.rng import stream_seed
 from simulator.types import Catalogue, RequestBatch
 
 
-class SequenceRetriever:
+class SequenceRetriever(IndexedServing):
     """A :class:`SequenceTwoTower` plus the item index built from it (agents compose it).
 
     Args:
@@ -38,32 +38,22 @@ class SequenceRetriever:
     def __init__(self, ctx: AgentContext, cfg: SequenceTowerConfig, name: str) -> None:
         self.name = name
         self.model = SequenceTwoTower(ctx, cfg, seed=stream_seed(ctx.seed, f"{name}/init"))
-        self._index: ItemIndex | None = None
-        self._catalogue: Catalogue | None = None
-
-    def invalidate(self) -> None:
-        """Forget the index (call after any weight update)."""
-        self._index = None
+        super().__init__()
 
     def index(self, catalogue: Catalogue) -> None:
         """Embed every live item once; the catalogue is kept to encode request histories."""
         self._catalogue = catalogue
         self._index = self.model.embed_catalogue(catalogue)
 
-    def _require_index(self) -> tuple[ItemIndex, Catalogue]:
-        if self._index is None or self._catalogue is None:
-            raise RuntimeError(f"{self.name}: no index; call index(catalogue) after construction, fit or load_state_dict")
-        return self._index, self._catalogue
-
     def retrieve(self, requests: RequestBatch, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact top-``k`` live items by ``cos / ρ``: ``(item_ids [B, k], logits [B, k] float32)``."""
-        index, catalogue = self._require_index()
+        index, catalogue = self._indexed()
         check_k(k, len(index), self.name)
         return index.topk(self.model.user_queries(requests, catalogue), k)
 
     def score(self, requests: RequestBatch, item_ids: torch.Tensor) -> torch.Tensor:
         """``[B, K] float32`` ``cos / ρ`` of ``item_ids [B, K]`` (indexed vectors reused, others embedded now)."""
-        index, catalogue = self._require_index()
+        index, catalogue = self._indexed()
         queries = self.model.user_queries(requests, catalogue)
         emb, found = index.lookup(item_ids)
         if not bool(found.all()):
