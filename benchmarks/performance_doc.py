@@ -73,6 +73,9 @@ def _size_section(before: dict | None, after: dict) -> list[str]:
     per = f"after: {after['per_round_s']:.3f} s per round ({after['ms_per_request']:.3f} ms per request)"
     if before:
         per = f"before: {before['per_round_s']:.3f} s per round ({before['ms_per_request']:.3f} ms per request); " + per
+    if "checkpoint_s" in after:  # measured from this benchmark's later runs on
+        per += (f"; the checkpoint a run writes after a round (the last; not in the round's wall): {after['checkpoint_s']:.3f} s, "
+                f"{after['checkpoint_mib']:.1f} MiB")
     return lines + [per + ".", ""] + _phase_table(before, after) + [""]
 
 

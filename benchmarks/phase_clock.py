@@ -88,15 +88,18 @@ def instrument(loop: Any, clock: PhaseClock) -> Iterator[Callable[..., Any]]:
         (round_mod, "training_view", "training view", None), (round_mod, "_candidate", "model copies", None),
         (ranker_mod.PlatformRanker, "frozen", "model copies", None), (round_mod, "copy", "model copies", None),
     ]
-    saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _, _ in patches]
+    # the fits are timed on their classes, not as instance attributes: those would be deep-copied into the loop's model
+    # snapshots and make the loop unpicklable (round_phases.py saves it, as a run checkpoints it)
+    patches += [(type(loop.ranker_learner), "fit", "ranker fit", None), (type(loop.learner), "fit", "agent fit", None)]
+    saved = [(obj, attr, obj.__dict__.get(attr)) for obj, attr, _, _ in patches]
     for obj, attr, name, inside in patches:
         target = getattr(obj, attr)
         setattr(obj, attr, _TimedCopy(clock, name) if attr == "copy" else clock.wrap(name, target, inside))
-    loop.ranker_learner.fit = clock.wrap("ranker fit", loop.ranker_learner.fit)
-    loop.learner.fit = clock.wrap("agent fit", loop.learner.fit)
     try:
         yield clock.wrap("serve.other", step.serve_batch)
     finally:
         for obj, attr, fn in saved:
-            setattr(obj, attr, fn)
-        del loop.ranker_learner.fit, loop.learner.fit
+            if fn is None:  # inherited: drop the patch, the base class's method shows through again
+                delattr(obj, attr)
+            else:
+                setattr(obj, attr, fn)

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from benchmarks.floors import phase_floors  # noqa: E402
 from benchmarks.phase_clock import PhaseClock, instrument  # noqa: E402
 from scenarios.experiment import agent_factory  # noqa: E402
 from simulator.config import Scenario, scenario_from_dict  # noqa: E402
+from simulator.loop import ClosedLoop  # noqa: E402
 from simulator.round import attach_agent  # noqa: E402
 from simulator.timeline import run_round, warm_started_loop  # noqa: E402
 
@@ -68,6 +70,8 @@ def run_size(n: int, rounds: int, agent: str, device: str = "cpu", ranker: str |
             clock.close_round(walls[-1], skip=r == 0)
             if r > 0:  # the floors right after each measured round: a shared machine's load drifts over minutes
                 floor_sets.append(phase_floors(loop, sc))
+    with tempfile.TemporaryDirectory(prefix="round-phases-") as folder:  # after the clock's patches are undone
+        save_s, save_bytes = checkpoint_cost(loop, Path(folder) / "loop.pt")
     per_round = (sum(walls) - walls[0]) / max(rounds - 1, 1)
     phases = clock.mean()
     floors = {k: sum(f[k] for f in floor_sets) / len(floor_sets) for k in floor_sets[0]}
@@ -76,7 +80,21 @@ def run_size(n: int, rounds: int, agent: str, device: str = "cpu", ranker: str |
         "walls": walls,
         "per_round_s": per_round, "ms_per_request": 1000 * per_round / sc.timeline.requests_per_round,
         "phases": {p: phases.get(p, 0.0) for p in PHASES}, "floors": floors, "threads": torch.get_num_threads(),
+        "checkpoint_s": save_s, "checkpoint_mib": save_bytes / 2**20,
     }
+
+
+def checkpoint_cost(loop: ClosedLoop, path: Path) -> tuple[float, int]:
+    """Seconds and bytes of the loop's checkpoint after the last round, written as a run writes it (atomic, fsynced).
+
+    Not part of the round's wall: a run writes it after each round, and this benchmark's rounds are not a run.
+    """
+    t = time.perf_counter()
+    loop.save(str(path))
+    took = time.perf_counter() - t
+    size = path.stat().st_size
+    path.unlink()
+    return took, size
 
 
 def print_size(res: dict) -> None:
@@ -89,6 +107,7 @@ def print_size(res: dict) -> None:
         print(f"  {p:20s} {ours:9.4f} {fl if fl is not None else float('nan'):9.4f} {ratio}")
     tot_f = sum(v for v in res["floors"].values())
     print(f"  {'round (sum)':20s} {res['per_round_s']:9.4f} {tot_f:9.4f} {res['per_round_s'] / tot_f:10.1f}")
+    print(f"  checkpoint after the last round (not in it): {res['checkpoint_s']:.3f} s, {res['checkpoint_mib']:.1f} MiB")
 
 
 GIB_PER_100K = 2.0  # peak RSS of a 100k x 100k round with 100k requests (issue 18); grows about linearly in n
