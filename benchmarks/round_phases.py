@@ -1,6 +1,6 @@
 """A whole round split per phase, next to a NumPy floor of each phase's arithmetic, in one process.
 
-    python benchmarks/round_phases.py [--sizes 1000 10000] [--rounds 3] [--agent bc] [--json out.json]
+    python benchmarks/round_phases.py [--sizes 1000 10000] [--rounds 3] [--agent bc] [--requests N] [--json out.json]
 
 Each size is ``n users x n items, n requests per round`` (the issue-18 sizes). The run builds the
 world, serves the warm-start round, pretrains the agent, then runs ``--rounds`` rounds. Per-round
@@ -54,9 +54,9 @@ def round_scenario(n: int, requests: int | None = None, ranker: str | None = Non
     })
 
 
-def run_size(n: int, rounds: int, agent: str, device: str = "cpu", ranker: str | None = None) -> dict:
-    """Per-round wall, per-phase seconds and floors for one size (``ranker``: the cascade's, default DeepFM)."""
-    sc = round_scenario(n, ranker=ranker)
+def run_size(n: int, rounds: int, agent: str, device: str = "cpu", ranker: str | None = None, requests: int | None = None) -> dict:
+    """Per-round wall, per-phase seconds and floors for one size (``ranker``: the cascade's, default DeepFM; ``requests``: n)."""
+    sc = round_scenario(n, requests, ranker)
     loop = warm_started_loop(sc, 0, device)
     attach_agent(loop, agent_factory(agent, sc, 0, torch.device(device)), agent)
     clock = PhaseClock(torch.cuda.synchronize if torch.device(device).type == "cuda" else None)
@@ -136,11 +136,14 @@ def main() -> None:
     ap.add_argument("--agent", default="bc")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--ranker", default=None, help="the cascade's ranker (default: the scenario default, DeepFM)")
+    ap.add_argument("--requests", type=int, default=None, help="requests per round (default: the size)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.rounds < 2:
         ap.exit(2, "error: --rounds: must be >= 2 (the first round's wall is subtracted)\n")
+    if args.requests is not None and args.requests < 1:
+        ap.exit(2, f"error: --requests: must be >= 1, got {args.requests}\n")
     for n in args.sizes:
         need, have = estimate_gib(n), available_gib()
         if n < 100 or need > have:
@@ -150,7 +153,7 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     results = []
     for n in args.sizes:
-        results.append(run_size(n, args.rounds, args.agent, args.device, args.ranker))
+        results.append(run_size(n, args.rounds, args.agent, args.device, args.ranker, args.requests))
         print_size(results[-1])
         if args.json:  # after every size: a long run cut short keeps what it measured
             args.json.write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1))
