@@ -14,20 +14,31 @@ again, ~2.5 us per 4 KiB. Measured on a 2,000-item run, the kernel time went fro
 100k round peaks at 1.78 GiB pinned, 2.04-2.10 GiB with larger thresholds); below, blocks up to 32
 MiB are reused from the heap, which keeps at most 128 MiB of free memory at its top (peak RSS
 +7% at 10k). Set ``CASCADESIM_KEEP_MALLOC=1`` to leave the allocator alone.
+
+Under the pin, training is where the price is paid: at 100k items a two-tower step's dense gradients
+and optimiser temporaries are ~13 MiB each, mapped and faulted in anew every minibatch (the agent fit
+spent as much time in the kernel as in user code, 12x its floor). :func:`heap_reuse` lifts the pin
+while a fit runs and trims the heap back afterwards: the fits' blocks are few and short-lived, the
+serving blocks that made the pin necessary are not allocated inside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import os
 import sys
+from collections.abc import Iterator
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers in glibc's malloc.h
 LARGE_CATALOGUE = 50_000
 """From this many items a round's score blocks reach several MiB: their memory is handed back on free."""
 SMALL_MMAP, SMALL_TRIM = 32 << 20, 128 << 20
 """Below ``LARGE_CATALOGUE``: blocks under 32 MiB come from the heap; it is trimmed above 128 MiB of free top."""
+PIN, DEFAULT_TRIM = 1 << 20, 128 << 10
+"""The pin's mmap threshold, and glibc's default trim threshold (kept while pinned)."""
+_pinned = False  # whether the last fit_malloc_to applied the pin
 
 
 def _mallopt(param: int, value: int) -> bool:
@@ -39,9 +50,14 @@ def _mallopt(param: int, value: int) -> bool:
         return False
 
 
-def pin_mmap_threshold(threshold: int = 1 << 20) -> bool:
+def pin_mmap_threshold(threshold: int = PIN) -> bool:
     """Fix glibc's mmap threshold; returns whether it was applied."""
     return _mallopt(_M_MMAP_THRESHOLD, threshold)
+
+
+def _trim_heap() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def fit_malloc_to(n_items: int) -> bool:
@@ -49,9 +65,31 @@ def fit_malloc_to(n_items: int) -> bool:
 
     Process-wide; called when a loop is built (the last loop built decides). Returns whether it was applied.
     """
+    global _pinned
     if n_items >= LARGE_CATALOGUE:
-        return pin_mmap_threshold()
+        _pinned = pin_mmap_threshold() and _mallopt(_M_TRIM_THRESHOLD, DEFAULT_TRIM)
+        return _pinned
+    _pinned = False
     return _mallopt(_M_MMAP_THRESHOLD, SMALL_MMAP) and _mallopt(_M_TRIM_THRESHOLD, SMALL_TRIM)
+
+
+@contextlib.contextmanager
+def heap_reuse() -> Iterator[None]:
+    """While pinned, let a fit's blocks up to 32 MiB be reused from the heap; restore the pin and trim after.
+
+    Does nothing when the pin is not applied (small worlds reuse the heap already). Results do not change.
+    """
+    if not _pinned:
+        yield
+        return
+    _mallopt(_M_MMAP_THRESHOLD, SMALL_MMAP)
+    _mallopt(_M_TRIM_THRESHOLD, SMALL_TRIM)
+    try:
+        yield
+    finally:
+        pin_mmap_threshold()
+        _mallopt(_M_TRIM_THRESHOLD, DEFAULT_TRIM)
+        _trim_heap()
 
 
 def settle_heap() -> None:

@@ -18,6 +18,7 @@ from simulator.guard import DivergenceError, with_round
 from simulator.log.split import holdout_flags
 from simulator.log.view import TrainingView, build_view
 from simulator.loop import ClosedLoop, MetricRow
+from simulator.memory import heap_reuse
 from simulator.metrics.audit import Audit
 from simulator.metrics.measure import MetricInput, measure_external, measure_round
 from simulator.metrics.mini_app import mini_app_truth_metrics
@@ -34,7 +35,8 @@ def attach_agent(loop: ClosedLoop, factory: AgentFactory, name: str) -> None:
     learner, server = factory(loop), factory(loop)
     loop.learner = learner
     for _ in range(loop.sc.training.pretrain_fits):  # pretraining on the historical (warm-start) log
-        loop.fit_info = learner.fit(training_view(loop, -1))
+        with heap_reuse():
+            loop.fit_info = learner.fit(training_view(loop, -1))
     server.load_state_dict(copy.deepcopy(learner.state_dict()))
     loop.retriever, loop.retriever_version = server, 0
     loop.retrievers[0] = copy.deepcopy(learner.state_dict())
@@ -98,7 +100,8 @@ def _timed(loop: ClosedLoop, r: int, phase: str, fit: Callable[[], dict[str, flo
     """Run ``fit`` and keep its wall time apart from the (deterministic) metrics; a divergence names the round."""
     started = time.perf_counter()
     try:
-        info = fit()
+        with heap_reuse():
+            info = fit()
     except DivergenceError as err:
         raise with_round(err, r) from None
     loop.timings.append({"round": r, "phase": phase, "seconds": time.perf_counter() - started})

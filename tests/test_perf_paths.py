@@ -121,7 +121,8 @@ def test_the_loop_fits_the_allocator_to_its_catalogue(monkeypatch: pytest.Monkey
 
     calls: list[tuple[int, int]] = []
     monkeypatch.setattr(memory, "_mallopt", lambda param, value: calls.append((param, value)) or True)
-    assert memory.fit_malloc_to(memory.LARGE_CATALOGUE) and calls == [(memory._M_MMAP_THRESHOLD, 1 << 20)]
+    assert memory.fit_malloc_to(memory.LARGE_CATALOGUE)
+    assert calls == [(memory._M_MMAP_THRESHOLD, 1 << 20), (memory._M_TRIM_THRESHOLD, memory.DEFAULT_TRIM)]
     calls.clear()
     assert memory.fit_malloc_to(memory.LARGE_CATALOGUE - 1)
     assert calls == [(memory._M_MMAP_THRESHOLD, memory.SMALL_MMAP), (memory._M_TRIM_THRESHOLD, memory.SMALL_TRIM)]
@@ -136,3 +137,27 @@ def test_the_loop_fits_the_allocator_to_its_catalogue(monkeypatch: pytest.Monkey
         assert not memory.fit_malloc_to(10) and not memory.pin_mmap_threshold()
         monkeypatch.delenv("CASCADESIM_KEEP_MALLOC")
         assert memory.fit_malloc_to(10)  # glibc accepts both values
+
+
+def test_heap_reuse_lifts_the_pin_only_while_a_fit_runs(monkeypatch) -> None:
+    """Pinned (large catalogue): inside ``heap_reuse`` blocks up to 32 MiB come from the heap; after it, the pin is back and
+    the heap is trimmed, also when the fit raises. Not pinned: nothing is touched."""
+    from simulator import memory
+
+    calls: list[tuple[int, int]] = []
+    trims: list[bool] = []
+    monkeypatch.setattr(memory, "_mallopt", lambda param, value: calls.append((param, value)) or True)
+    monkeypatch.setattr(memory, "_trim_heap", lambda: trims.append(True))
+    mmap, trim = memory._M_MMAP_THRESHOLD, memory._M_TRIM_THRESHOLD
+    memory.fit_malloc_to(memory.LARGE_CATALOGUE - 1)
+    calls.clear()
+    with memory.heap_reuse():
+        pass
+    assert calls == [] and trims == []
+    memory.fit_malloc_to(memory.LARGE_CATALOGUE)
+    calls.clear()
+    with pytest.raises(RuntimeError, match="diverged"), memory.heap_reuse():
+        assert calls == [(mmap, memory.SMALL_MMAP), (trim, memory.SMALL_TRIM)]
+        raise RuntimeError("diverged")
+    assert calls[2:] == [(mmap, memory.PIN), (trim, memory.DEFAULT_TRIM)] and trims == [True]
+    memory.fit_malloc_to(memory.LARGE_CATALOGUE - 1)  # leave the module as the small worlds of the other tests want it
