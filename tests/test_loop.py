@@ -92,6 +92,7 @@ def _reachable(root: object, limit: int = 200_000) -> list[object]:
     return out
 
 
+@pytest.mark.filterwarnings("ignore:`torch.distributed.reduce_op` is deprecated:FutureWarning")  # the walk touches torch's own objects
 def test_training_view_cannot_reach_the_world_or_the_truth(tiny) -> None:
     loop = warm_started_loop(tiny, 0, torch.device("cpu"))
     view = training_view(loop, -1)
